@@ -1,0 +1,235 @@
+//! Building blocks shared by the architectures: linear layers that are either quantized or
+//! dequantized, rotary tables indexed by per-token positions, attention over packed sequences,
+//! and the LM head with log-softmax applied to the scored rows only.
+
+use anyhow::{bail, Result};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::{cpu_attention, PackedBatch, RowScore};
+
+/// How weights are kept in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum WeightMode {
+    /// Dequantized to f32 at load: the fastest path on CPU with candle's kernels.
+    F32,
+    /// Kept in the file's quantized formats and multiplied with candle's `QMatMul` kernels.
+    Quantized,
+}
+
+/// A weight matrix `[out, in]`, applied as `x · Wᵀ`.
+pub struct Linear {
+    parts: Vec<QMatMul>,
+}
+
+impl Linear {
+    /// One matrix whose output rows are the rows of `parts` stacked in order (e.g. Q, K and V),
+    /// so that one large matmul replaces several small ones.
+    pub fn stacked(parts: Vec<QTensor>, mode: WeightMode) -> Result<Self> {
+        let same_dtype = parts.windows(2).all(|w| w[0].dtype() == w[1].dtype());
+        match mode {
+            WeightMode::F32 => {
+                let dense = parts
+                    .iter()
+                    .map(|p| p.dequantize(&Device::Cpu))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let w = Tensor::cat(&dense, 0)?;
+                Ok(Self {
+                    parts: vec![QMatMul::Tensor(w)],
+                })
+            }
+            WeightMode::Quantized if same_dtype && parts.len() > 1 => {
+                let (_, cols) = parts[0].shape().dims2()?;
+                let mut rows = 0;
+                let mut bytes = Vec::new();
+                for p in &parts {
+                    let (r, c) = p.shape().dims2()?;
+                    if c != cols {
+                        bail!("cannot stack weights of {cols} and {c} columns");
+                    }
+                    rows += r;
+                    bytes.extend_from_slice(&p.data()?);
+                }
+                let storage = QStorage::from_data(bytes.into(), &Device::Cpu, parts[0].dtype())?;
+                let q = QTensor::new(storage, (rows, cols))?;
+                Ok(Self {
+                    parts: vec![QMatMul::from_qtensor(q)?],
+                })
+            }
+            WeightMode::Quantized => Ok(Self {
+                parts: parts
+                    .into_iter()
+                    .map(QMatMul::from_qtensor)
+                    .collect::<candle_core::Result<_>>()?,
+            }),
+        }
+    }
+
+    pub fn new(weight: QTensor, mode: WeightMode) -> Result<Self> {
+        Self::stacked(vec![weight], mode)
+    }
+
+    /// A dense f32 matrix (e.g. a tied embedding table used as LM head).
+    pub fn dense(weight: Tensor) -> Self {
+        Self {
+            parts: vec![QMatMul::Tensor(weight)],
+        }
+    }
+
+    /// `x: [rows, in]` → `[rows, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.parts.len() == 1 {
+            return Ok(self.parts[0].forward(x)?);
+        }
+        let outs = self
+            .parts
+            .iter()
+            .map(|p| p.forward(x))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&outs, D::Minus1)?)
+    }
+}
+
+/// cos/sin tables of rotary position embeddings, `[max_positions, rotary_dim / 2]`.
+pub struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTables {
+    pub fn new(rotary_dim: usize, theta: f32, max_positions: usize) -> Result<Self> {
+        let half = rotary_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1f32 / theta.powf(2.0 * i as f32 / rotary_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max_positions, half), &Device::Cpu)?,
+            sin: Tensor::from_vec(sin, (max_positions, half), &Device::Cpu)?,
+        })
+    }
+
+    /// Rows of the tables for each token's own position: `([T, d/2], [T, d/2])`.
+    pub fn at(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.index_select(positions, 0)?,
+            self.sin.index_select(positions, 0)?,
+        ))
+    }
+}
+
+/// Per-forward tensors derived from the batch once and shared by every layer.
+pub struct BatchTensors {
+    pub ids: Tensor,
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl BatchTensors {
+    pub fn new(batch: &PackedBatch, rope: &RopeTables) -> Result<Self> {
+        let device = Device::Cpu;
+        let ids = Tensor::new(batch.tokens.as_slice(), &device)?;
+        let positions = Tensor::new(batch.positions.as_slice(), &device)?;
+        let (cos, sin) = rope.at(&positions)?;
+        Ok(Self { ids, cos, sin })
+    }
+}
+
+/// Causal self-attention of every packed sequence with itself.
+///
+/// `q: [n_head, T, head_dim]`, `k`, `v: [n_kv_head, T, head_dim]` (RoPE applied); returns
+/// `[T, n_head * head_dim]`.
+pub fn packed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &PackedBatch,
+    scale: f64,
+) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        return cpu_attention::causal_attention(q, k, v, &batch.sequences, scale as f32);
+    }
+    packed_attention_generic(q, k, v, batch, scale)
+}
+
+/// The same attention from candle tensor ops, for devices without a dedicated kernel. Query
+/// heads that share a key/value head are folded into one matmul (`[n_kv, rep·L, d] ×
+/// [n_kv, d, L]`), which avoids copying K and V per query head.
+pub fn packed_attention_generic(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &PackedBatch,
+    scale: f64,
+) -> Result<Tensor> {
+    let (n_head, _, head_dim) = q.dims3()?;
+    let n_kv = k.dim(0)?;
+    let rep = n_head / n_kv;
+    let mut outs = Vec::with_capacity(batch.sequences.len());
+    for seq in &batch.sequences {
+        let len = seq.len();
+        let mask: Vec<f32> = (0..len * len)
+            .map(|i| {
+                if i % len <= i / len {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (len, len), q.device())?.to_dtype(q.dtype())?;
+        let q = q
+            .narrow(1, seq.start, len)?
+            .contiguous()?
+            .reshape((n_kv, rep * len, head_dim))?;
+        let k = k.narrow(1, seq.start, len)?.contiguous()?;
+        let v = v.narrow(1, seq.start, len)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((n_kv, rep, len, len))?;
+        let scores = scores.broadcast_add(&mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((n_kv, rep * len, len))?;
+        let out = probs.matmul(&v)?.reshape((n_head, len, head_dim))?;
+        outs.push(out);
+    }
+    let out = Tensor::cat(&outs, 1)?;
+    Ok(out.transpose(0, 1)?.reshape(((), n_head * head_dim))?)
+}
+
+/// Log-probability of each scored row's target and whether the target is the row's argmax,
+/// from the logits `[R, V]` of the scored rows.
+pub fn score_logits(logits: &Tensor, targets: &[u32]) -> Result<Vec<RowScore>> {
+    let logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    logits
+        .iter()
+        .zip(targets)
+        .map(|(row, &target)| {
+            let target = target as usize;
+            if target >= row.len() {
+                bail!(
+                    "token id {target} is outside the model's vocabulary of {}",
+                    row.len()
+                );
+            }
+            let (mut argmax, mut max) = (0usize, f32::NEG_INFINITY);
+            for (i, &x) in row.iter().enumerate() {
+                if x > max {
+                    max = x;
+                    argmax = i;
+                }
+            }
+            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            let logprob = (row[target] - max) as f64 - sum.ln();
+            Ok(RowScore {
+                logprob,
+                is_argmax: argmax == target,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! Models: resolving a `--model` argument to a file, loading it (tokenizer and weights), and the
+//! packed forward pass every architecture implements.
+
+mod cpu_attention;
+pub mod gguf;
+pub mod layers;
+pub mod llama;
+pub mod registry;
+pub mod tokenizer;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+pub use layers::WeightMode;
+use llama::Llama;
+use tokenizer::TextTokenizer;
+
+/// Several token sequences packed end to end into one forward, each attending causally to
+/// itself only, plus the rows whose next-token distribution is scored.
+#[derive(Debug, Default, Clone)]
+pub struct PackedBatch {
+    pub tokens: Vec<u32>,
+    /// Each token's position inside its own sequence (for rotary embeddings).
+    pub positions: Vec<u32>,
+    /// Where each sequence lies in `tokens`.
+    pub sequences: Vec<Range<usize>>,
+    /// Indices into `tokens` whose next-token log-probabilities are wanted …
+    pub score_rows: Vec<u32>,
+    /// … and the token each of those rows is scored against.
+    pub targets: Vec<u32>,
+}
+
+impl PackedBatch {
+    pub fn push_sequence(&mut self, tokens: &[u32]) -> Range<usize> {
+        let start = self.tokens.len();
+        self.tokens.extend_from_slice(tokens);
+        self.positions.extend(0..tokens.len() as u32);
+        let range = start..self.tokens.len();
+        self.sequences.push(range.clone());
+        range
+    }
+
+    pub fn push_score(&mut self, row: usize, target: u32) {
+        self.score_rows.push(row as u32);
+        self.targets.push(target);
+    }
+}
+
+/// The scored distribution at one row: log p(target) and whether target is the argmax.
+#[derive(Debug, Clone, Copy)]
+pub struct RowScore {
+    pub logprob: f64,
+    pub is_argmax: bool,
+}
+
+/// The `general.architecture` values this build can run.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+
+enum Network {
+    Llama(Llama),
+}
+
+/// A loaded model: its tokenizer and its network.
+pub struct Model {
+    pub name: String,
+    pub path: PathBuf,
+    pub architecture: String,
+    pub weight_mode: WeightMode,
+    pub tokenizer: TextTokenizer,
+    network: Network,
+}
+
+impl Model {
+    /// Loads a registry model by name (fetching it when missing) or a `.gguf` file by path.
+    pub fn load(spec: &str, mode: WeightMode) -> Result<Self> {
+        let (name, path) = resolve(spec)?;
+        Self::load_file(&name, &path, mode)
+    }
+
+    pub fn load_file(name: &str, path: &Path, mode: WeightMode) -> Result<Self> {
+        let mut file = gguf::GgufFile::open(path)?;
+        let architecture = file.string("general.architecture")?;
+        if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
+            bail!(
+                "{}: architecture '{architecture}' is not supported (supported: {})",
+                path.display(),
+                SUPPORTED_ARCHITECTURES.join(", ")
+            );
+        }
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let network = match architecture.as_str() {
+            "llama" => Network::Llama(Llama::from_gguf(&mut file, mode)?),
+            _ => unreachable!("checked against SUPPORTED_ARCHITECTURES above"),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            architecture,
+            weight_mode: mode,
+            tokenizer,
+            network,
+        })
+    }
+
+    /// The longest token sequence the model accepts.
+    pub fn context_length(&self) -> usize {
+        match &self.network {
+            Network::Llama(m) => m.config.context_length,
+        }
+    }
+
+    /// Runs one packed forward and scores its rows.
+    pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+        match &self.network {
+            Network::Llama(m) => m.score(batch),
+        }
+    }
+}
+
+/// A `--model` argument → (display name, file path). Paths are taken as they are; anything else
+/// must be a registry name, whose file is fetched if it is not there yet.
+pub fn resolve(spec: &str) -> Result<(String, PathBuf)> {
+    let looks_like_path = spec.ends_with(".gguf") || spec.contains('/') || spec.contains('\\');
+    if looks_like_path || Path::new(spec).is_file() {
+        let path = PathBuf::from(spec);
+        if !path.is_file() {
+            bail!(
+                "model file {} does not exist: give a path to a .gguf file or a registry name \
+                 (`valuelens models` lists them)",
+                path.display()
+            );
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_string());
+        return Ok((name, path));
+    }
+    let registry = registry::Registry::builtin()?;
+    let entry = registry.get(spec)?;
+    let path = registry::ensure(entry, &registry::models_dir())?;
+    Ok((entry.name.clone(), path))
+}

