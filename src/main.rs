@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use valuelens::engine::{self, requests, EngineOptions};
 use valuelens::model::{registry, Model, WeightMode};
+use valuelens::output::write_atomically;
 use valuelens::report::MetricsReport;
 use valuelens::via::{self, released};
 
@@ -43,6 +44,20 @@ enum Command {
         /// Most tokens in one forward pass.
         #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
         batch_tokens: usize,
+    },
+    /// Throughput of the engine on a request file: one JSON object on stdout.
+    Bench {
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: WeightMode,
+        #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
+        batch_tokens: usize,
+        /// The baseline: one request per forward, no prefix sharing.
+        #[arg(long)]
+        naive: bool,
     },
     /// The paper's alignment measures from Task-1 and Task-2 outputs (e.g. the paper's released
     /// files): writes <out>/metrics.json and <out>/summary.md.
@@ -107,6 +122,13 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
             batch_tokens,
         } => score(&model, &input, &output, dtype, batch_tokens),
+        Command::Bench {
+            model,
+            input,
+            dtype,
+            batch_tokens,
+            naive,
+        } => bench(&model, &input, dtype, batch_tokens, naive),
         Command::Metrics {
             data,
             stated,
@@ -135,6 +157,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Requests scored together (and sharing prefixes) at a time: bounds memory for any input.
+const STREAM_CHUNK: usize = 8192;
+
 fn score(
     model: &str,
     input: &Path,
@@ -145,27 +170,102 @@ fn score(
     if batch_tokens == 0 {
         anyhow::bail!("--batch-tokens must be at least 1");
     }
-    let requests = requests::read_requests(input)?;
+    let n_requests = requests::validate_requests(input)?;
     let started = Instant::now();
     let model = Model::load(model, dtype)?;
     let loaded = started.elapsed();
-    let bar = progress_bar(requests.len());
-    let options = EngineOptions { batch_tokens };
-    let scores = engine::score(&model, &requests, &options, Some(&bar))
+    let bar = progress_bar(n_requests);
+    let options = EngineOptions {
+        batch_tokens,
+        ..EngineOptions::default()
+    };
+    let mut stats = engine::EngineStats::default();
+    write_atomically(output, |out| {
+        stats = engine::score_stream(
+            &model,
+            requests::RequestLines::open(input)?,
+            &options,
+            STREAM_CHUNK,
+            Some(&bar),
+            |score| requests::write_score(out, &score),
+        )
         .with_context(|| format!("{}", input.display()))?;
-    let total = bar.length().unwrap_or(0);
+        Ok(())
+    })?;
     bar.finish_and_clear();
-    requests::write_scores(output, &scores)?;
     let secs = (started.elapsed() - loaded).as_secs_f64();
     eprintln!(
-        "scored {} requests ({total} tokens) with {} [{:?}] in {secs:.2} s ({:.0} tokens/s; load {:.2} s)",
-        scores.len(),
+        "scored {} requests with {} [{:?}] in {secs:.2} s: {} tokens computed for {} in the \
+         requests ({:.0} computed tokens/s; load {:.2} s)",
+        stats.requests,
         model.name,
         dtype,
-        total as f64 / secs.max(1e-9),
+        stats.computed_tokens,
+        stats.request_tokens,
+        stats.computed_tokens as f64 / secs.max(1e-9),
         loaded.as_secs_f64()
     );
     Ok(())
+}
+
+fn bench(
+    model: &str,
+    input: &Path,
+    dtype: WeightMode,
+    batch_tokens: usize,
+    naive: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let n_requests = requests::validate_requests(input)?;
+    let model = Model::load(model, dtype)?;
+    let loaded = started.elapsed();
+    let options = EngineOptions {
+        batch_tokens: if naive { 1 } else { batch_tokens },
+        share_prefixes: !naive,
+    };
+    let scoring = Instant::now();
+    let stats = engine::score_stream(
+        &model,
+        requests::RequestLines::open(input)?,
+        &options,
+        STREAM_CHUNK,
+        None,
+        |_| Ok(()),
+    )?;
+    let score_s = scoring.elapsed().as_secs_f64();
+    let wall_s = started.elapsed().as_secs_f64();
+    let result = serde_json::json!({
+        "model": model.name,
+        "input": input.display().to_string(),
+        "requests": n_requests,
+        "request_tokens": stats.request_tokens,
+        "distinct_tokens": stats.distinct_tokens,
+        "computed_tokens": stats.computed_tokens,
+        "forwards": stats.forwards,
+        "wall_s": wall_s,
+        "load_s": loaded.as_secs_f64(),
+        "score_s": score_s,
+        "computed_tokens_per_s": stats.computed_tokens as f64 / score_s,
+        "requests_per_s": n_requests as f64 / wall_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "settings": {
+            "dtype": dtype,
+            "batch_tokens": options.batch_tokens,
+            "share_prefixes": options.share_prefixes,
+            "naive": naive,
+            "threads": rayon::current_num_threads(),
+        },
+    });
+    println!("{result}");
+    Ok(())
+}
+
+/// The process's peak resident memory (VmHWM) in MiB, where the OS reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn metrics(

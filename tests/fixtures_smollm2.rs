@@ -61,14 +61,19 @@ fn f32_logprobs_are_within_1e3_per_token_of_the_reference() {
     assert_eq!(greedy_agree, references.len(), "greedy flags agree in f32");
 }
 
+/// Default batching (shared prefixes, packed forwards) against one forward per request with
+/// nothing shared.
 #[test]
-fn scores_do_not_depend_on_batching() {
+fn scores_do_not_depend_on_batching_or_sharing() {
     let (requests, _) = fixtures(MODEL);
     let batched = f32_scores();
     let one_by_one = engine::score(
         model_f32(),
         &requests,
-        &EngineOptions { batch_tokens: 1 },
+        &EngineOptions {
+            batch_tokens: 1,
+            share_prefixes: false,
+        },
         None,
     )
     .unwrap();

@@ -1,15 +1,21 @@
 //! The log-likelihood engine: (context, continuation) requests in, lm-evaluation-harness
-//! `loglikelihood` scores out, computed in packed batches under a token budget. It knows
-//! nothing about VIA or prompts.
+//! `loglikelihood` scores out. Requests are tokenized, merged into a prefix tree so that each
+//! distinct token prefix is computed once, and run in packed forwards under a token budget.
+//! It knows nothing about VIA or prompts.
 
+pub mod prefix;
 pub mod requests;
 mod tokenize;
+
+use std::collections::HashMap;
+use std::ops::Range;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Model, PackedBatch};
+use prefix::PrefixTree;
 pub use tokenize::{tokenize_request, TokenizedRequest};
 
 /// One question to the model: how likely is `continuation` after `context`?
@@ -34,13 +40,42 @@ pub struct Score {
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    /// Upper bound on the tokens of one forward (a longer request still gets a forward alone).
+    /// Upper bound on the tokens of one forward (a segment with its ancestors that is longer
+    /// still gets a forward alone).
     pub batch_tokens: usize,
+    /// Compute each distinct token prefix once (off: every request in full, the baseline).
+    pub share_prefixes: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { batch_tokens: 4096 }
+        Self {
+            batch_tokens: 8192,
+            share_prefixes: true,
+        }
+    }
+}
+
+/// What a scoring run computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub requests: usize,
+    /// Tokens of the requests as given (context + continuation).
+    pub request_tokens: usize,
+    /// Distinct token prefixes the model must read (nodes of the prefix tree).
+    pub distinct_tokens: usize,
+    /// Tokens actually run through the model (ancestors repeated across forwards included).
+    pub computed_tokens: usize,
+    pub forwards: usize,
+}
+
+impl EngineStats {
+    pub fn add(&mut self, other: &EngineStats) {
+        self.requests += other.requests;
+        self.request_tokens += other.request_tokens;
+        self.distinct_tokens += other.distinct_tokens;
+        self.computed_tokens += other.computed_tokens;
+        self.forwards += other.forwards;
     }
 }
 
@@ -51,15 +86,22 @@ pub fn score(
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<Vec<Score>> {
+    Ok(score_with_stats(model, requests, options, progress)?.0)
+}
+
+/// Like [`score`], with what was computed.
+pub fn score_with_stats(
+    model: &Model,
+    requests: &[Request],
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(Vec<Score>, EngineStats)> {
     let tokenized = requests
         .iter()
         .map(|r| tokenize_request(model, r).with_context(|| format!("request '{}'", r.id)))
         .collect::<Result<Vec<_>>>()?;
-    if let Some(bar) = progress {
-        bar.set_length(tokenized.iter().map(|t| t.input().len() as u64).sum());
-    }
-    let scores = score_tokenized(model, &tokenized, options, progress)?;
-    Ok(requests
+    let (scores, stats) = score_tokenized(model, &tokenized, options, progress)?;
+    let scores = requests
         .iter()
         .zip(scores)
         .map(|(r, s)| Score {
@@ -69,7 +111,8 @@ pub fn score(
             greedy: s.greedy,
             token_logprobs: s.token_logprobs,
         })
-        .collect())
+        .collect();
+    Ok((scores, stats))
 }
 
 /// Per-token scores of one tokenized request.
@@ -79,61 +122,147 @@ pub struct TokenScores {
     pub greedy: bool,
 }
 
-/// Scores already-tokenized requests in batches of at most `batch_tokens` tokens, longest
-/// first so that a batch holds sequences of similar length.
+/// Where one continuation token's answer goes: request, token index.
+type Consumer = (u32, u32);
+
+/// Scores tokenized requests: builds their prefix tree (or, without sharing, one path per
+/// request), cuts it into segments, and runs the segments in depth-first order in forwards of
+/// at most `batch_tokens` tokens, each segment together with those of its ancestors that the
+/// forward does not already hold.
 pub fn score_tokenized(
     model: &Model,
     requests: &[TokenizedRequest],
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
-) -> Result<Vec<TokenScores>> {
-    let mut results = vec![TokenScores::default(); requests.len()];
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].input().len()));
-
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start;
-        let mut tokens = 0;
-        while end < order.len() {
-            let len = requests[order[end]].input().len();
-            if end > start && tokens + len > options.batch_tokens {
-                break;
-            }
-            tokens += len;
-            end += 1;
+) -> Result<(Vec<TokenScores>, EngineStats)> {
+    let mut tree = PrefixTree::default();
+    let mut pending: Vec<(u32, Consumer)> = Vec::new();
+    let mut results: Vec<TokenScores> = requests
+        .iter()
+        .map(|r| TokenScores {
+            token_logprobs: vec![0.0; r.continuation().len()],
+            greedy: true,
+        })
+        .collect();
+    for (i, request) in requests.iter().enumerate() {
+        if request.continuation().is_empty() {
+            // An empty continuation scores log 1 = 0 and is trivially greedy, as in lm-eval.
+            continue;
         }
-        let members = &order[start..end];
-        let mut batch = PackedBatch::default();
-        for &i in members {
-            let request = &requests[i];
-            if request.continuation().is_empty() {
+        let path = if options.share_prefixes {
+            tree.insert(request.input())
+        } else {
+            tree.insert_unshared(request.input())
+        };
+        for j in 0..request.continuation().len() {
+            pending.push((path[request.context_len - 1 + j], (i as u32, j as u32)));
+        }
+    }
+    if let Some(bar) = progress {
+        bar.set_length(bar.length().unwrap_or(0) + tree.len() as u64);
+    }
+    let segments = tree.segments();
+    let mut consumers: Vec<Vec<(u32, Consumer)>> = vec![Vec::new(); segments.list.len()];
+    for (node, consumer) in pending {
+        let (segment, offset) = segments.node_place[node as usize];
+        consumers[segment as usize].push((offset, consumer));
+    }
+    for c in &mut consumers {
+        c.sort_unstable();
+    }
+
+    let mut stats = EngineStats {
+        requests: requests.len(),
+        request_tokens: requests.iter().map(|r| r.tokens.len()).sum(),
+        distinct_tokens: tree.len(),
+        ..EngineStats::default()
+    };
+    let mut batch = PackedBatch::default();
+    let mut placed: HashMap<usize, Range<usize>> = HashMap::new();
+    let mut answers: Vec<(usize, Consumer)> = Vec::new();
+    let mut run = |batch: &mut PackedBatch,
+                   answers: &mut Vec<(usize, Consumer)>,
+                   results: &mut Vec<TokenScores>|
+     -> Result<()> {
+        if batch.tokens.is_empty() {
+            return Ok(());
+        }
+        let scores = model.score(batch)?;
+        for &(t, (i, j)) in answers.iter() {
+            let result = &mut results[i as usize];
+            result.token_logprobs[j as usize] = scores[t].logprob;
+            result.greedy &= scores[t].is_argmax;
+        }
+        stats.computed_tokens += batch.tokens.len();
+        stats.forwards += 1;
+        if let Some(bar) = progress {
+            bar.inc(batch.tokens.len() as u64);
+        }
+        *batch = PackedBatch::default();
+        answers.clear();
+        Ok(())
+    };
+    for segment in 0..segments.list.len() {
+        let ancestors = segments.ancestors(segment);
+        let missing = |placed: &HashMap<usize, Range<usize>>| -> usize {
+            ancestors
+                .iter()
+                .filter(|a| !placed.contains_key(a))
+                .map(|&a| segments.len(a))
+                .sum()
+        };
+        let cost = segments.len(segment) + missing(&placed);
+        if !batch.tokens.is_empty() && batch.tokens.len() + cost > options.batch_tokens {
+            run(&mut batch, &mut answers, &mut results)?;
+            placed.clear();
+        }
+        for &s in ancestors.iter().chain(std::iter::once(&segment)) {
+            if placed.contains_key(&s) {
                 continue;
             }
-            let range = batch.push_sequence(request.input());
-            for (j, &target) in request.continuation().iter().enumerate() {
-                batch.push_score(range.start + request.context_len - 1 + j, target);
-            }
+            let above: Vec<Range<usize>> = segments
+                .ancestors(s)
+                .iter()
+                .map(|a| placed[a].clone())
+                .collect();
+            let range =
+                batch.push_segment(&segments.tokens[segments.list[s].tokens.clone()], above);
+            placed.insert(s, range);
         }
-        let rows = if batch.score_rows.is_empty() {
-            Vec::new()
-        } else {
-            model.score(&batch)?
-        };
-        let mut rows = rows.into_iter();
-        for &i in members {
-            let n = requests[i].continuation().len();
-            let scored: Vec<_> = rows.by_ref().take(n).collect();
-            // An empty continuation scores log 1 = 0 and is trivially greedy, as in lm-eval.
-            results[i] = TokenScores {
-                token_logprobs: scored.iter().map(|r| r.logprob).collect(),
-                greedy: scored.iter().all(|r| r.is_argmax),
-            };
+        let start = placed[&segment].start;
+        for &(offset, (i, j)) in &consumers[segment] {
+            let target = requests[i as usize].continuation()[j as usize];
+            let t = batch.push_score(start + offset as usize, target);
+            answers.push((t, (i, j)));
         }
-        if let Some(bar) = progress {
-            bar.inc(tokens as u64);
-        }
-        start = end;
     }
-    Ok(results)
+    run(&mut batch, &mut answers, &mut results)?;
+    Ok((results, stats))
+}
+
+/// Scores a stream of requests of any length with bounded memory: `chunk` requests at a time
+/// are tokenized, shared and scored, and their scores handed to `sink` in input order.
+pub fn score_stream(
+    model: &Model,
+    requests: impl Iterator<Item = Result<Request>>,
+    options: &EngineOptions,
+    chunk: usize,
+    progress: Option<&ProgressBar>,
+    mut sink: impl FnMut(Score) -> Result<()>,
+) -> Result<EngineStats> {
+    let mut stats = EngineStats::default();
+    let mut buffer = Vec::with_capacity(chunk.min(1 << 16));
+    let mut requests = requests.peekable();
+    while requests.peek().is_some() {
+        buffer.clear();
+        for request in requests.by_ref().take(chunk.max(1)) {
+            buffer.push(request?);
+        }
+        let (scores, chunk_stats) = score_with_stats(model, &buffer, options, progress)?;
+        stats.add(&chunk_stats);
+        for score in scores {
+            sink(score)?;
+        }
+    }
+    Ok(stats)
 }

@@ -143,7 +143,7 @@ impl BatchTensors {
     }
 }
 
-/// Causal self-attention of every packed sequence with itself.
+/// Attention of every packed segment to its ancestors and (causally) to itself.
 ///
 /// `q: [n_head, T, head_dim]`, `k`, `v: [n_kv_head, T, head_dim]` (RoPE applied); returns
 /// `[T, n_head * head_dim]`.
@@ -155,14 +155,14 @@ pub fn packed_attention(
     scale: f64,
 ) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        return cpu_attention::causal_attention(q, k, v, &batch.sequences, scale as f32);
+        return cpu_attention::tree_attention(q, k, v, &batch.segments, scale as f32);
     }
     packed_attention_generic(q, k, v, batch, scale)
 }
 
-/// The same attention from candle tensor ops, for devices without a dedicated kernel. Query
-/// heads that share a key/value head are folded into one matmul (`[n_kv, rep·L, d] ×
-/// [n_kv, d, L]`), which avoids copying K and V per query head.
+/// The same attention from candle tensor ops, for devices without a dedicated kernel: per
+/// segment, keys are gathered from its ancestors and itself, and query heads that share a
+/// key/value head are folded into one matmul (`[n_kv, rep·L, d] × [n_kv, d, keys]`).
 pub fn packed_attention_generic(
     q: &Tensor,
     k: &Tensor,
@@ -173,28 +173,40 @@ pub fn packed_attention_generic(
     let (n_head, _, head_dim) = q.dims3()?;
     let n_kv = k.dim(0)?;
     let rep = n_head / n_kv;
-    let mut outs = Vec::with_capacity(batch.sequences.len());
-    for seq in &batch.sequences {
-        let len = seq.len();
-        let mask: Vec<f32> = (0..len * len)
+    let mut outs = Vec::with_capacity(batch.segments.len());
+    for seg in &batch.segments {
+        let len = seg.range.len();
+        let context: usize = seg.ancestors.iter().map(|r| r.len()).sum();
+        let n_keys = context + len;
+        let key_rows: Vec<u32> = seg
+            .ancestors
+            .iter()
+            .chain(std::iter::once(&seg.range))
+            .flat_map(|r| r.start as u32..r.end as u32)
+            .collect();
+        let key_rows = Tensor::new(key_rows.as_slice(), q.device())?;
+        let mask: Vec<f32> = (0..len * n_keys)
             .map(|i| {
-                if i % len <= i / len {
+                let (row, key) = (i / n_keys, i % n_keys);
+                if key <= context + row {
                     0.0
                 } else {
                     f32::NEG_INFINITY
                 }
             })
             .collect();
-        let mask = Tensor::from_vec(mask, (len, len), q.device())?.to_dtype(q.dtype())?;
-        let q = q
-            .narrow(1, seq.start, len)?
-            .contiguous()?
-            .reshape((n_kv, rep * len, head_dim))?;
-        let k = k.narrow(1, seq.start, len)?.contiguous()?;
-        let v = v.narrow(1, seq.start, len)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((n_kv, rep, len, len))?;
+        let mask = Tensor::from_vec(mask, (len, n_keys), q.device())?.to_dtype(q.dtype())?;
+        let q = q.narrow(1, seg.range.start, len)?.contiguous()?.reshape((
+            n_kv,
+            rep * len,
+            head_dim,
+        ))?;
+        let k = k.index_select(&key_rows, 1)?;
+        let v = v.index_select(&key_rows, 1)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((n_kv, rep, len, n_keys))?;
         let scores = scores.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((n_kv, rep * len, len))?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((n_kv, rep * len, n_keys))?;
         let out = probs.matmul(&v)?.reshape((n_head, len, head_dim))?;
         outs.push(out);
     }
@@ -202,21 +214,13 @@ pub fn packed_attention_generic(
     Ok(out.transpose(0, 1)?.reshape(((), n_head * head_dim))?)
 }
 
-/// Log-probability of each scored row's target and whether the target is the row's argmax,
-/// from the logits `[R, V]` of the scored rows.
-pub fn score_logits(logits: &Tensor, targets: &[u32]) -> Result<Vec<RowScore>> {
+/// Log-probability of each target and whether it is its row's argmax, from the logits
+/// `[R, V]` of the scored rows; `targets` are (row, token) pairs.
+pub fn score_logits(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec<RowScore>> {
     let logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-    logits
+    let summaries: Vec<(usize, f32, f64)> = logits
         .iter()
-        .zip(targets)
-        .map(|(row, &target)| {
-            let target = target as usize;
-            if target >= row.len() {
-                bail!(
-                    "token id {target} is outside the model's vocabulary of {}",
-                    row.len()
-                );
-            }
+        .map(|row| {
             let (mut argmax, mut max) = (0usize, f32::NEG_INFINITY);
             for (i, &x) in row.iter().enumerate() {
                 if x > max {
@@ -225,9 +229,23 @@ pub fn score_logits(logits: &Tensor, targets: &[u32]) -> Result<Vec<RowScore>> {
                 }
             }
             let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-            let logprob = (row[target] - max) as f64 - sum.ln();
+            (argmax, max, sum.ln())
+        })
+        .collect();
+    targets
+        .iter()
+        .map(|&(row, target)| {
+            let (row, target) = (row as usize, target as usize);
+            let logits = &logits[row];
+            if target >= logits.len() {
+                bail!(
+                    "token id {target} is outside the model's vocabulary of {}",
+                    logits.len()
+                );
+            }
+            let (argmax, max, log_sum) = summaries[row];
             Ok(RowScore {
-                logprob,
+                logprob: (logits[target] - max) as f64 - log_sum,
                 is_argmax: argmax == target,
             })
         })

@@ -1,0 +1,138 @@
+//! Prefix sharing and the batch scheduler do not change any score: shared vs unshared on
+//! slices of the realistic workloads, three token budgets, inputs without shared prefixes, and
+//! empty inputs.
+
+mod common;
+
+use std::process::Command;
+
+use common::model_f32;
+use valuelens::engine::{self, EngineOptions, Request, Score};
+
+fn workload(name: &str) -> Vec<Request> {
+    let path = common::shared_dir().join("workloads").join(name);
+    engine::requests::read_requests(&path).unwrap()
+}
+
+fn unshared() -> EngineOptions {
+    EngineOptions {
+        batch_tokens: 1,
+        share_prefixes: false,
+    }
+}
+
+fn assert_close(a: &[Score], b: &[Score], tolerance: f64) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.id, y.id);
+        assert_eq!(x.n_tokens, y.n_tokens, "{}", x.id);
+        for (p, q) in x.token_logprobs.iter().zip(&y.token_logprobs) {
+            assert!((p - q).abs() <= tolerance, "{}: {p} vs {q}", x.id);
+        }
+        assert_eq!(x.greedy, y.greedy, "{}", x.id);
+    }
+}
+
+/// Scores a 200-request slice with sharing, and every `stride`-th request of it alone with
+/// nothing shared (each Task-1 request is ~900 tokens; all 200 unshared would take ~10 min).
+fn shared_equals_unshared(name: &str, stride: usize) {
+    let slice: Vec<Request> = workload(name).into_iter().take(200).collect();
+    let (shared, stats) =
+        engine::score_with_stats(model_f32(), &slice, &EngineOptions::default(), None).unwrap();
+    assert!(
+        stats.computed_tokens < stats.request_tokens,
+        "sharing computes fewer tokens: {stats:?}"
+    );
+    let sample: Vec<Request> = slice.iter().step_by(stride).cloned().collect();
+    let alone = engine::score(model_f32(), &sample, &unshared(), None).unwrap();
+    let shared_sample: Vec<Score> = shared.iter().step_by(stride).cloned().collect();
+    assert_close(&shared_sample, &alone, 1e-4);
+}
+
+#[test]
+fn task1_workload_slice_shared_equals_unshared() {
+    shared_equals_unshared("smollm2-t1-scenario.jsonl", 20);
+}
+
+#[test]
+fn task2_workload_slice_shared_equals_unshared() {
+    shared_equals_unshared("smollm2-t2-100pairs.jsonl", 4);
+}
+
+#[test]
+fn scores_do_not_depend_on_the_token_budget() {
+    let slice: Vec<Request> = workload("smollm2-t2-100pairs.jsonl")
+        .into_iter()
+        .take(48)
+        .collect();
+    let run = |batch_tokens| {
+        let options = EngineOptions {
+            batch_tokens,
+            share_prefixes: true,
+        };
+        engine::score_with_stats(model_f32(), &slice, &options, None).unwrap()
+    };
+    let (large, large_stats) = run(16_384);
+    let (medium, medium_stats) = run(1_000);
+    let (small, small_stats) = run(200);
+    assert_eq!(large_stats.forwards, 1);
+    assert!(medium_stats.forwards > 1 && small_stats.forwards > medium_stats.forwards);
+    assert_eq!(large_stats.computed_tokens, large_stats.distinct_tokens);
+    assert!(
+        small_stats.computed_tokens > large_stats.computed_tokens,
+        "ancestors recomputed"
+    );
+    assert_close(&large, &medium, 1e-4);
+    assert_close(&large, &small, 1e-4);
+}
+
+#[test]
+fn requests_without_shared_prefixes_score_as_alone() {
+    let requests: Vec<Request> = [
+        ("a", "Apples grow on", " trees"),
+        ("b", "Birds can", " fly high"),
+        ("c", "Cats like to", " sleep"),
+        ("d", "", "Dogs bark"),
+        ("e", "Every morning I drink", ""),
+    ]
+    .iter()
+    .map(|(id, context, continuation)| Request {
+        id: id.to_string(),
+        context: context.to_string(),
+        continuation: continuation.to_string(),
+    })
+    .collect();
+    let (together, stats) =
+        engine::score_with_stats(model_f32(), &requests, &EngineOptions::default(), None).unwrap();
+    assert_eq!(stats.forwards, 1);
+    let alone = engine::score(model_f32(), &requests, &unshared(), None).unwrap();
+    assert_close(&together, &alone, 1e-4);
+    let empty = &together[4];
+    assert_eq!(
+        (empty.n_tokens, empty.logprob, empty.greedy),
+        (0, 0.0, true)
+    );
+}
+
+#[test]
+fn an_empty_request_file_gives_an_empty_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("empty.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+        .args(["score", "--model"])
+        .arg(common::default_model_path())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
+}
