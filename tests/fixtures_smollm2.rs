@@ -6,7 +6,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{fixtures, model_f32, model_quantized};
-use valuelens::engine::{self, tokenize_request, EngineOptions, Request, Score};
+use valuelens::engine::{self, tokenize_request, EngineOptions, Score};
 
 const MODEL: &str = "smollm2-135m";
 
@@ -86,43 +86,19 @@ fn scores_do_not_depend_on_batching_or_sharing() {
     }
 }
 
-/// The quantized check runs on a subset: candle 0.11.1 has no SIMD kernel for Q4_1 (its
-/// `vec_dot` is the scalar reference), so `QMatMul` runs at ~15 tokens/s here against ~290 in
-/// f32, and the full 44,000-token fixture set would take ~50 minutes. The subset keeps every
-/// kind of request: all 63 short non-VIA requests (chat and plain actions, trailing spaces,
-/// newlines, digits, unicode, quotes, code, JSON; the one 2,500-token passage is left out), the
-/// first Task-1 request and every 15th Task-2 request — ~3,900 tokens, ~4 minutes.
-fn quantized_subset(requests: &[Request]) -> Vec<usize> {
-    let mut picked = Vec::new();
-    let (mut t1, mut t2) = (0, 0);
-    for (i, r) in requests.iter().enumerate() {
-        if r.id.starts_with("t1|") {
-            if t1 == 0 {
-                picked.push(i);
-            }
-            t1 += 1;
-        } else if r.id.starts_with("t2|") {
-            if t2 % 15 == 0 {
-                picked.push(i);
-            }
-            t2 += 1;
-        } else if !r.id.starts_with("long-") {
-            picked.push(i);
-        }
-    }
-    picked
-}
-
 #[test]
 fn quantized_logprobs_are_close_and_greedy_mostly_agrees() {
     let (requests, references) = fixtures(MODEL);
-    let picked = quantized_subset(&requests);
-    let subset: Vec<Request> = picked.iter().map(|&i| requests[i].clone()).collect();
-    let scores =
-        engine::score(model_quantized(), &subset, &EngineOptions::default(), None).unwrap();
+    let scores = engine::score(
+        model_quantized(),
+        &requests,
+        &EngineOptions::default(),
+        None,
+    )
+    .unwrap();
     let (mut total_delta, mut total_tokens, mut greedy_agree) = (0.0, 0usize, 0usize);
-    for (score, &i) in scores.iter().zip(&picked) {
-        let reference = &references[i];
+    for (score, reference) in scores.iter().zip(&references) {
+        assert_eq!(score.n_tokens, reference.n_tokens, "{}", score.id);
         for (got, want) in score.token_logprobs.iter().zip(&reference.token_logprobs) {
             total_delta += (got - want).abs();
         }
@@ -130,10 +106,10 @@ fn quantized_logprobs_are_close_and_greedy_mostly_agrees() {
         greedy_agree += usize::from(score.greedy == reference.greedy);
     }
     let mean = total_delta / total_tokens as f64;
-    let agreement = greedy_agree as f64 / picked.len() as f64;
+    let agreement = greedy_agree as f64 / references.len() as f64;
     eprintln!(
-        "quantized on {} requests: mean |Δ| per token {mean:.4}, greedy agreement {:.1}%",
-        picked.len(),
+        "quantized on all {} requests: mean |Δ| per token {mean:.4}, greedy agreement {:.1}%",
+        references.len(),
         agreement * 100.0
     );
     assert!(mean <= 0.15, "mean |Δ| per token {mean}");

@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Model, PackedBatch};
@@ -97,7 +98,7 @@ pub fn score_with_stats(
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<Score>, EngineStats)> {
     let tokenized = requests
-        .iter()
+        .par_iter()
         .map(|r| tokenize_request(model, r).with_context(|| format!("request '{}'", r.id)))
         .collect::<Result<Vec<_>>>()?;
     let (scores, stats) = score_tokenized(model, &tokenized, options, progress)?;

@@ -47,114 +47,122 @@ pub fn tree_attention(
             ),
             _ => bail!("cpu attention needs CPU tensors"),
         };
-        let tasks: Vec<(usize, &Segment, Range<usize>)> = segments
-            .iter()
-            .flat_map(|seg| {
-                (0..n_head).flat_map(move |h| {
-                    let len = seg.range.len();
-                    (0..len)
-                        .step_by(QUERY_BLOCK)
-                        .map(move |s| (h, seg, s..(s + QUERY_BLOCK).min(len)))
-                })
-            })
-            .collect();
+        let tasks = plan_tasks(segments, n_head);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let row_stride = n_head * head_dim;
         tasks
             .par_iter()
-            .for_each_init(Vec::new, |scores, (h, seg, block)| {
-                let g = h / rep;
-                let start = seg.range.start;
-                let context: usize = seg.ancestors.iter().map(|r| r.len()).sum();
-                let own = start..start + block.end;
-                let key_ranges = || {
-                    seg.ancestors
-                        .iter()
-                        .cloned()
-                        .chain(std::iter::once(own.clone()))
-                };
-                let n_keys = context + block.end;
-                let rows = block.len();
+            .for_each_init(Scratch::default, |scratch, task| {
+                let g = task.head / rep;
+                let context: usize = task.ancestors.iter().map(|r| r.len()).sum();
+                let rows: usize = task.pieces.iter().map(|p| p.block.len()).sum();
+                let own_max = task.pieces.iter().map(|p| p.block.end).max().unwrap_or(0);
+                let n_keys = context + own_max;
+                let Scratch {
+                    q_rows,
+                    scores,
+                    out_rows,
+                } = scratch;
+                q_rows.clear();
+                for piece in &task.pieces {
+                    let first = task.head * n_tokens + piece.start + piece.block.start;
+                    q_rows.extend_from_slice(
+                        &q[first * head_dim..(first + piece.block.len()) * head_dim],
+                    );
+                }
                 scores.clear();
                 scores.resize(rows * n_keys, 0f32);
-                let q_blk = &q[(h * n_tokens + start + block.start) * head_dim..];
+                out_rows.clear();
+                out_rows.resize(rows * head_dim, 0f32);
                 let mut column = 0;
-                for keys in key_ranges() {
+                for keys in task.ancestors {
                     let k_rows = &k[(g * n_tokens + keys.start) * head_dim..];
-                    // SAFETY: `q_blk` holds `rows` rows of `head_dim`, `k_rows` holds `keys.len()`
-                    // rows, and the destination columns `column..column + keys.len()` of each of
-                    // the `rows` score rows lie inside `scores` (`rows × n_keys`).
+                    // SAFETY: `q_rows` holds `rows` rows of `head_dim`, `k_rows` at least
+                    // `keys.len()` rows, and columns `column..column + keys.len()` of every
+                    // score row lie inside `scores` (`rows × n_keys`).
                     unsafe {
-                        gemm(
-                            rows,
-                            keys.len(),
-                            head_dim,
+                        matmul_into(
+                            (rows, keys.len(), head_dim),
                             scores.as_mut_ptr().add(column),
-                            1,
-                            n_keys as isize,
-                            false,
-                            q_blk.as_ptr(),
-                            1,
-                            head_dim as isize,
-                            k_rows.as_ptr(),
-                            head_dim as isize,
-                            1,
-                            0.0,
+                            n_keys,
+                            (q_rows.as_ptr(), head_dim as isize, 1),
+                            (k_rows.as_ptr(), 1, head_dim as isize),
                             scale,
                             false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                     }
                     column += keys.len();
                 }
-                for (i, row) in scores.chunks_mut(n_keys).enumerate() {
-                    let visible = context + block.start + i + 1;
-                    let (seen, hidden) = row.split_at_mut(visible);
-                    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let mut sum = 0f32;
-                    for x in seen.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
+                let mut row = 0;
+                for piece in &task.pieces {
+                    let k_rows = &k[(g * n_tokens + piece.start) * head_dim..];
+                    // SAFETY: as above, for the piece's rows and its `block.end` own keys.
+                    unsafe {
+                        matmul_into(
+                            (piece.block.len(), piece.block.end, head_dim),
+                            scores.as_mut_ptr().add(row * n_keys + context),
+                            n_keys,
+                            (q_rows.as_ptr().add(row * head_dim), head_dim as isize, 1),
+                            (k_rows.as_ptr(), 1, head_dim as isize),
+                            scale,
+                            false,
+                        );
                     }
-                    let inv = 1.0 / sum;
-                    seen.iter_mut().for_each(|x| *x *= inv);
-                    hidden.fill(0.0);
+                    for i in 0..piece.block.len() {
+                        let visible = context + piece.block.start + i + 1;
+                        softmax_prefix(
+                            &mut scores[(row + i) * n_keys..(row + i + 1) * n_keys],
+                            visible,
+                        );
+                    }
+                    row += piece.block.len();
                 }
                 let mut column = 0;
-                for (j, keys) in key_ranges().enumerate() {
+                for (j, keys) in task.ancestors.iter().enumerate() {
                     let v_rows = &v[(g * n_tokens + keys.start) * head_dim..];
-                    // SAFETY: each task writes the rows `block` of its own segment and the columns
-                    // of its own head only, so no two tasks write the same element; the reads are
-                    // in-bounds as above.
+                    // SAFETY: reads as above; `out_rows` is `rows × head_dim`.
                     unsafe {
-                        let dst = out_ptr
-                            .get()
-                            .add((start + block.start) * row_stride + h * head_dim);
-                        gemm(
-                            rows,
+                        matmul_into(
+                            (rows, head_dim, keys.len()),
+                            out_rows.as_mut_ptr(),
                             head_dim,
-                            keys.len(),
-                            dst,
-                            1,
-                            row_stride as isize,
+                            (scores.as_ptr().add(column), n_keys as isize, 1),
+                            (v_rows.as_ptr(), head_dim as isize, 1),
+                            1.0,
                             j > 0,
-                            scores.as_ptr().add(column),
-                            1,
-                            n_keys as isize,
-                            v_rows.as_ptr(),
-                            1,
-                            head_dim as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                     }
                     column += keys.len();
+                }
+                let mut row = 0;
+                for piece in &task.pieces {
+                    let v_rows = &v[(g * n_tokens + piece.start) * head_dim..];
+                    // SAFETY: reads as above; writes the piece's rows of `out_rows`.
+                    unsafe {
+                        matmul_into(
+                            (piece.block.len(), head_dim, piece.block.end),
+                            out_rows.as_mut_ptr().add(row * head_dim),
+                            head_dim,
+                            (
+                                scores.as_ptr().add(row * n_keys + context),
+                                n_keys as isize,
+                                1,
+                            ),
+                            (v_rows.as_ptr(), head_dim as isize, 1),
+                            1.0,
+                            context > 0,
+                        );
+                    }
+                    for i in 0..piece.block.len() {
+                        let token = piece.start + piece.block.start + i;
+                        let src = &out_rows[(row + i) * head_dim..(row + i + 1) * head_dim];
+                        // SAFETY: each (token, head) output slot belongs to exactly one task.
+                        unsafe {
+                            let dst = out_ptr.get().add(token * row_stride + task.head * head_dim);
+                            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, head_dim);
+                        }
+                    }
+                    row += piece.block.len();
                 }
             });
     }
@@ -163,6 +171,168 @@ pub fn tree_attention(
         (n_tokens, n_head * head_dim),
         &Device::Cpu,
     )?)
+}
+
+/// Rows of one segment computed by a task: `block` is relative to the segment start.
+struct Piece {
+    start: usize,
+    block: Range<usize>,
+}
+
+/// Queries of one head that see the same ancestors: blocks of a long segment, or many short
+/// sibling segments (e.g. the branches after one shared prompt) batched into one set of gemm
+/// calls against the shared keys.
+struct Task<'a> {
+    head: usize,
+    ancestors: &'a [Range<usize>],
+    pieces: Vec<Piece>,
+}
+
+/// Most query rows in one task of grouped short segments.
+const GROUP_ROWS: usize = 256;
+
+fn plan_tasks(segments: &[Segment], n_head: usize) -> Vec<Task<'_>> {
+    let mut groups: Vec<(&[Range<usize>], Vec<Piece>)> = Vec::new();
+    for seg in segments {
+        let len = seg.range.len();
+        if len > QUERY_BLOCK {
+            for s in (0..len).step_by(QUERY_BLOCK) {
+                let block = s..(s + QUERY_BLOCK).min(len);
+                groups.push((
+                    &seg.ancestors,
+                    vec![Piece {
+                        start: seg.range.start,
+                        block,
+                    }],
+                ));
+            }
+            continue;
+        }
+        let piece = Piece {
+            start: seg.range.start,
+            block: 0..len,
+        };
+        match groups.last_mut() {
+            Some((ancestors, pieces))
+                if *ancestors == seg.ancestors.as_slice()
+                    && pieces.iter().map(|p| p.block.len()).sum::<usize>() + len <= GROUP_ROWS =>
+            {
+                pieces.push(piece)
+            }
+            _ => groups.push((&seg.ancestors, vec![piece])),
+        }
+    }
+    (0..n_head)
+        .flat_map(|head| {
+            groups.iter().map(move |(ancestors, pieces)| Task {
+                head,
+                ancestors,
+                pieces: pieces
+                    .iter()
+                    .map(|p| Piece {
+                        start: p.start,
+                        block: p.block.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Scratch {
+    q_rows: Vec<f32>,
+    scores: Vec<f32>,
+    out_rows: Vec<f32>,
+}
+
+/// `dst[m × n] (row stride dst_rs) (+)= alpha · lhs[m × k] · rhs[k × n]`, single-threaded;
+/// `lhs` and `rhs` are given as (pointer, row stride, column stride).
+///
+/// # Safety
+/// All pointers must address the described matrices in bounds.
+unsafe fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    alpha: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.0,
+        lhs.2,
+        lhs.1,
+        rhs.0,
+        rhs.2,
+        rhs.1,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
+}
+
+/// Softmax over the first `visible` entries of a score row; the rest become 0.
+fn softmax_prefix(row: &mut [f32], visible: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { softmax_prefix_avx2(row, visible) };
+        return;
+    }
+    softmax_prefix_portable(row, visible);
+}
+
+/// The same code, compiled for AVX2/FMA so that the loops (and `exp_nonpositive`) vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_prefix_avx2(row: &mut [f32], visible: usize) {
+    softmax_prefix_portable(row, visible)
+}
+
+#[inline(always)]
+fn softmax_prefix_portable(row: &mut [f32], visible: usize) {
+    let (seen, hidden) = row.split_at_mut(visible);
+    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0f32;
+    for x in seen.iter_mut() {
+        *x = exp_nonpositive(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    seen.iter_mut().for_each(|x| *x *= inv);
+    hidden.fill(0.0);
+}
+
+/// `e^x` for `x ≤ 0` (a score minus its row's maximum), branch-free so that it vectorizes:
+/// Cephes' `expf` (range reduction by ln 2, degree-5 polynomial, exponent bits), relative error
+/// ~1e-7 — libm's `expf` was 8 % of a forward as a scalar call per score.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a [f32]> {
@@ -185,3 +355,34 @@ impl SharedOut {
 // SAFETY: tasks only write disjoint elements (see `tree_attention`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut x = -90.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            // Below e^-87 both are negligible next to the row maximum (e^0 = 1).
+            assert!(
+                (got - want).abs() <= 2e-7 * want + 2e-38,
+                "{x}: {got} vs {want}"
+            );
+            x += 0.001;
+        }
+    }
+
+    #[test]
+    fn softmax_prefix_normalises_the_visible_part() {
+        let mut row = vec![1.0, 2.0, 3.0, 9.0];
+        softmax_prefix(&mut row, 3);
+        let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|x| (x - 3.0).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        for (got, want) in row.iter().zip(e.iter().map(|x| x / sum)) {
+            assert!((got - want).abs() < 1e-6);
+        }
+        assert_eq!(row[3], 0.0);
+    }
+}
