@@ -14,6 +14,7 @@ use candle_core::{Device, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::cpu_ops::softmax_prefix;
 use super::Segment;
 
 /// Query rows per task: large enough for efficient gemm calls, small enough to skip most of
@@ -286,56 +287,7 @@ unsafe fn matmul_into(
     );
 }
 
-/// Softmax over the first `visible` entries of a score row; the rest become 0.
-fn softmax_prefix(row: &mut [f32], visible: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { softmax_prefix_avx2(row, visible) };
-        return;
-    }
-    softmax_prefix_portable(row, visible);
-}
-
-/// The same code, compiled for AVX2/FMA so that the loops (and `exp_nonpositive`) vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_prefix_avx2(row: &mut [f32], visible: usize) {
-    softmax_prefix_portable(row, visible)
-}
-
-#[inline(always)]
-fn softmax_prefix_portable(row: &mut [f32], visible: usize) {
-    let (seen, hidden) = row.split_at_mut(visible);
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0f32;
-    for x in seen.iter_mut() {
-        *x = exp_nonpositive(*x - max);
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    seen.iter_mut().for_each(|x| *x *= inv);
-    hidden.fill(0.0);
-}
-
-/// `e^x` for `x ≤ 0` (a score minus its row's maximum), branch-free so that it vectorizes:
-/// Cephes' `expf` (range reduction by ln 2, degree-5 polynomial, exponent bits), relative error
-/// ~1e-7 — libm's `expf` was 8 % of a forward as a scalar call per score.
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
-}
-
-fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a [f32]> {
+pub(crate) fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a [f32]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("cpu attention needs contiguous tensors"),
@@ -355,34 +307,3 @@ impl SharedOut {
 // SAFETY: tasks only write disjoint elements (see `tree_attention`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_exp_matches_libm() {
-        let mut x = -90.0f32;
-        while x <= 0.0 {
-            let (got, want) = (exp_nonpositive(x), x.exp());
-            // Below e^-87 both are negligible next to the row maximum (e^0 = 1).
-            assert!(
-                (got - want).abs() <= 2e-7 * want + 2e-38,
-                "{x}: {got} vs {want}"
-            );
-            x += 0.001;
-        }
-    }
-
-    #[test]
-    fn softmax_prefix_normalises_the_visible_part() {
-        let mut row = vec![1.0, 2.0, 3.0, 9.0];
-        softmax_prefix(&mut row, 3);
-        let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|x| (x - 3.0).exp()).collect();
-        let sum: f32 = e.iter().sum();
-        for (got, want) in row.iter().zip(e.iter().map(|x| x / sum)) {
-            assert!((got - want).abs() < 1e-6);
-        }
-        assert_eq!(row[3], 0.0);
-    }
-}

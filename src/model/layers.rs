@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
-use super::{cpu_attention, PackedBatch, RowScore};
+use super::{cpu_attention, cpu_ops, PackedBatch, RowScore};
 
 /// How weights are kept in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -236,6 +236,15 @@ pub fn packed_attention_generic(
     }
     let out = Tensor::cat(&outs, 1)?;
     Ok(out.transpose(0, 1)?.reshape(((), n_head * head_dim))?)
+}
+
+/// `silu(gate) ⊙ up` for `gate_up = [gate | up]` (`[T, 2F]` → `[T, F]`).
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    if gate_up.device().is_cpu() && gate_up.dtype() == DType::F32 && gate_up.is_contiguous() {
+        return cpu_ops::swiglu(gate_up);
+    }
+    let ffn = gate_up.dim(1)? / 2;
+    Ok((candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?)? * gate_up.narrow(1, ffn, ffn)?)?)
 }
 
 /// Log-probability of each target and whether it is its row's argmax, from the logits

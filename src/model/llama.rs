@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 
 use super::gguf::GgufFile;
-use super::layers::{packed_attention, score_logits, BatchTensors, Linear, RopeTables, WeightMode};
+use super::layers::{
+    packed_attention, score_logits, swiglu, BatchTensors, Linear, RopeTables, WeightMode,
+};
 use super::{PackedBatch, RowScore};
 
 #[derive(Debug, Clone)]
@@ -144,9 +146,7 @@ impl Llama {
 
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;
             let gate_up = block.gate_up.forward(&h)?;
-            let ffn = gate_up.dim(1)? / 2;
-            let act = (candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?)?
-                * gate_up.narrow(1, ffn, ffn)?)?;
+            let act = swiglu(&gate_up)?;
             x = (x + block.down.forward(&act)?)?;
         }
         let rows = Tensor::new(batch.score_rows.as_slice(), &Device::Cpu)?;

@@ -2,6 +2,7 @@
 //! packed forward pass every architecture implements.
 
 mod cpu_attention;
+mod cpu_ops;
 pub mod gguf;
 pub mod layers;
 pub mod llama;
