@@ -134,7 +134,7 @@ mod tests {
         )
         .unwrap();
         let got = swiglu(&t).unwrap().to_vec2::<f32>().unwrap();
-        let want = [[silu(1.0) * 3.0, silu(-2.0) * 4.0], [silu(0.5) * -1.0, 0.0]];
+        let want = [[silu(1.0) * 3.0, silu(-2.0) * 4.0], [-silu(0.5), 0.0]];
         for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
             assert!((g - w).abs() < 1e-6);
         }
