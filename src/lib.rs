@@ -10,6 +10,7 @@ pub mod engine;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod paths;
 pub mod report;
 pub mod verified;
 pub mod via;

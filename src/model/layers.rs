@@ -284,3 +284,48 @@ pub fn score_logits(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec<RowSc
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Segment;
+
+    /// The CPU kernel and the generic tensor-op path agree on a tree: a shared trunk, two
+    /// branches below it (one long enough to span several query blocks), a grandchild, and an
+    /// unrelated sequence.
+    #[test]
+    fn cpu_kernel_and_generic_attention_agree_on_a_tree() {
+        let (n_head, n_kv, d) = (6, 2, 16);
+        let mut batch = PackedBatch::default();
+        let tokens = |n: usize| vec![0u32; n];
+        let trunk = batch.push_segment(&tokens(70), vec![]);
+        let long = batch.push_segment(&tokens(150), vec![trunk.clone()]);
+        let short = batch.push_segment(&tokens(3), vec![trunk.clone()]);
+        batch.push_segment(&tokens(5), vec![trunk.clone(), short.clone()]);
+        batch.push_segment(&tokens(40), vec![]);
+        let n = batch.tokens.len();
+        let _ = long;
+        let q = Tensor::randn(0f32, 1.0, (n_head, n, d), &Device::Cpu).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
+        let fast = packed_attention(&q, &k, &v, &batch, 0.25).unwrap();
+        let generic = packed_attention_generic(&q, &k, &v, &batch, 0.25).unwrap();
+        let diff = (fast - generic)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
+        assert_eq!(
+            batch.segments[3],
+            Segment {
+                range: 223..228,
+                ancestors: vec![0..70, 220..223]
+            }
+        );
+        assert_eq!(batch.positions[223], 73);
+    }
+}

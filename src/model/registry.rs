@@ -65,14 +65,7 @@ impl Registry {
 /// Where registry models are stored: `$VALUELENS_MODELS_DIR`, else the `models/` folder of the
 /// source tree this binary was built from, else `./models`.
 pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VALUELENS_MODELS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    if source_tree.is_dir() {
-        return source_tree;
-    }
-    PathBuf::from("models")
+    crate::paths::project_dir("VALUELENS_MODELS_DIR", "models")
 }
 
 /// The path of `entry`'s file in `dir`, fetching it first if it is missing or does not verify.

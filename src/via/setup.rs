@@ -18,14 +18,7 @@ const VIA_URL: &str = "https://raw.githubusercontent.com/huashen218/value_action
 
 /// `$VALUELENS_DATA_DIR`, else the `data/` folder of the source tree, else `./data`.
 pub fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VALUELENS_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    if source_tree.is_dir() {
-        return source_tree;
-    }
-    PathBuf::from("data")
+    crate::paths::project_dir("VALUELENS_DATA_DIR", "data")
 }
 
 /// The paper's released files beside the repository: `$VALUELENS_SHARED/valueactionlens`, else
