@@ -5,18 +5,17 @@
 
 pub mod prefix;
 pub mod requests;
+mod schedule;
 mod tokenize;
-
-use std::collections::HashMap;
-use std::ops::Range;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Model, PackedBatch};
+use crate::model::Model;
 use prefix::PrefixTree;
+use schedule::{Consumer, Schedule};
 pub use tokenize::{tokenize_request, TokenizedRequest};
 
 /// One question to the model: how likely is `continuation` after `context`?
@@ -123,9 +122,6 @@ pub struct TokenScores {
     pub greedy: bool,
 }
 
-/// Where one continuation token's answer goes: request, token index.
-type Consumer = (u32, u32);
-
 /// Scores tokenized requests: builds their prefix tree (or, without sharing, one path per
 /// request), cuts it into segments, and runs the segments in depth-first order in forwards of
 /// at most `batch_tokens` tokens, each segment together with those of its ancestors that the
@@ -178,66 +174,19 @@ pub fn score_tokenized(
         distinct_tokens: tree.len(),
         ..EngineStats::default()
     };
-    let mut batch = PackedBatch::default();
-    let mut placed: HashMap<usize, Range<usize>> = HashMap::new();
-    let mut answers: Vec<(usize, Consumer)> = Vec::new();
-    let mut run = |batch: &mut PackedBatch,
-                   answers: &mut Vec<(usize, Consumer)>,
-                   results: &mut Vec<TokenScores>|
-     -> Result<()> {
-        if batch.tokens.is_empty() {
-            return Ok(());
-        }
-        let scores = model.score(batch)?;
-        for &(t, (i, j)) in answers.iter() {
+    for planned in Schedule::new(&segments, &consumers, requests, options.batch_tokens) {
+        let scores = model.score(&planned.batch)?;
+        for &(t, (i, j)) in &planned.answers {
             let result = &mut results[i as usize];
             result.token_logprobs[j as usize] = scores[t].logprob;
             result.greedy &= scores[t].is_argmax;
         }
-        stats.computed_tokens += batch.tokens.len();
+        stats.computed_tokens += planned.batch.tokens.len();
         stats.forwards += 1;
         if let Some(bar) = progress {
-            bar.inc(batch.tokens.len() as u64);
-        }
-        *batch = PackedBatch::default();
-        answers.clear();
-        Ok(())
-    };
-    for segment in 0..segments.list.len() {
-        let ancestors = segments.ancestors(segment);
-        let missing = |placed: &HashMap<usize, Range<usize>>| -> usize {
-            ancestors
-                .iter()
-                .filter(|a| !placed.contains_key(a))
-                .map(|&a| segments.len(a))
-                .sum()
-        };
-        let cost = segments.len(segment) + missing(&placed);
-        if !batch.tokens.is_empty() && batch.tokens.len() + cost > options.batch_tokens {
-            run(&mut batch, &mut answers, &mut results)?;
-            placed.clear();
-        }
-        for &s in ancestors.iter().chain(std::iter::once(&segment)) {
-            if placed.contains_key(&s) {
-                continue;
-            }
-            let above: Vec<Range<usize>> = segments
-                .ancestors(s)
-                .iter()
-                .map(|a| placed[a].clone())
-                .collect();
-            let range =
-                batch.push_segment(&segments.tokens[segments.list[s].tokens.clone()], above);
-            placed.insert(s, range);
-        }
-        let start = placed[&segment].start;
-        for &(offset, (i, j)) in &consumers[segment] {
-            let target = requests[i as usize].continuation()[j as usize];
-            let t = batch.push_score(start + offset as usize, target);
-            answers.push((t, (i, j)));
+            bar.inc(planned.batch.tokens.len() as u64);
         }
     }
-    run(&mut batch, &mut answers, &mut results)?;
     Ok((results, stats))
 }
 
