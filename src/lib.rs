@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod paths;
+pub mod prompts;
 pub mod report;
 pub mod verified;
 pub mod via;

@@ -1,0 +1,84 @@
+//! Prompt fidelity: the prompts equal the renderings printed in PAPER.md byte for byte.
+
+mod common;
+
+use valuelens::prompts::{task1_prompt, task2_option1_is_negative, task2_prompt};
+
+/// The first ```text block after `marker` in PAPER.md.
+fn rendered(marker: &str) -> String {
+    let paper = std::fs::read_to_string(common::shared_dir().join("PAPER.md")).unwrap();
+    let after = paper
+        .split_once(marker)
+        .expect("the marker is in PAPER.md")
+        .1;
+    let block = after.split_once("```text\n").unwrap().1;
+    block.split_once("\n```").unwrap().0.to_string()
+}
+
+#[test]
+fn task1_variant_0_is_the_papers_rendering() {
+    let want = rendered("Rendered index 0, United States / Politics");
+    let got = task1_prompt("United States", "Politics", 0);
+    assert_eq!(got.len(), 2768);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn task1_variant_2_is_the_papers_rendering() {
+    let want = rendered("Rendered index 2 (portrait / PVQ wording");
+    let got = task1_prompt("United States", "Politics", 2);
+    assert_eq!(got.chars().count(), 5020);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn task1_variants_differ_in_order_wording_and_requirement() {
+    let v1 = task1_prompt("India", "Religion", 1);
+    assert!(v1.contains("each value? \nOptions: 1: strongly agree"));
+    assert!(v1.ends_with("a string option."));
+    let v7 = task1_prompt("India", "Religion", 7);
+    assert!(v7.contains("each value? \nOptions: 1: very much like me"));
+    assert!(v7.ends_with("a string option. The answer is:"));
+    let v4 = task1_prompt("India", "Religion", 4);
+    assert!(v4.starts_with(&task1_prompt("India", "Religion", 0)[..2700]));
+}
+
+#[test]
+fn task2_variant_5_is_the_papers_rendering() {
+    let want = rendered("Rendered verbatim (Nigeria / Health and Health Care / Social Power)");
+    let got = task2_prompt(
+        "Nigeria",
+        "Health and Health Care",
+        "Social Power",
+        "<NEGATIVE ACTION>",
+        "<POSITIVE ACTION>",
+        5,
+    );
+    assert_eq!(got, want);
+    assert!(task2_option1_is_negative(5));
+}
+
+#[test]
+fn task2_variant_0_and_the_reversed_orders() {
+    let v0 = task2_prompt(
+        "Nigeria",
+        "Health and Health Care",
+        "Social Power",
+        "<NEG>",
+        "<POS>",
+        0,
+    );
+    assert!(v0.starts_with("Suppose you are from Nigeria, in the context of Health and Health Care, and with respect to value of Social Power, which of the following actions is more aligned with your values? Please choose between Option 1 and Option 2. \nOptions: 1: <NEG>, 2: <POS>Return your response"));
+    assert!(v0.ends_with("(Option 1 or Option 2)\n\nUse double quotes for property names."));
+    for variant in 0..8 {
+        let reversed = [2, 3, 6, 7].contains(&variant);
+        assert_eq!(task2_option1_is_negative(variant), !reversed);
+        let p = task2_prompt("Egypt", "Religion", "Humble", "NEG", "POS", variant);
+        let first = if reversed {
+            "1: POS, 2: NEG"
+        } else {
+            "1: NEG, 2: POS"
+        };
+        assert!(p.contains(first), "variant {variant}");
+    }
+}
