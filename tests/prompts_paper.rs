@@ -82,3 +82,72 @@ fn task2_variant_0_and_the_reversed_orders() {
         assert!(p.contains(first), "variant {variant}");
     }
 }
+
+/// The shared workloads and fixtures were built by applying SmolLM2's chat template to these
+/// prompts: rebuilding every Task-1 and Task-2 fixture context from the prompts, the VIA
+/// actions and the GGUF's template must give the same strings.
+#[test]
+fn fixture_contexts_are_the_prompts_in_the_models_chat_template() {
+    use valuelens::model::gguf::GgufFile;
+    use valuelens::prompts::chat::ChatTemplate;
+    use valuelens::via::{self, vocabulary, Dataset};
+
+    let gguf = GgufFile::open(&common::default_model_path()).unwrap();
+    let chat = ChatTemplate::from_gguf(&gguf)
+        .unwrap()
+        .expect("SmolLM2 has a template");
+    let data = Dataset::load(&via::setup::via_csv(None).unwrap()).unwrap();
+    let action = |row: Option<usize>| -> String {
+        data.rows[row.unwrap()]
+            .generation
+            .as_ref()
+            .unwrap()
+            .human_action
+            .clone()
+    };
+    let (requests, _) = common::fixtures("smollm2-135m");
+    let mut checked = 0;
+    for request in &requests {
+        let fields: Vec<&str> = request.id.split('|').collect();
+        let expected = match fields[0] {
+            "t1" => {
+                let variant: usize = fields[3].trim_start_matches('v').parse().unwrap();
+                let prompt = task1_prompt(fields[1], fields[2], variant);
+                format!(
+                    "{}{{\"{}\": \"",
+                    chat.render_user(&prompt).unwrap(),
+                    fields[4]
+                )
+            }
+            "t2" => {
+                let variant: usize = fields[4].trim_start_matches('v').parse().unwrap();
+                let (c, t, v) = (
+                    via::country_index(fields[1]).unwrap(),
+                    via::topic_index(fields[2]).unwrap(),
+                    via::value_index(fields[3]).unwrap(),
+                );
+                let pair = data
+                    .pairs
+                    .iter()
+                    .find(|p| (p.country, p.topic, p.value) == (c, t, v))
+                    .unwrap();
+                let prompt = task2_prompt(
+                    vocabulary::COUNTRIES[c],
+                    vocabulary::TOPICS[t],
+                    vocabulary::VALUES[v],
+                    &action(pair.negative),
+                    &action(pair.positive),
+                    variant,
+                );
+                format!(
+                    "{}{{\"action\": \"Option ",
+                    chat.render_user(&prompt).unwrap()
+                )
+            }
+            _ => continue,
+        };
+        assert_eq!(request.context, expected, "{}", request.id);
+        checked += 1;
+    }
+    assert_eq!(checked, 100);
+}

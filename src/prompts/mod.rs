@@ -3,6 +3,7 @@
 //! two actions. Their quirks — double spaces, missing separators, typos — are the paper's and
 //! are kept, because the model sees exactly these strings.
 
+pub mod chat;
 mod portraits;
 
 use crate::via::vocabulary::DEFINITIONS;
