@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn scores_a_request_file_in_input_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -18,20 +16,7 @@ fn scores_a_request_file_in_input_order() {
         ),
     )
     .unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_valuelens"))
-        .args(["score", "--model"])
-        .arg(common::default_model_path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = common::run_score(&input, &output);
     assert!(run.stdout.is_empty(), "stdout stays clean");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()

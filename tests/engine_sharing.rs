@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::model_f32;
 use valuelens::engine::{self, EngineOptions, Request, Score};
 
@@ -120,19 +118,6 @@ fn an_empty_request_file_gives_an_empty_output() {
     let input = dir.path().join("empty.jsonl");
     let output = dir.path().join("out.jsonl");
     std::fs::write(&input, "").unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_valuelens"))
-        .args(["score", "--model"])
-        .arg(common::default_model_path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::run_score(&input, &output);
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
 }

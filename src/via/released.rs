@@ -73,6 +73,15 @@ fn scenario_at(path: &Path, line: u64, country: &str, topic: &str) -> Result<usi
     Ok(scenario_index(c, t))
 }
 
+fn value_at(path: &Path, line: u64, value: &str) -> Result<usize> {
+    value_index(value).with_context(|| {
+        format!(
+            "{} line {line}: value '{value}' is not in the VIA dataset",
+            path.display()
+        )
+    })
+}
+
 /// The authors' `clean_generation`: the text between the first ```` ```json ```` and the next
 /// fence, else between the first two fences, else the whole text — as a JSON object.
 pub fn parse_task1_response(text: &str) -> Option<serde_json::Map<String, Value>> {
@@ -227,13 +236,7 @@ pub fn read_task2_csv(path: &Path) -> Result<Matrix> {
         let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize| record.get(cols[i]).unwrap_or_default();
         let scenario = scenario_at(path, line, field(0), field(1))?;
-        let value = value_index(field(2)).with_context(|| {
-            format!(
-                "{} line {line}: value '{}' is not in the VIA dataset",
-                path.display(),
-                field(2)
-            )
-        })?;
+        let value = value_at(path, line, field(2))?;
         let polarity = Polarity::parse(field(3)).with_context(|| {
             format!(
                 "{} line {line}: polarity '{}' is neither 'positive' nor 'negative'",
@@ -338,13 +341,7 @@ pub fn reconstruct_action_from_misaligned(stated: &Matrix, misaligned: &Path) ->
         let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize| record.get(cols[i]).unwrap_or_default();
         let scenario = scenario_at(misaligned, line, field(0), field(1))?;
-        let value = value_index(field(2)).with_context(|| {
-            format!(
-                "{} line {line}: value '{}' is not in the VIA dataset",
-                misaligned.display(),
-                field(2)
-            )
-        })?;
+        let value = value_at(misaligned, line, field(2))?;
         flipped.insert((scenario, value));
     }
     let mut action = Matrix::filled(0.0);

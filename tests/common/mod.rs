@@ -74,3 +74,22 @@ pub fn model_quantized() -> &'static Model {
         Model::load_file("smollm2-135m", &default_model_path(), WeightMode::Quantized).unwrap()
     })
 }
+
+/// Runs `valuelens score` on the default model and asserts it succeeds; returns its output.
+pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"))
+        .args(["score", "--model"])
+        .arg(default_model_path())
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
+}
