@@ -13,5 +13,6 @@ pub mod output;
 pub mod paths;
 pub mod prompts;
 pub mod report;
+pub mod tasks;
 pub mod verified;
 pub mod via;

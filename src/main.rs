@@ -9,9 +9,14 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use valuelens::engine::{self, requests, EngineOptions};
+use valuelens::metrics::Cells;
 use valuelens::model::{registry, Model, WeightMode};
 use valuelens::output::write_atomically;
+use valuelens::prompts::chat::ChatTemplate;
 use valuelens::report::MetricsReport;
+use valuelens::report::{figures, results};
+use valuelens::tasks::runner::{self, Checkpoints, Plan};
+use valuelens::tasks::{action, stated, PromptFormat, Protocol, Scoring, Selection};
 use valuelens::via::{self, released};
 
 #[derive(Parser)]
@@ -45,6 +50,10 @@ enum Command {
         #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
         batch_tokens: usize,
     },
+    /// The value–action gap benchmark: Task 1 and Task 2 scored by log-probability over the VIA
+    /// dataset, then the paper's measures, tables and figures in a results folder. Resumable:
+    /// run it again with the same arguments after an interruption.
+    Run(RunArgs),
     /// Throughput of the engine on a request file: one JSON object on stdout.
     Bench {
         #[arg(long, default_value = "smollm2-135m")]
@@ -59,8 +68,8 @@ enum Command {
         #[arg(long)]
         naive: bool,
     },
-    /// The paper's alignment measures from Task-1 and Task-2 outputs (e.g. the paper's released
-    /// files): writes <out>/metrics.json and <out>/summary.md.
+    /// The paper's alignment measures from Task-1 and Task-2 outputs — a run's stated.csv and
+    /// action.csv, or the paper's released files: writes <out>/metrics.json and <out>/summary.md.
     #[command(group(clap::ArgGroup::new("task2").required(true).args(["action", "action_misaligned"])))]
     Metrics {
         /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on
@@ -81,15 +90,72 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Model name for the report (and to find the paper's row); default from --stated.
+        /// Model name for the report (and to find the paper's row); default from --stated
+        /// (or from the run.json beside a run's stated.csv).
         #[arg(long)]
         model_name: Option<String>,
+        /// For a run's stated.csv / action.csv: hard (most likely option) or soft (expected
+        /// option) scores.
+        #[arg(long, value_enum, default_value = "hard")]
+        scoring: Scoring,
     },
     /// List the registry's models, or fetch one.
     Models {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A registry name (fetched on first use) or a path to a .gguf file.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on first
+    /// use.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// paper: Task-1 variants 0–7 and Task-2 variant 5 (what the paper ran); full: all eight
+    /// Task-2 variants too (cancels the option-position bias).
+    #[arg(long, value_enum, default_value = "paper")]
+    protocol: Protocol,
+    /// How option probabilities become scores: the most likely option, or the expected one.
+    #[arg(long, value_enum, default_value = "hard")]
+    scoring: Scoring,
+    /// Results folder; default results/<model>-<protocol> (…-subset for filtered runs).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these countries (comma-separated names as in the data, e.g. "Egypt,India").
+    #[arg(long)]
+    countries: Option<String>,
+    /// Only these topics (comma-separated, e.g. "Politics,Religion").
+    #[arg(long)]
+    topics: Option<String>,
+    /// Only these values (comma-separated, e.g. "Equality,Wealth").
+    #[arg(long)]
+    values: Option<String>,
+    /// Write the engine requests (JSONL id, context, continuation) to this file and stop,
+    /// without running the model.
+    #[arg(long)]
+    dump_requests: Option<PathBuf>,
+    /// auto: wrap each prompt in the model's chat template (plain prompt + newline when it has
+    /// none); none: always the plain prompt + newline.
+    #[arg(long, value_enum, default_value = "auto")]
+    chat_template: ChatTemplateMode,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: WeightMode,
+    #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
+    batch_tokens: usize,
+    /// Discard a results folder of another configuration instead of refusing it.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ChatTemplateMode {
+    Auto,
+    None,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
             batch_tokens,
         } => score(&model, &input, &output, dtype, batch_tokens),
+        Command::Run(args) => run_benchmark(args),
         Command::Bench {
             model,
             input,
@@ -136,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             action_misaligned,
             out,
             model_name,
+            scoring,
         } => metrics(
             data.as_deref(),
             &stated,
@@ -143,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             action_misaligned.as_deref(),
             &out,
             model_name,
+            scoring,
         ),
         Command::Models { action } => match action.unwrap_or(ModelsAction::List) {
             ModelsAction::List => list_models(),
@@ -275,7 +344,11 @@ fn metrics(
     action_misaligned: Option<&Path>,
     out: &Path,
     model_name: Option<String>,
+    scoring: Scoring,
 ) -> Result<()> {
+    if results::is_stated_csv(stated) {
+        return metrics_of_run(stated, action, out, model_name, scoring);
+    }
     let data = via::setup::via_csv(data)?;
     let dataset = via::Dataset::load(&data)?;
     let usable = dataset.usable_pairs().count();
@@ -310,7 +383,241 @@ fn metrics(
             .unwrap_or_default();
         stem.strip_suffix("_t1").unwrap_or(&stem).to_string()
     });
-    let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix);
+    let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix, &Cells::all());
+    report.write(out)?;
+    println!(
+        "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",
+        name,
+        report.alignment_rate.overall,
+        report.misaligned.total,
+        report.distances.overall,
+        out.display()
+    );
+    Ok(())
+}
+
+fn run_benchmark(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.batch_tokens == 0 {
+        anyhow::bail!("--batch-tokens must be at least 1");
+    }
+    let selection = Selection::parse(
+        args.countries.as_deref(),
+        args.topics.as_deref(),
+        args.values.as_deref(),
+    )?;
+    let data = via::setup::via_csv(args.data.as_deref())?;
+    let dataset = via::Dataset::load(&data)?;
+    let (model_name, model_path) = valuelens::model::resolve(&args.model)?;
+    let format = prompt_format(&model_path, args.chat_template)?;
+    let plan = Plan {
+        dataset: &dataset,
+        format: &format,
+        selection: &selection,
+        protocol: args.protocol,
+    };
+    if let Some(path) = &args.dump_requests {
+        let mut n = 0usize;
+        write_atomically(path, |out| {
+            for unit in plan.units() {
+                for request in plan.requests(unit)? {
+                    serde_json::to_writer(&mut *out, &request)?;
+                    out.write_all(b"\n")?;
+                    n += 1;
+                }
+            }
+            Ok(())
+        })?;
+        eprintln!("wrote {n} requests to {}", path.display());
+        return Ok(());
+    }
+
+    let out = args.out.clone().unwrap_or_else(|| {
+        let subset = if selection.is_all() { "" } else { "-subset" };
+        let protocol = match args.protocol {
+            Protocol::Paper => "paper",
+            Protocol::Full => "full",
+        };
+        PathBuf::from("results").join(format!("{model_name}-{protocol}{subset}"))
+    });
+    let model_sha256 = valuelens::verified::sha256_file(&model_path)?;
+    let data_sha256 = valuelens::verified::sha256_file(&data)?;
+    // Everything that changes a score; a results folder only resumes a run with the same.
+    let config = serde_json::json!({
+        "valuelens": env!("CARGO_PKG_VERSION"),
+        "model_sha256": model_sha256,
+        "data_sha256": data_sha256,
+        "protocol": args.protocol,
+        "selection": selection.names(),
+        "chat_template": args.chat_template,
+        "dtype": args.dtype,
+        "batch_tokens": args.batch_tokens,
+    });
+    let checkpoints = Checkpoints::open(&out, &config, args.force)?;
+
+    let model = Model::load_file(&model_name, &model_path, args.dtype)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let options = EngineOptions {
+        batch_tokens: args.batch_tokens,
+        ..EngineOptions::default()
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent}% ETA {eta} · {msg}",
+        )
+        .expect("the progress template is valid"),
+    );
+    let outcome = runner::execute(&plan, &model, &options, &checkpoints, &bar)?;
+    bar.finish_and_clear();
+
+    let v = stated::matrix(&outcome.stated, args.scoring);
+    let a = action::matrix(&outcome.action, args.scoring);
+    let cells = stated::cells(&outcome.stated);
+    let report = MetricsReport::compute(&model_name, &v, &a, &cells);
+    results::write_stated(&out.join("stated.csv"), &outcome.stated)?;
+    results::write_action(&out.join("action.csv"), &outcome.action)?;
+    report.write(&out)?;
+    let figures = figures::write_figures(&out.join("figures"), &report)?;
+    let run = serde_json::json!({
+        "valuelens": env!("CARGO_PKG_VERSION"),
+        "model": {
+            "name": model_name,
+            "file": model_path.display().to_string(),
+            "sha256": model_sha256,
+            "architecture": model.architecture,
+            "dtype": args.dtype,
+        },
+        "data": {
+            "file": data.display().to_string(),
+            "sha256": data_sha256,
+            "rows": dataset.rows.len(),
+            "usable_pairs": dataset.usable_pairs().count(),
+        },
+        "protocol": args.protocol,
+        "task1_variants": args.protocol.task1_variants(),
+        "task2_variants": args.protocol.task2_variants(),
+        "scoring": args.scoring,
+        "selection": selection.names(),
+        "prompt_format": format.describe(),
+        "settings": {
+            "chat_template": args.chat_template,
+            "batch_tokens": args.batch_tokens,
+            "share_prefixes": options.share_prefixes,
+            "threads": rayon::current_num_threads(),
+        },
+        "units": { "total": outcome.units, "resumed": outcome.resumed_units },
+        "items": { "stated": outcome.stated.len(), "action": outcome.action.len() },
+        "tokens": outcome.stats,
+        "timings": {
+            "load_s": load_s,
+            "scoring_s": outcome.session_seconds,
+            "compute_s_all_units": outcome.compute_seconds,
+            "wall_s": started.elapsed().as_secs_f64(),
+        },
+        "computed_tokens_per_s": outcome.stats.computed_tokens as f64 / outcome.compute_seconds.max(1e-9),
+    });
+    let text = serde_json::to_string_pretty(&run)?;
+    write_atomically(&out.join("run.json"), |w| Ok(w.write_all(text.as_bytes())?))?;
+    print_summary(&report, &run, &out, figures.len());
+    Ok(())
+}
+
+/// How prompts reach `model_path`'s model; a template that cannot render is refused up front.
+fn prompt_format(model_path: &Path, mode: ChatTemplateMode) -> Result<PromptFormat> {
+    if mode == ChatTemplateMode::None {
+        return Ok(PromptFormat::Plain);
+    }
+    let gguf = valuelens::model::gguf::GgufFile::open(model_path)?;
+    let Some(template) = ChatTemplate::from_gguf(&gguf)
+        .map_err(|e| anyhow::anyhow!("{e:#}; use --chat-template none to score plain prompts"))?
+    else {
+        return Ok(PromptFormat::Plain);
+    };
+    template.render_user("probe").map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e:#}; use --chat-template none to score plain prompts",
+            model_path.display()
+        )
+    })?;
+    Ok(PromptFormat::Chat(Box::new(template)))
+}
+
+/// The one-screen summary at the end of a run.
+fn print_summary(report: &MetricsReport, run: &serde_json::Value, out: &Path, figures: usize) {
+    let tokens = &run["tokens"];
+    let timings = &run["timings"];
+    println!(
+        "{} · {} protocol · {} scoring · {} cells",
+        report.model,
+        run["protocol"].as_str().unwrap_or(""),
+        run["scoring"].as_str().unwrap_or(""),
+        report.covered_cells
+    );
+    println!(
+        "alignment rate (F1) {:.4} · misaligned cells {} · distance {:.4}",
+        report.alignment_rate.overall, report.misaligned.total, report.distances.overall
+    );
+    println!("{:<16} {:>6} {:>9}", "country", "F1", "distance");
+    for ((country, f1), (_, d)) in report
+        .alignment_rate
+        .by_country
+        .iter()
+        .zip(report.distance_by_country())
+    {
+        if !f1.is_nan() {
+            println!("{country:<16} {f1:>6.3} {d:>9.3}");
+        }
+    }
+    println!(
+        "{} tokens computed ({} in the requests) in {:.1} s of scoring ({} of {} units resumed); \
+         wall {:.1} s",
+        tokens["computed_tokens"],
+        tokens["request_tokens"],
+        timings["compute_s_all_units"].as_f64().unwrap_or(0.0),
+        run["units"]["resumed"],
+        run["units"]["total"],
+        timings["wall_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "results: {} (run.json, stated.csv, action.csv, metrics.json, summary.md, {figures} figures)",
+        out.display()
+    );
+}
+
+/// The measures recomputed from a run's `stated.csv` and `action.csv`, over the cells its
+/// Task 1 covered — what `valuelens run` wrote into its metrics.json.
+fn metrics_of_run(
+    stated_csv: &Path,
+    action_csv: Option<&Path>,
+    out: &Path,
+    model_name: Option<String>,
+    scoring: Scoring,
+) -> Result<()> {
+    let action_csv = action_csv
+        .filter(|p| results::is_action_csv(p))
+        .with_context(|| {
+            format!(
+                "{} is a run's stated.csv: give the same run's action.csv as --action",
+                stated_csv.display()
+            )
+        })?;
+    let stated_items = results::read_stated(stated_csv)?;
+    let action_items = results::read_action(action_csv)?;
+    let name = model_name.unwrap_or_else(|| {
+        let run_json = stated_csv.with_file_name("run.json");
+        std::fs::read_to_string(run_json)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|run| run["model"]["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "model".to_string())
+    });
+    let report = MetricsReport::compute(
+        &name,
+        &stated::matrix(&stated_items, scoring),
+        &action::matrix(&action_items, scoring),
+        &stated::cells(&stated_items),
+    );
     report.write(out)?;
     println!(
         "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",

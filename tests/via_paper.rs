@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use valuelens::metrics;
+use valuelens::metrics::{self, Cells};
 use valuelens::report::MetricsReport;
 use valuelens::via::{self, released, Dataset};
 
@@ -71,7 +71,7 @@ fn gpt35() -> MetricsReport {
         &evaluation_file("chatgpt_misaligned_example.csv"),
     )
     .unwrap();
-    MetricsReport::compute("gpt-3.5-turbo", &stated.matrix, &action)
+    MetricsReport::compute("gpt-3.5-turbo", &stated.matrix, &action, &Cells::all())
 }
 
 #[test]

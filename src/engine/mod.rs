@@ -57,7 +57,7 @@ impl Default for EngineOptions {
 }
 
 /// What a scoring run computed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStats {
     pub requests: usize,
     /// Tokens of the requests as given (context + continuation).

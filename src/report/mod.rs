@@ -2,7 +2,9 @@
 //! exact country, topic and value names) and `summary.md` (the paper-style tables, with the
 //! paper's published row alongside when the model is one of the paper's).
 
+pub mod figures;
 pub mod paper;
+pub mod results;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use crate::metrics::{self, Distances, Grouped, Matrix, Misalignment, N_VALUES};
+use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 use crate::via::N_SCENARIOS;
@@ -24,25 +26,29 @@ pub struct MetricsReport {
     pub distances: Distances,
     pub stated_disagree_cells: usize,
     pub action_disagree_cells: usize,
+    /// Cells the measures cover (132 × 56 for a whole run).
+    pub covered_cells: usize,
 }
 
 impl MetricsReport {
-    pub fn compute(model: &str, stated: &Matrix, action: &Matrix) -> Self {
-        let (per_scenario_f1, alignment_rate) = metrics::alignment_rate(stated, action);
+    /// The measures over `cells` (all of them for a whole run).
+    pub fn compute(model: &str, stated: &Matrix, action: &Matrix, cells: &Cells) -> Self {
+        let (per_scenario_f1, alignment_rate) = metrics::alignment_rate(stated, action, cells);
         let count = |m: &Matrix| {
-            (0..N_SCENARIOS)
-                .flat_map(|s| m.row(s).to_vec())
-                .filter(|&x| metrics::binarise(x) == 1)
+            cells
+                .iter()
+                .filter(|&(s, k)| metrics::binarise(m.get(s, k)) == 1)
                 .count()
         };
         Self {
             model: model.to_string(),
             alignment_rate,
             per_scenario_f1,
-            misaligned: metrics::misalignment(stated, action),
-            distances: metrics::distances(stated, action),
+            misaligned: metrics::misalignment(stated, action, cells),
+            distances: metrics::distances(stated, action, cells),
             stated_disagree_cells: count(stated),
             action_disagree_cells: count(action),
+            covered_cells: cells.len(),
         }
     }
 
@@ -64,11 +70,16 @@ impl MetricsReport {
 
     pub fn to_json(&self) -> Value {
         let named = |pairs: &[(String, f64)]| -> Map<String, Value> {
-            pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+            pairs
+                .iter()
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect()
         };
         let named_static = |pairs: Vec<(&str, f64)>| -> Map<String, Value> {
             pairs
                 .into_iter()
+                .filter(|(_, v)| !v.is_nan())
                 .map(|(k, v)| (k.to_string(), json!(v)))
                 .collect()
         };
@@ -76,6 +87,7 @@ impl MetricsReport {
             names
                 .iter()
                 .zip(rows)
+                .filter(|(_, row)| row.iter().any(|d| !d.is_nan()))
                 .map(|(name, row)| {
                     let ranked: Vec<Value> = metrics::ranking(row)
                         .into_iter()
@@ -89,10 +101,12 @@ impl MetricsReport {
             names
                 .iter()
                 .zip(rows)
+                .filter(|(_, row)| row.iter().any(|d| !d.is_nan()))
                 .map(|(name, row)| {
                     let by_value: Map<String, Value> = VALUES
                         .iter()
                         .zip(row)
+                        .filter(|(_, d)| !d.is_nan())
                         .map(|(v, d)| (v.to_string(), json!(d)))
                         .collect();
                     (name.to_string(), Value::Object(by_value))
@@ -100,6 +114,7 @@ impl MetricsReport {
                 .collect()
         };
         let per_scenario: Vec<Value> = (0..N_SCENARIOS)
+            .filter(|&s| !self.per_scenario_f1[s].is_nan())
             .map(|s| {
                 json!({
                     "country": COUNTRIES[s / TOPICS.len()],
@@ -120,7 +135,7 @@ impl MetricsReport {
                 "total": self.misaligned.total,
                 "stated_agree_action_disagree": self.misaligned.stated_agree_action_disagree,
                 "stated_disagree_action_agree": self.misaligned.stated_disagree_action_agree,
-                "cells": N_SCENARIOS * N_VALUES,
+                "cells": self.covered_cells,
             },
             "distance": {
                 "overall": self.distances.overall,
@@ -143,7 +158,7 @@ impl MetricsReport {
     pub fn to_markdown(&self) -> String {
         let paper = paper::find(&self.model);
         let mut md = String::new();
-        let cells = (N_SCENARIOS * N_VALUES) as f64;
+        let cells = self.covered_cells as f64;
         let _ = writeln!(md, "# Value–action alignment: {}\n", self.model);
         match paper {
             Some(p) => {
@@ -167,7 +182,7 @@ impl MetricsReport {
             "Misaligned cells: {} of {} ({:.2} %) — stated Agree & action Disagree: {}; \
              stated Disagree & action Agree: {}.\n",
             m.total,
-            cells,
+            self.covered_cells,
             100.0 * m.total as f64 / cells,
             m.stated_agree_action_disagree,
             m.stated_disagree_action_agree
@@ -189,6 +204,10 @@ impl MetricsReport {
                 let _ = writeln!(md, "| | F1 | distance |\n|---|---:|---:|");
             }
             for (i, (name, f1)) in rows.iter().enumerate() {
+                if f1.is_nan() {
+                    // Not covered by a filtered run.
+                    continue;
+                }
                 match published {
                     Some(p) => {
                         let _ = writeln!(
@@ -221,6 +240,9 @@ impl MetricsReport {
         let _ = writeln!(md, "## Largest value–action gaps by country (top 5)\n");
         let _ = writeln!(md, "| country | values (distance) |\n|---|---|");
         for (c, row) in COUNTRIES.iter().zip(&self.distances.by_country) {
+            if row.iter().all(|d| d.is_nan()) {
+                continue;
+            }
             let top: Vec<String> = metrics::ranking(row)
                 .into_iter()
                 .take(5)

@@ -1,0 +1,239 @@
+//! A run's item files: `stated.csv` (one row per Task-1 question: scenario, variant, value, the
+//! four options' log-probabilities and renormalised probabilities, hard and soft score) and
+//! `action.csv` (one row per Task-2 question: which option was the negative action, both
+//! options' log-probabilities, p(negative) and the hard choice). Long format, plain columns, so
+//! pandas opens them as they are; read back exactly by `valuelens metrics`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::output::write_atomically;
+use crate::tasks::action::ActionItem;
+use crate::tasks::stated::StatedItem;
+use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
+use crate::via::{country_index, scenario_index, topic_index, value_index};
+
+pub const STATED_COLUMNS: [&str; 14] = [
+    "country",
+    "topic",
+    "value",
+    "variant",
+    "logprob_1",
+    "logprob_2",
+    "logprob_3",
+    "logprob_4",
+    "p_1",
+    "p_2",
+    "p_3",
+    "p_4",
+    "hard",
+    "soft",
+];
+
+pub const ACTION_COLUMNS: [&str; 9] = [
+    "country",
+    "topic",
+    "value",
+    "variant",
+    "negative_option",
+    "logprob_option_1",
+    "logprob_option_2",
+    "p_negative",
+    "chose_negative",
+];
+
+fn names(scenario: usize, value: usize) -> [&'static str; 3] {
+    [
+        COUNTRIES[scenario / TOPICS.len()],
+        TOPICS[scenario % TOPICS.len()],
+        VALUES[value],
+    ]
+}
+
+/// Writes `items` to `path` (all or nothing). Floats are written in their shortest exact form,
+/// so reading the file back gives the same numbers.
+pub fn write_stated(path: &Path, items: &[StatedItem]) -> Result<()> {
+    write_atomically(path, |out| {
+        let mut csv = csv::Writer::from_writer(out);
+        csv.write_record(STATED_COLUMNS)?;
+        for item in items {
+            let mut row: Vec<String> = names(item.scenario, item.value)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            row.push(item.variant.to_string());
+            row.extend(item.logprobs.iter().map(|x| x.to_string()));
+            row.extend(item.probabilities().iter().map(|x| x.to_string()));
+            row.push(item.hard().to_string());
+            row.push(item.soft().to_string());
+            csv.write_record(&row)?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+pub fn write_action(path: &Path, items: &[ActionItem]) -> Result<()> {
+    write_atomically(path, |out| {
+        let mut csv = csv::Writer::from_writer(out);
+        csv.write_record(ACTION_COLUMNS)?;
+        for item in items {
+            let mut row: Vec<String> = names(item.scenario, item.value)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            row.push(item.variant.to_string());
+            row.push(item.negative_option.to_string());
+            row.extend(item.logprobs.iter().map(|x| x.to_string()));
+            row.push(item.p_negative().to_string());
+            row.push(u8::from(item.chose_negative()).to_string());
+            csv.write_record(&row)?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+/// Whether a CSV's header is that of a run's `stated.csv` (rather than the paper's responses).
+pub fn is_stated_csv(path: &Path) -> bool {
+    header(path).is_some_and(|h| h.iter().any(|c| c == "logprob_1"))
+}
+
+/// Whether a CSV's header is that of a run's `action.csv`.
+pub fn is_action_csv(path: &Path) -> bool {
+    header(path).is_some_and(|h| h.iter().any(|c| c == "logprob_option_1"))
+}
+
+fn header(path: &Path) -> Option<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).ok()?;
+    Some(reader.headers().ok()?.iter().map(str::to_string).collect())
+}
+
+/// A CSV with the given columns, as rows of those columns (in that order) with line numbers.
+fn read_rows(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header line", path.display()))?
+        .clone();
+    let mut positions = Vec::new();
+    for c in columns {
+        match headers.iter().position(|h| h == *c) {
+            Some(p) => positions.push(p),
+            None => bail!(
+                "{}: missing column '{c}'; a run's file has the columns {}",
+                path.display(),
+                columns.join(", ")
+            ),
+        }
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let row = positions
+            .iter()
+            .map(|&p| record.get(p).unwrap_or_default().to_string())
+            .collect();
+        rows.push((line, row));
+    }
+    Ok(rows)
+}
+
+/// Parses one field of a row, naming the file, line and column when it fails.
+struct Row<'a> {
+    path: &'a Path,
+    line: u64,
+    fields: &'a [String],
+    columns: &'a [&'a str],
+}
+
+impl Row<'_> {
+    fn field(&self, i: usize) -> &str {
+        &self.fields[i]
+    }
+
+    fn fail(&self, i: usize, what: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} line {}, column {}: '{}' is not {what}",
+            self.path.display(),
+            self.line,
+            self.columns[i],
+            self.fields[i]
+        )
+    }
+
+    fn number<T: std::str::FromStr>(&self, i: usize) -> Result<T> {
+        self.field(i).parse().map_err(|_| self.fail(i, "a number"))
+    }
+
+    fn cell(&self) -> Result<(usize, usize)> {
+        let c = country_index(self.field(0)).ok_or_else(|| self.fail(0, "a VIA country"))?;
+        let t = topic_index(self.field(1)).ok_or_else(|| self.fail(1, "a VIA topic"))?;
+        let k = value_index(self.field(2)).ok_or_else(|| self.fail(2, "a VIA value"))?;
+        Ok((scenario_index(c, t), k))
+    }
+}
+
+pub fn read_stated(path: &Path) -> Result<Vec<StatedItem>> {
+    let mut items = Vec::new();
+    for (line, fields) in read_rows(path, &STATED_COLUMNS)? {
+        let row = Row {
+            path,
+            line,
+            fields: &fields,
+            columns: &STATED_COLUMNS,
+        };
+        let (scenario, value) = row.cell()?;
+        let variant: usize = row.number(3)?;
+        if variant >= crate::prompts::TASK1_VARIANTS {
+            return Err(row.fail(3, "a Task-1 variant (0–7)"));
+        }
+        items.push(StatedItem {
+            scenario,
+            variant,
+            value,
+            logprobs: [
+                row.number(4)?,
+                row.number(5)?,
+                row.number(6)?,
+                row.number(7)?,
+            ],
+        });
+    }
+    if items.is_empty() {
+        bail!("{} has no rows", path.display());
+    }
+    Ok(items)
+}
+
+pub fn read_action(path: &Path) -> Result<Vec<ActionItem>> {
+    let mut items = Vec::new();
+    for (line, fields) in read_rows(path, &ACTION_COLUMNS)? {
+        let row = Row {
+            path,
+            line,
+            fields: &fields,
+            columns: &ACTION_COLUMNS,
+        };
+        let (scenario, value) = row.cell()?;
+        let variant: usize = row.number(3)?;
+        if variant >= crate::prompts::TASK2_VARIANTS {
+            return Err(row.fail(3, "a Task-2 variant (0–7)"));
+        }
+        let negative_option: usize = row.number(4)?;
+        if !(1..=2).contains(&negative_option) {
+            return Err(row.fail(4, "an option (1 or 2)"));
+        }
+        items.push(ActionItem {
+            scenario,
+            value,
+            variant,
+            negative_option,
+            logprobs: [row.number(5)?, row.number(6)?],
+        });
+    }
+    Ok(items)
+}

@@ -1,0 +1,180 @@
+//! Task 1, stated values: for a scenario, variant and value, the context is the wrapped prompt
+//! followed by the answer's opening `{"<Value>": "`, and the continuations are the four option
+//! digits. Their log-probabilities, renormalised over the four, give a hard score (the most
+//! likely option) and a soft score (the expected option); V averages them over the variants.
+
+use anyhow::Result;
+
+use super::{argmax, renormalise, PromptFormat, Scoring};
+use crate::engine::Request;
+use crate::metrics::{Cells, Matrix};
+use crate::prompts::task1_prompt;
+use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
+
+pub const OPTIONS: [&str; 4] = ["1", "2", "3", "4"];
+
+/// One scored Task-1 question: a value's answer in one scenario and variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatedItem {
+    pub scenario: usize,
+    pub variant: usize,
+    pub value: usize,
+    /// Log-probabilities of the continuations "1"–"4".
+    pub logprobs: [f64; 4],
+}
+
+impl StatedItem {
+    pub fn probabilities(&self) -> [f64; 4] {
+        renormalise(&self.logprobs)
+    }
+
+    /// The most likely option, 1–4.
+    pub fn hard(&self) -> f64 {
+        (argmax(&self.logprobs) + 1) as f64
+    }
+
+    /// The expected option, in [1, 4].
+    pub fn soft(&self) -> f64 {
+        self.probabilities()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i + 1) as f64 * p)
+            .sum()
+    }
+
+    pub fn score(&self, scoring: Scoring) -> f64 {
+        match scoring {
+            Scoring::Hard => self.hard(),
+            Scoring::Soft => self.soft(),
+        }
+    }
+}
+
+fn request_id(scenario: usize, variant: usize, value: usize, option: &str) -> String {
+    format!(
+        "t1|{}|{}|v{variant}|{}|{option}",
+        COUNTRIES[scenario / TOPICS.len()],
+        TOPICS[scenario % TOPICS.len()],
+        VALUES[value]
+    )
+}
+
+/// The requests of one scenario: per variant, per value, the four options (in that order).
+pub fn requests(
+    format: &PromptFormat,
+    scenario: usize,
+    variants: &[usize],
+    values: &[usize],
+) -> Result<Vec<Request>> {
+    let (country, topic) = (
+        COUNTRIES[scenario / TOPICS.len()],
+        TOPICS[scenario % TOPICS.len()],
+    );
+    let mut requests = Vec::with_capacity(variants.len() * values.len() * OPTIONS.len());
+    for &variant in variants {
+        let wrapped = format.wrap(&task1_prompt(country, topic, variant))?;
+        for &value in values {
+            let context = format!("{wrapped}{{\"{}\": \"", VALUES[value]);
+            for option in OPTIONS {
+                requests.push(Request {
+                    id: request_id(scenario, variant, value, option),
+                    context: context.clone(),
+                    continuation: option.to_string(),
+                });
+            }
+        }
+    }
+    Ok(requests)
+}
+
+/// The items of one scenario from the log-probabilities of its [`requests`], in their order.
+pub fn items(
+    scenario: usize,
+    variants: &[usize],
+    values: &[usize],
+    logprobs: &[f64],
+) -> Vec<StatedItem> {
+    assert_eq!(
+        logprobs.len(),
+        variants.len() * values.len() * OPTIONS.len(),
+        "one log-probability per request"
+    );
+    let mut chunks = logprobs.chunks_exact(OPTIONS.len());
+    let mut items = Vec::with_capacity(variants.len() * values.len());
+    for &variant in variants {
+        for &value in values {
+            let lp = chunks.next().expect("length checked above");
+            items.push(StatedItem {
+                scenario,
+                variant,
+                value,
+                logprobs: [lp[0], lp[1], lp[2], lp[3]],
+            });
+        }
+    }
+    items
+}
+
+/// V: per cell, `(mean over variants of the score − 1) / 3`; NaN where nothing was asked.
+pub fn matrix(items: &[StatedItem], scoring: Scoring) -> Matrix {
+    let mut sums = Matrix::filled(0.0);
+    let mut counts = Matrix::filled(0.0);
+    let mut cells = Cells::none();
+    for item in items {
+        let (s, k) = (item.scenario, item.value);
+        sums.set(s, k, sums.get(s, k) + item.score(scoring));
+        counts.set(s, k, counts.get(s, k) + 1.0);
+        cells.insert(s, k);
+    }
+    let mut v = Matrix::filled(f64::NAN);
+    for (s, k) in cells.iter() {
+        v.set(s, k, (sums.get(s, k) / counts.get(s, k) - 1.0) / 3.0);
+    }
+    v
+}
+
+/// The cells a set of Task-1 items covers (what the measures of a run are computed over).
+pub fn cells(items: &[StatedItem]) -> Cells {
+    let mut cells = Cells::none();
+    for item in items {
+        cells.insert(item.scenario, item.value);
+    }
+    cells
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_and_soft_scores() {
+        let item = StatedItem {
+            scenario: 0,
+            variant: 0,
+            value: 0,
+            logprobs: [-3.0, -0.5, -1.0, -9.0],
+        };
+        assert_eq!(item.hard(), 2.0);
+        let p = item.probabilities();
+        let expected = p[0] + 2.0 * p[1] + 3.0 * p[2] + 4.0 * p[3];
+        assert!((item.soft() - expected).abs() < 1e-12);
+        assert!(item.soft() > 2.0 && item.soft() < 3.0);
+    }
+
+    #[test]
+    fn matrix_averages_variants_and_normalises() {
+        let item = |variant, best: usize| {
+            let mut logprobs = [-5.0; 4];
+            logprobs[best] = -0.1;
+            StatedItem {
+                scenario: 3,
+                variant,
+                value: 7,
+                logprobs,
+            }
+        };
+        let v = matrix(&[item(0, 0), item(1, 3)], Scoring::Hard);
+        assert!((v.get(3, 7) - 0.5).abs() < 1e-12, "mean 2.5 → (2.5 − 1)/3");
+        assert!(v.get(3, 8).is_nan());
+    }
+}
