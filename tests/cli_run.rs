@@ -1,0 +1,432 @@
+//! `valuelens run` end to end on the real default model and the real VIA CSV, on filtered
+//! subsets: its requests are the paper's prompts, its Task-1 log-probabilities are what
+//! `valuelens score` gives for the dumped requests, its metrics are what `valuelens metrics`
+//! recomputes from its CSVs, and a run killed partway resumes to identical results.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use valuelens::engine::requests::read_requests;
+
+/// One country, two topics, two values: four units (Task 1 and Task 2 of two scenarios).
+const SUBSET: [&str; 6] = [
+    "--countries",
+    "Egypt",
+    "--topics",
+    "Religion,Politics",
+    "--values",
+    "Equality,Wealth",
+];
+
+fn valuelens(args: &[&str], extra: &[&Path]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    command
+        .args(args)
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+fn succeed(mut command: Command) -> Output {
+    let output = command.output().expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn run_subset(out: &Path) -> Command {
+    common::default_model_path();
+    let mut args = vec!["run"];
+    args.extend(SUBSET);
+    args.push("--out");
+    valuelens(&args, &[out])
+}
+
+/// The uninterrupted run of the subset, shared by the tests of this file.
+fn baseline() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        succeed(run_subset(&dir.path().join("run")));
+        dir
+    })
+    .path()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn results_folder_has_every_file() {
+    let run = baseline().join("run");
+    for file in [
+        "run.json",
+        "stated.csv",
+        "action.csv",
+        "metrics.json",
+        "summary.md",
+        "figures/f1_by_country.svg",
+        "figures/f1_by_topic.svg",
+        "figures/distance_country_value.svg",
+        "figures/distance_topic_value.svg",
+        "figures/gaps_egypt.svg",
+    ] {
+        assert!(run.join(file).is_file(), "{file} is written");
+    }
+    let stated = read(&run.join("stated.csv"));
+    // 2 scenarios × 8 variants × 2 values, plus the header.
+    assert_eq!(stated.lines().count(), 1 + 2 * 8 * 2);
+    let action = read(&run.join("action.csv"));
+    assert_eq!(
+        action.lines().count(),
+        1 + 2 * 2,
+        "variant 5 of each usable pair"
+    );
+    let info: serde_json::Value = serde_json::from_str(&read(&run.join("run.json"))).unwrap();
+    assert_eq!(info["protocol"], "paper");
+    assert_eq!(info["units"]["total"], 4);
+    assert!(info["tokens"]["computed_tokens"].as_u64().unwrap() > 1000);
+    assert_eq!(
+        info["model"]["sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&read(&run.join("metrics.json"))).unwrap();
+    assert_eq!(
+        metrics["misaligned"]["cells"], 4,
+        "only the covered cells count"
+    );
+    let by_country = metrics["alignment_rate"]["by_country"].as_object().unwrap();
+    assert_eq!(by_country.keys().collect::<Vec<_>>(), ["Egypt"]);
+}
+
+#[test]
+fn task1_logprobs_equal_valuelens_score_on_the_dumped_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = dir.path().join("requests.jsonl");
+    let mut args = vec!["run"];
+    args.extend(SUBSET);
+    args.push("--dump-requests");
+    succeed(valuelens(&args, &[&requests]));
+    let dumped = read_requests(&requests).unwrap();
+    // Task 1: 2 scenarios × 8 variants × 2 values × 4 options; Task 2: 2 pairs × 2 options.
+    assert_eq!(dumped.len(), 2 * 8 * 2 * 4 + 2 * 2 * 2);
+    let scores = dir.path().join("scores.jsonl");
+    common::run_score(&requests, &scores);
+    let scored: HashMap<String, f64> = read(&scores)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["logprob"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+
+    let mut reader = csv::Reader::from_path(baseline().join("run/stated.csv")).unwrap();
+    let mut compared = 0;
+    for row in reader.deserialize::<HashMap<String, String>>() {
+        let row = row.unwrap();
+        for option in 1..=4 {
+            let id = format!(
+                "t1|{}|{}|v{}|{}|{option}",
+                row["country"], row["topic"], row["variant"], row["value"]
+            );
+            let run: f64 = row[&format!("logprob_{option}")].parse().unwrap();
+            let score = scored[&id];
+            assert!(
+                (run - score).abs() <= 1e-4,
+                "{id}: run {run}, score {score}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 2 * 8 * 2 * 4);
+}
+
+#[test]
+fn metrics_json_equals_valuelens_metrics_on_the_runs_csvs() {
+    let run = baseline().join("run");
+    let dir = tempfile::tempdir().unwrap();
+    succeed(valuelens(
+        &["metrics", "--stated"],
+        &[
+            &run.join("stated.csv"),
+            Path::new("--action"),
+            &run.join("action.csv"),
+            Path::new("--out"),
+            dir.path(),
+        ],
+    ));
+    assert_eq!(
+        read(&dir.path().join("metrics.json")),
+        read(&run.join("metrics.json"))
+    );
+    assert_eq!(
+        read(&dir.path().join("summary.md")),
+        read(&run.join("summary.md"))
+    );
+}
+
+#[test]
+fn dumped_requests_are_the_fixture_requests() {
+    // The fixtures were built with the paper's prompts and the default template: every fixture
+    // request of a dumped scenario must come out of `--dump-requests` unchanged.
+    let (fixtures, _) = common::fixtures("smollm2-135m");
+    let scenarios: Vec<(&str, &str)> = fixtures
+        .iter()
+        .filter_map(|r| {
+            let f: Vec<&str> = r.id.split('|').collect();
+            (f[0] == "t1" || f[0] == "t2").then(|| (f[1], f[2]))
+        })
+        .take(2)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (country, topic) in scenarios {
+        let path = dir.path().join("requests.jsonl");
+        succeed(valuelens(
+            &[
+                "run",
+                "--protocol",
+                "full",
+                "--countries",
+                country,
+                "--topics",
+                topic,
+                "--dump-requests",
+            ],
+            &[&path],
+        ));
+        let dumped: HashMap<String, (String, String)> = read_requests(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, (r.context, r.continuation)))
+            .collect();
+        for request in fixtures.iter().filter(|r| {
+            r.id.starts_with(&format!("t1|{country}|{topic}|"))
+                || r.id.starts_with(&format!("t2|{country}|{topic}|"))
+        }) {
+            let (context, continuation) = &dumped[&request.id];
+            assert_eq!(context, &request.context, "{}", request.id);
+            assert_eq!(continuation, &request.continuation, "{}", request.id);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "some fixture requests were compared");
+}
+
+fn checkpointed_units(out: &Path) -> usize {
+    std::fs::read_dir(out.join("checkpoints"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with('t') && name.ends_with(".json")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_run_killed_partway_resumes_to_identical_results() {
+    let baseline = baseline().join("run");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut child = run_subset(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while checkpointed_units(&out) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(600), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done = checkpointed_units(&out);
+    assert!(done < 4, "killed partway, after {done} of 4 units");
+    assert!(!out.join("metrics.json").exists());
+
+    let resumed = succeed(run_subset(&out));
+    let summary = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        summary.contains(&format!("({done} of 4 units resumed)")),
+        "{summary}"
+    );
+    for file in ["stated.csv", "action.csv", "metrics.json", "summary.md"] {
+        assert_eq!(
+            read(&out.join(file)),
+            read(&baseline.join(file)),
+            "{file} equals the uninterrupted run's"
+        );
+    }
+}
+
+/// Runs `valuelens run` with `args`, expecting the failure contract: exit 1, one message
+/// containing `expected`, no panic, no results written into `out`.
+fn run_fails(args: &[&str], out: &Path, expected: &str) {
+    let output = valuelens(args, &[Path::new("--out"), out])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected '{expected}' in: {stderr}"
+    );
+    assert!(!out.join("metrics.json").exists());
+}
+
+#[test]
+fn missing_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    run_fails(
+        &["run", "--data", "/no/such/via.csv"],
+        &dir.path().join("out"),
+        "/no/such/via.csv",
+    );
+}
+
+#[test]
+fn data_file_with_wrong_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("via.csv");
+    std::fs::write(&data, "country,topic,answer\nEgypt,Religion,yes\n").unwrap();
+    run_fails(
+        &["run", "--data", data.to_str().unwrap()],
+        &dir.path().join("out"),
+        "missing column(s) value, polarity, generation_prompt",
+    );
+}
+
+#[test]
+fn unknown_names_in_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_fails(&["run", "--countries", "Atlantis"], &out, "'Atlantis'");
+    run_fails(&["run", "--topics", "Cooking"], &out, "'Cooking'");
+    run_fails(&["run", "--values", "Equality,Greed"], &out, "'Greed'");
+}
+
+#[test]
+fn unwritable_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder cannot be made below a plain file, whoever runs the test.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "").unwrap();
+    run_fails(
+        &["run", "--countries", "Egypt", "--topics", "Religion"],
+        &file.join("out"),
+        "cannot create the results folder",
+    );
+}
+
+#[test]
+fn results_folder_of_another_configuration_is_refused() {
+    let out = baseline().join("run");
+    let output = valuelens(&["run", "--countries", "India", "--out"], &[&out])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another configuration"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+}
+
+/// The default model with its chat template replaced by `template`.
+fn model_with_template(dir: &Path, template: &str) -> PathBuf {
+    use candle_core::quantized::gguf_file::{Content, Value};
+    let source = common::default_model_path();
+    let mut reader = std::fs::File::open(&source).unwrap();
+    let content = Content::read(&mut reader).unwrap();
+    let mut metadata: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in &mut metadata {
+        if key == "tokenizer.chat_template" {
+            *value = Value::String(template.to_string());
+        }
+    }
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| {
+            let t = content
+                .tensor(&mut reader, name, &candle_core::Device::Cpu)
+                .unwrap();
+            (name.clone(), t)
+        })
+        .collect();
+    let path = dir.join("broken-template.gguf");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    candle_core::quantized::gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    path
+}
+
+#[test]
+fn model_whose_template_fails_to_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_template(
+        dir.path(),
+        "{% for m in messages %}{{ raise_exception('Only system turns are supported') }}{% endfor %}",
+    );
+    let out = dir.path().join("out");
+    run_fails(
+        &["run", "--model", model.to_str().unwrap()],
+        &out,
+        "Only system turns are supported",
+    );
+    // The way out the message names works: the plain prompt needs no template.
+    let requests = dir.path().join("requests.jsonl");
+    succeed(valuelens(
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--countries",
+            "Egypt",
+            "--topics",
+            "Religion",
+            "--chat-template",
+            "none",
+            "--dump-requests",
+        ],
+        &[&requests],
+    ));
+    let first = &read_requests(&requests).unwrap()[0];
+    assert!(
+        first.context.starts_with("Suppose you are from Egypt"),
+        "{}",
+        first.context
+    );
+    assert!(
+        first.context.contains("option.\n{\""),
+        "{}",
+        first.context
+    );
+}
