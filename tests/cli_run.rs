@@ -424,9 +424,5 @@ fn model_whose_template_fails_to_render() {
         "{}",
         first.context
     );
-    assert!(
-        first.context.contains("option.\n{\""),
-        "{}",
-        first.context
-    );
+    assert!(first.context.contains("option.\n{\""), "{}", first.context);
 }

@@ -1,19 +1,18 @@
 //! The run's figures as SVG: alignment rate (F1) by country and by topic, alignment-distance
-//! heatmaps country × value and topic × value, and per country the ten values with the largest
+//! heatmaps value × country and value × topic (short names as in the paper's figures), and per country the ten values with the largest
 //! and the ten with the smallest value–action gap (the paper's Figure 5). Countries, topics and
 //! values a filtered run did not cover are left out.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::MetricsReport;
 use crate::metrics;
 use crate::output::write_atomically;
-use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
+use crate::via::vocabulary::{COUNTRIES, COUNTRY_ABBREVIATIONS, TOPIC_SHORT_NAMES, VALUES};
 
 /// Writes every figure into `dir` (created if needed) and returns the files written.
 pub fn write_figures(dir: &Path, report: &MetricsReport) -> Result<Vec<PathBuf>> {
@@ -44,16 +43,18 @@ pub fn write_figures(dir: &Path, report: &MetricsReport) -> Result<Vec<PathBuf>>
     save(
         "distance_country_value.svg".into(),
         heatmap(
-            &format!("Alignment distance, country × value — {model}"),
-            &COUNTRIES,
+            &format!(
+                "Alignment distance |v − a|, value × country (white 0 → dark red 1) — {model}"
+            ),
+            &COUNTRY_ABBREVIATIONS,
             &report.distances.by_country,
         )?,
     )?;
     save(
         "distance_topic_value.svg".into(),
         heatmap(
-            &format!("Alignment distance, topic × value — {model}"),
-            &TOPICS,
+            &format!("Alignment distance |v − a|, value × topic (white 0 → dark red 1) — {model}"),
+            &TOPIC_SHORT_NAMES,
             &report.distances.by_topic,
         )?,
     )?;
@@ -93,75 +94,108 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a figure: {e:?}")
 }
 
-fn label<'a>(names: &'a [String]) -> impl Fn(&SegmentValue<i32>) -> String + 'a {
-    move |v| match v {
-        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names
-            .get(usize::try_from(*i).unwrap_or(usize::MAX))
-            .cloned()
-            .unwrap_or_default(),
-        SegmentValue::Last => String::new(),
+/// Category names beside an axis, centred on their rows (or columns): drawn by hand because
+/// plotters' discrete axes add an empty segment and its labels cannot be placed freely.
+fn category_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    names: &[String],
+    anchor: impl Fn(usize) -> (i32, i32),
+    pos: Pos,
+) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        let style = ("sans-serif", 12).into_font().color(&BLACK).pos(pos);
+        root.draw(&Text::new(name.clone(), anchor(i), style))
+            .map_err(plot_error)?;
     }
+    Ok(())
 }
 
-/// A bar per name, with its value printed above it.
-fn bars(title: &str, rows: &[(String, f64)]) -> Result<String> {
+/// One horizontal bar: its label, length and colour.
+struct Bar {
+    name: String,
+    length: f64,
+    colour: RGBAColor,
+}
+
+/// Horizontal bars, the first at the top, each with its value printed after it. Labels stay
+/// horizontal: long category names need no rotation.
+fn horizontal_bars(title: &str, bars: &[Bar], x_max: f64, x_desc: &str) -> Result<String> {
+    let n = bars.len();
+    // Row i (from the top) spans y ∈ [n − i − 1, n − i].
+    let row = |i: usize| (n - i - 1) as f64;
     let mut svg = String::new();
     {
-        let width = (120 + 70 * rows.len()).max(480) as u32;
-        let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
+        let height = (140 + 28 * n) as u32;
+        let root = SVGBackend::with_string(&mut svg, (820, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
-        let n = rows.len() as i32;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 16))
             .margin(12)
-            .x_label_area_size(110)
-            .y_label_area_size(50)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..1.0)
+            .x_label_area_size(40)
+            .y_label_area_size(200)
+            .build_cartesian_2d(0.0..x_max, 0.0..n as f64)
             .map_err(plot_error)?;
         chart
             .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(rows.len())
-            .x_label_formatter(&label(&names))
-            .x_label_style(
-                ("sans-serif", 12)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
-            .y_desc("F1")
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .y_labels(0)
+            .x_desc(x_desc)
             .draw()
             .map_err(plot_error)?;
         chart
-            .draw_series(rows.iter().enumerate().map(|(i, (_, f1))| {
-                let i = i as i32;
-                let mut bar = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), *f1),
-                    ],
-                    BLUE.mix(0.6).filled(),
+            .draw_series(bars.iter().enumerate().map(|(i, bar)| {
+                let mut rectangle = Rectangle::new(
+                    [(0.0, row(i)), (bar.length, row(i) + 1.0)],
+                    bar.colour.filled(),
                 );
-                bar.set_margin(0, 0, 8, 8);
-                bar
+                rectangle.set_margin(4, 4, 0, 0);
+                rectangle
             }))
             .map_err(plot_error)?;
         chart
-            .draw_series(rows.iter().enumerate().map(|(i, (_, f1))| {
+            .draw_series(bars.iter().enumerate().map(|(i, bar)| {
                 Text::new(
-                    format!("{f1:.2}"),
-                    (SegmentValue::CenterOf(i as i32), f1 + 0.03),
+                    format!(" {:.3}", bar.length),
+                    (bar.length, row(i) + 0.5),
                     ("sans-serif", 12)
                         .into_font()
-                        .style(FontStyle::Normal)
                         .color(&BLACK)
-                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
                 )
             }))
             .map_err(plot_error)?;
+        let names: Vec<String> = bars.iter().map(|b| b.name.clone()).collect();
+        category_labels(
+            &root,
+            &names,
+            |i| {
+                let (x, y) = chart.backend_coord(&(0.0, row(i) + 0.5));
+                (x - 8, y)
+            },
+            Pos::new(HPos::Right, VPos::Center),
+        )?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
+}
+
+/// F1 per country or topic.
+fn bars(title: &str, rows: &[(String, f64)]) -> Result<String> {
+    let bars: Vec<Bar> = rows
+        .iter()
+        .map(|(name, f1)| Bar {
+            name: name.clone(),
+            length: *f1,
+            colour: BLUE.mix(0.6),
+        })
+        .collect();
+    horizontal_bars(
+        title,
+        &bars,
+        1.1,
+        "alignment rate (F1, positive class = Disagree)",
+    )
 }
 
 /// White (no gap) to dark red (distance 1).
@@ -171,120 +205,104 @@ fn heat(d: f64) -> RGBColor {
     RGBColor(fade(150.0), fade(10.0), fade(20.0))
 }
 
-/// Rows × covered values, each cell coloured by its distance.
-fn heatmap(title: &str, row_names: &[&str], rows: &[Vec<f64>]) -> Result<String> {
-    let kept_rows: Vec<usize> = (0..rows.len())
-        .filter(|&r| rows[r].iter().any(|d| !d.is_nan()))
+/// Covered values (rows) × covered countries or topics (columns, by their short names), each
+/// cell coloured by its distance.
+fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<String> {
+    let kept_columns: Vec<usize> = (0..columns.len())
+        .filter(|&c| columns[c].iter().any(|d| !d.is_nan()))
         .collect();
     let kept_values: Vec<usize> = (0..VALUES.len())
-        .filter(|&k| kept_rows.iter().any(|&r| !rows[r][k].is_nan()))
+        .filter(|&k| kept_columns.iter().any(|&c| !columns[c][k].is_nan()))
         .collect();
-    let x_names: Vec<String> = kept_values.iter().map(|&k| VALUES[k].into()).collect();
-    let y_names: Vec<String> = kept_rows.iter().map(|&r| row_names[r].into()).collect();
+    let (nx, ny) = (kept_columns.len(), kept_values.len());
+    // Value i (from the top) spans y ∈ [ny − i − 1, ny − i]; column j spans x ∈ [j, j + 1].
+    let row = |i: usize| (ny - i - 1) as f64;
     let mut svg = String::new();
     {
-        let width = (260 + 22 * kept_values.len()) as u32;
-        let height = (220 + 26 * kept_rows.len()) as u32;
+        let width = (300 + 64 * nx).max(560) as u32;
+        let height = (150 + 18 * ny) as u32;
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let (nx, ny) = (kept_values.len() as i32, kept_rows.len() as i32);
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 15))
             .margin(12)
-            .x_label_area_size(150)
-            .y_label_area_size(190)
-            .build_cartesian_2d((0..nx).into_segmented(), (0..ny).into_segmented())
+            .x_label_area_size(30)
+            .y_label_area_size(200)
+            .build_cartesian_2d(0.0..nx as f64, 0.0..ny as f64)
             .map_err(plot_error)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(kept_values.len())
-            .y_labels(kept_rows.len())
-            .x_label_formatter(&label(&x_names))
-            .y_label_formatter(&label(&y_names))
-            .x_label_style(
-                ("sans-serif", 11)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
-            .y_label_style(("sans-serif", 12))
+            .x_labels(0)
+            .y_labels(0)
             .draw()
             .map_err(plot_error)?;
-        let cells = kept_rows.iter().enumerate().flat_map(|(y, &r)| {
-            kept_values.iter().enumerate().map(move |(x, &k)| {
-                let d = rows[r][k];
+        let cells = kept_values.iter().enumerate().flat_map(|(i, &k)| {
+            kept_columns.iter().enumerate().map(move |(j, &c)| {
+                let d = columns[c][k];
                 let colour = if d.is_nan() {
                     RGBColor(220, 220, 220)
                 } else {
                     heat(d)
                 };
-                let (x, y) = (x as i32, y as i32);
-                Rectangle::new(
-                    [
-                        (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                        (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                    ],
-                    colour.filled(),
-                )
+                let x = j as f64;
+                Rectangle::new([(x, row(i)), (x + 1.0, row(i) + 1.0)], colour.filled())
             })
         });
         chart.draw_series(cells).map_err(plot_error)?;
+        let value_names: Vec<String> = kept_values.iter().map(|&k| VALUES[k].into()).collect();
+        category_labels(
+            &root,
+            &value_names,
+            |i| {
+                let (x, y) = chart.backend_coord(&(0.0, row(i) + 0.5));
+                (x - 8, y)
+            },
+            Pos::new(HPos::Right, VPos::Center),
+        )?;
+        let column_labels: Vec<String> = kept_columns
+            .iter()
+            .map(|&c| column_names[c].into())
+            .collect();
+        category_labels(
+            &root,
+            &column_labels,
+            |j| {
+                let (x, y) = chart.backend_coord(&(j as f64 + 0.5, 0.0));
+                (x, y + 6)
+            },
+            Pos::new(HPos::Center, VPos::Top),
+        )?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
 }
 
-/// The ten largest gaps (red) above the ten smallest (blue), as horizontal bars.
+/// The ten largest gaps (red) above the ten smallest (blue).
 fn gaps(title: &str, ranked: &[(&str, f64)]) -> Result<String> {
-    let top = ranked.iter().take(10);
     let bottom_start = ranked.len().saturating_sub(10).max(ranked.len().min(10));
-    let bottom = ranked[bottom_start..].iter();
-    let shown: Vec<(&str, f64, bool)> = top
-        .map(|&(v, d)| (v, d, true))
-        .chain(bottom.map(|&(v, d)| (v, d, false)))
+    let bars: Vec<Bar> = ranked
+        .iter()
+        .take(10)
+        .map(|&(v, d)| (v, d, RED.mix(0.7)))
+        .chain(
+            ranked[bottom_start..]
+                .iter()
+                .map(|&(v, d)| (v, d, BLUE.mix(0.6))),
+        )
+        .map(|(name, length, colour)| Bar {
+            name: name.to_string(),
+            length,
+            colour,
+        })
         .collect();
-    // Largest gap at the top of the figure.
-    let names: Vec<String> = shown.iter().rev().map(|(v, _, _)| v.to_string()).collect();
-    let max = shown.iter().map(|s| s.1).fold(0.0, f64::max).max(0.05) * 1.1;
-    let mut svg = String::new();
-    {
-        let height = (140 + 28 * shown.len()) as u32;
-        let root = SVGBackend::with_string(&mut svg, (760, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let n = shown.len() as i32;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(200)
-            .build_cartesian_2d(0.0..max, (0..n).into_segmented())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(shown.len())
-            .y_label_formatter(&label(&names))
-            .x_desc("alignment distance |v − a| (mean over topics)")
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(shown.iter().rev().enumerate().map(|(y, &(_, d, largest))| {
-                let y = y as i32;
-                let colour = if largest { RED.mix(0.7) } else { BLUE.mix(0.6) };
-                let mut bar = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(y)),
-                        (d, SegmentValue::Exact(y + 1)),
-                    ],
-                    colour.filled(),
-                );
-                bar.set_margin(4, 4, 0, 0);
-                bar
-            }))
-            .map_err(plot_error)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(svg)
+    let max = bars.iter().map(|b| b.length).fold(0.0, f64::max).max(0.05) * 1.15;
+    horizontal_bars(
+        title,
+        &bars,
+        max,
+        "alignment distance |v − a| (mean over topics)",
+    )
 }
 
 #[cfg(test)]
