@@ -2,9 +2,10 @@
 //! state (ValueActionLens, Shen, Clark, Mitra, EMNLP 2025), by scoring every answer option with
 //! its log-probability on local hardware.
 //!
-//! Data flow: `model` (files → tokenizer + network) → `engine` (requests → scores);
-//! `via` (the dataset and the paper's released outputs) → `metrics` (the paper's measures) →
-//! `report` (metrics.json, summary.md).
+//! Data flow: `via` (the dataset) → `prompts` (the paper's prompts in the model's chat
+//! template) → `tasks` (Task 1 and Task 2 as requests) → `engine` (requests → scores, on a
+//! `model`: files → tokenizer + network) → `tasks` (scores → the matrices V and A) → `metrics`
+//! (the paper's measures) → `report` (CSVs, metrics.json, summary.md, figures).
 
 pub mod engine;
 pub mod metrics;
