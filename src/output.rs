@@ -27,6 +27,8 @@ pub fn write_atomically(
     let mut out = BufWriter::new(temp);
     write(&mut out)?;
     let temp = out.into_inner().map_err(|e| e.into_error())?;
+    // Temporary files start private; a result file is as readable as any other.
+    crate::verified::set_readable(temp.as_file())?;
     temp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

@@ -267,6 +267,8 @@ pub fn execute(
         let scores = match checkpoints.load(unit, &requests)? {
             Some(scores) => {
                 outcome.resumed_units += 1;
+                // Off the bar rather than onto it, so the ETA reflects only work still to do.
+                progress.dec_length(plan.weight(unit));
                 scores
             }
             None => {
@@ -281,6 +283,7 @@ pub fn execute(
                     logprobs: scores.iter().map(|s| s.logprob).collect(),
                 };
                 checkpoints.save(unit, &scores)?;
+                progress.inc(plan.weight(unit));
                 scores
             }
         };
@@ -301,7 +304,6 @@ pub fn execute(
                 &scores.logprobs,
             )),
         }
-        progress.inc(plan.weight(unit));
     }
     outcome.session_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
