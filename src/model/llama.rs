@@ -2,8 +2,9 @@
 //! pass over packed sequences that returns log-probabilities for the scored rows only.
 //!
 //! Math, top to bottom, per layer: x += Wo·attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x));
-//! x += Wdown·(silu(Wgate·n(x)) ⊙ Wup·n(x)), with n = RMSNorm. GGUF stores Q and K permuted for
-//! interleaved rotary embeddings, hence `rope_i`.
+//! x += Wdown·(silu(Wgate·n(x)) ⊙ Wup·n(x)), with n = RMSNorm. GGUF stores llama's Q and K
+//! permuted for interleaved rotary embeddings, hence `rope_i`. Architectures that differ from
+//! this only in their metadata prefix, Q/K/V biases and rotary layout (qwen2) reuse it.
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -14,8 +15,18 @@ use super::layers::{
 };
 use super::{PackedBatch, RowScore};
 
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i + 1): llama's GGUF layout.
+    Interleaved,
+    /// The two halves (i, i + d/2): the NEOX layout of qwen2 and gemma.
+    Halves,
+}
+
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
+    pub rope_style: RopeStyle,
     pub n_layer: usize,
     pub hidden: usize,
     pub n_head: usize,
@@ -27,8 +38,9 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
-    fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let key = |k: &str| format!("llama.{k}");
+    /// The hyper-parameters under `<prefix>.` in the GGUF metadata (`llama`, `qwen2`, …).
+    fn from_gguf(gguf: &GgufFile, prefix: &str, rope_style: RopeStyle) -> Result<Self> {
+        let key = |k: &str| format!("{prefix}.{k}");
         let hidden = gguf.usize(&key("embedding_length"))?;
         let n_head = gguf.usize(&key("attention.head_count"))?;
         let head_dim = if gguf.has(&key("rope.dimension_count")) {
@@ -37,6 +49,7 @@ impl LlamaConfig {
             hidden / n_head
         };
         Ok(Self {
+            rope_style,
             n_layer: gguf.usize(&key("block_count"))?,
             hidden,
             n_head,
@@ -60,6 +73,8 @@ impl LlamaConfig {
 struct Block {
     attn_norm: Tensor,
     qkv: Linear,
+    /// Q, K and V biases, concatenated (qwen2); llama has none.
+    qkv_bias: Option<Tensor>,
     attn_out: Linear,
     ffn_norm: Tensor,
     gate_up: Linear,
@@ -77,7 +92,18 @@ pub struct Llama {
 
 impl Llama {
     pub fn from_gguf(gguf: &mut GgufFile, mode: WeightMode) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(gguf)?;
+        Self::from_gguf_as(gguf, mode, "llama", RopeStyle::Interleaved)
+    }
+
+    /// Loads a llama-shaped network whose metadata lives under `prefix`, with the given rotary
+    /// layout; Q/K/V biases are used where the file has them.
+    pub fn from_gguf_as(
+        gguf: &mut GgufFile,
+        mode: WeightMode,
+        prefix: &str,
+        rope_style: RopeStyle,
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(gguf, prefix, rope_style)?;
         let dev = Device::Cpu;
         let embed_q = gguf.tensor("token_embd.weight")?;
         let embeddings = embed_q.dequantize(&dev)?;
@@ -91,10 +117,22 @@ impl Llama {
         };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
+            let qkv_bias = if gguf.has_tensor(&format!("blk.{i}.attn_q.bias")) {
+                let mut bias = |name: &str| -> Result<Tensor> {
+                    Ok(gguf
+                        .tensor(&format!("blk.{i}.{name}.bias"))?
+                        .dequantize(&dev)?)
+                };
+                let parts = [bias("attn_q")?, bias("attn_k")?, bias("attn_v")?];
+                Some(Tensor::cat(&parts, 0)?)
+            } else {
+                None
+            };
             let mut t = |name: &str| gguf.tensor(&format!("blk.{i}.{name}.weight"));
             blocks.push(Block {
                 attn_norm: t("attn_norm")?.dequantize(&dev)?,
                 qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], mode)?,
+                qkv_bias,
                 attn_out: Linear::new(t("attn_output")?, mode)?,
                 ffn_norm: t("ffn_norm")?.dequantize(&dev)?,
                 gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], mode)?,
@@ -124,7 +162,10 @@ impl Llama {
         let mut x = self.embeddings.index_select(&tensors.ids, 0)?;
         for block in &self.blocks {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
-            let qkv = block.qkv.forward(&h)?;
+            let mut qkv = block.qkv.forward(&h)?;
+            if let Some(bias) = &block.qkv_bias {
+                qkv = qkv.broadcast_add(bias)?;
+            }
             let heads = |offset: usize, n: usize| -> Result<Tensor> {
                 let t = qkv
                     .narrow(1, offset, n * c.head_dim)?
@@ -132,7 +173,15 @@ impl Llama {
                     .transpose(0, 1)?
                     .contiguous()?
                     .unsqueeze(0)?;
-                Ok(candle_nn::rotary_emb::rope_i(&t, &tensors.cos, &tensors.sin)?.squeeze(0)?)
+                let rotated = match c.rope_style {
+                    RopeStyle::Interleaved => {
+                        candle_nn::rotary_emb::rope_i(&t, &tensors.cos, &tensors.sin)?
+                    }
+                    RopeStyle::Halves => {
+                        candle_nn::rotary_emb::rope(&t, &tensors.cos, &tensors.sin)?
+                    }
+                };
+                Ok(rotated.squeeze(0)?)
             };
             let q = heads(0, c.n_head)?;
             let k = heads(q_dim, c.n_kv_head)?;

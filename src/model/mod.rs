@@ -6,6 +6,7 @@ mod cpu_ops;
 pub mod gguf;
 pub mod layers;
 pub mod llama;
+pub mod qwen2;
 pub mod registry;
 pub mod tokenizer;
 
@@ -81,7 +82,7 @@ pub struct RowScore {
 }
 
 /// The `general.architecture` values this build can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
 
 enum Network {
     Llama(Llama),
@@ -117,6 +118,7 @@ impl Model {
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         let network = match architecture.as_str() {
             "llama" => Network::Llama(Llama::from_gguf(&mut file, mode)?),
+            "qwen2" => Network::Llama(qwen2::from_gguf(&mut file, mode)?),
             _ => unreachable!("checked against SUPPORTED_ARCHITECTURES above"),
         };
         Ok(Self {

@@ -1,18 +1,56 @@
 //! The text tokenizer of a model, rebuilt from GGUF metadata so that it yields the same ids as
-//! Hugging Face transformers' GGUF conversion (`GGUFLlamaConverter` and friends): byte-level BPE
-//! with the GPT-2 split regex, control tokens (`tokenizer.ggml.token_type` 3) and user-defined
-//! tokens (type 4) matched verbatim before pre-tokenization, and BOS only where the file asks
-//! for it.
+//! Hugging Face transformers' GGUF conversion: byte-level BPE split by the regex its
+//! `tokenizer.ggml.pre` names (GPT-2's by default), control tokens (`tokenizer.ggml.token_type`
+//! 3) and user-defined tokens (type 4) matched verbatim before pre-tokenization, and BOS only
+//! where the file asks for it.
 
 use anyhow::{bail, Context, Result};
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::gguf::GgufFile;
 
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split regex of a byte-level vocabulary, by its `tokenizer.ggml.pre` name (as
+/// transformers' `GGUF_PRE_TOKENIZER_SPLITS`); `None` means GPT-2's own regex.
+fn split_regex(pre: &str) -> Option<&'static str> {
+    match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" => {
+            Some(LLAMA3_SPLIT)
+        }
+        "qwen2" | "deepseek-r1-qwen" | "megrez" => Some(QWEN2_SPLIT),
+        _ => None,
+    }
+}
+
+/// GPT-2's printable spelling of the 256 byte values (`bytes_to_unicode`).
+fn byte_alphabet() -> Vec<char> {
+    let printable = |b: u32| {
+        (u32::from(b'!')..=u32::from(b'~')).contains(&b)
+            || (0xA1..=0xAC).contains(&b)
+            || (0xAE..=0xFF).contains(&b)
+    };
+    let mut extra = 0;
+    (0..256u32)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).expect("a Latin-1 code point")
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).expect("a code point below 512")
+            }
+        })
+        .collect()
+}
 
 /// Turns text into token ids the way the model was trained to see it.
 pub struct TextTokenizer {
@@ -55,22 +93,56 @@ impl TextTokenizer {
         } else {
             vec![1; tokens.len()]
         };
+        // Every real token is spelled in the byte alphabet; one that is not (a literal control
+        // token text) is respelled byte by byte, as transformers does.
+        let alphabet = byte_alphabet();
+        let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
         let vocab: ahash::AHashMap<String, u32> = tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
+            .map(|(i, t)| {
+                let spelled = if in_alphabet(t) {
+                    t.clone()
+                } else {
+                    t.bytes().map(|b| alphabet[b as usize]).collect()
+                };
+                (spelled, i as u32)
+            })
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", gguf.path.display()))?;
         let mut inner = Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+        let pre = if gguf.has("tokenizer.ggml.pre") {
+            gguf.string("tokenizer.ggml.pre")?
+        } else {
+            String::new()
+        };
+        match split_regex(&pre) {
+            Some(regex) => {
+                let split = Split::new(
+                    SplitPattern::Regex(regex.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| anyhow::anyhow!("split regex of '{pre}': {e}"))?;
+                inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                    PreTokenizerWrapper::Split(split),
+                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+                ])));
+            }
+            None => {
+                inner.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+            }
+        }
         inner.with_decoder(Some(ByteLevel::default()));
         let special: Vec<AddedToken> = token_types
             .iter()
             .zip(&tokens)
-            .filter(|(ty, _)| **ty == TOKEN_TYPE_CONTROL)
+            // A "control" token outside the byte alphabet is a llama.cpp mislabel (transformers
+            // skips it too).
+            .filter(|(ty, t)| **ty == TOKEN_TYPE_CONTROL && in_alphabet(t))
             .map(|(_, t)| AddedToken::from(t.clone(), true))
             .collect();
         inner
@@ -79,7 +151,7 @@ impl TextTokenizer {
         let user_defined: Vec<AddedToken> = token_types
             .iter()
             .zip(&tokens)
-            .filter(|(ty, _)| **ty == TOKEN_TYPE_USER_DEFINED)
+            .filter(|(ty, t)| **ty == TOKEN_TYPE_USER_DEFINED && in_alphabet(t))
             .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
             .collect();
         inner

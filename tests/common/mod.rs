@@ -2,6 +2,8 @@
 //! the reference fixtures in `../shared/fixtures/`.
 #![allow(dead_code)]
 
+pub mod fixture_checks;
+
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -51,14 +53,21 @@ pub fn fixtures(model: &str) -> (Vec<Request>, Vec<Reference>) {
 /// Path of the default registry model, fetched once per test process.
 pub fn default_model_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    static FETCH: Mutex<()> = Mutex::new(());
     PATH.get_or_init(|| {
-        let _guard = FETCH.lock().unwrap();
         let registry = registry::Registry::builtin().unwrap();
-        let entry = registry.get(&registry.default).unwrap();
-        registry::ensure(entry, &registry::models_dir()).expect("the default model fetches")
+        registry_model_path(&registry.default)
     })
     .clone()
+}
+
+/// Path of a registry model, fetched if missing (one fetch at a time).
+pub fn registry_model_path(name: &str) -> PathBuf {
+    static FETCH: Mutex<()> = Mutex::new(());
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = registry::Registry::builtin().unwrap();
+    let entry = registry.get(name).unwrap();
+    registry::ensure(entry, &registry::models_dir())
+        .unwrap_or_else(|e| panic!("registry model {name} fetches: {e:#}"))
 }
 
 pub fn model_f32() -> &'static Model {

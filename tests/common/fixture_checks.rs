@@ -1,0 +1,136 @@
+//! The checks every model's reference fixtures get (`../shared/fixtures/<model>/`): token ids,
+//! f32 log-probabilities per token, greedy flags, quantized closeness, batch invariance.
+
+use valuelens::engine::{self, tokenize_request, EngineOptions, Request, Score};
+use valuelens::model::Model;
+
+use super::{fixtures, Reference};
+
+/// Every request tokenizes to exactly the reference's context and continuation ids.
+pub fn token_ids_match(model: &Model, fixture: &str) {
+    let (requests, references) = fixtures(fixture);
+    let mut mismatches = Vec::new();
+    for (request, reference) in requests.iter().zip(&references) {
+        let tokenized = tokenize_request(model, request).unwrap();
+        if tokenized.context() != reference.context_tokens.as_slice()
+            || tokenized.continuation() != reference.continuation_tokens.as_slice()
+        {
+            mismatches.push(format!(
+                "{}: context {:?}… vs {:?}…, continuation {:?} vs {:?}",
+                request.id,
+                &tokenized.context()[..tokenized.context().len().min(8)],
+                &reference.context_tokens[..reference.context_tokens.len().min(8)],
+                tokenized.continuation(),
+                reference.continuation_tokens
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "token ids differ for {} of {} requests, e.g. {:?}",
+        mismatches.len(),
+        requests.len(),
+        &mismatches[..mismatches.len().min(3)]
+    );
+}
+
+/// Scores of the fixture requests `pick`ed, and their references.
+pub fn score_subset(
+    model: &Model,
+    fixture: &str,
+    pick: impl Fn(usize, &Request) -> bool,
+    options: &EngineOptions,
+) -> (Vec<Score>, Vec<Reference>) {
+    let (requests, references) = fixtures(fixture);
+    let (requests, references): (Vec<Request>, Vec<Reference>) = requests
+        .into_iter()
+        .zip(references)
+        .enumerate()
+        .filter(|(i, (q, _))| pick(*i, q))
+        .map(|(_, pair)| pair)
+        .unzip();
+    let scores = engine::score(model, &requests, options, None).unwrap();
+    (scores, references)
+}
+
+/// f32: every token within `tolerance` of the reference, and every greedy flag equal.
+pub fn f32_close(scores: &[Score], references: &[Reference], tolerance: f64) {
+    let mut worst = (0.0f64, String::new());
+    for (score, reference) in scores.iter().zip(references) {
+        assert_eq!(score.id, reference.id);
+        assert_eq!(score.n_tokens, reference.n_tokens, "{}", score.id);
+        for (got, want) in score.token_logprobs.iter().zip(&reference.token_logprobs) {
+            let delta = (got - want).abs();
+            if delta > worst.0 {
+                worst = (delta, score.id.clone());
+            }
+        }
+    }
+    eprintln!(
+        "f32: largest per-token |Δ| {worst:?} over {} requests",
+        scores.len()
+    );
+    assert!(
+        worst.0 <= tolerance,
+        "largest per-token difference {worst:?}"
+    );
+    let greedy_agree = scores
+        .iter()
+        .zip(references)
+        .filter(|(s, r)| s.greedy == r.greedy)
+        .count();
+    assert_eq!(greedy_agree, references.len(), "greedy flags agree in f32");
+}
+
+/// Quantized: mean |Δ| per token ≤ 0.15 and greedy agreement ≥ 95 %.
+pub fn quantized_close(scores: &[Score], references: &[Reference]) {
+    let (mut total_delta, mut total_tokens, mut greedy_agree) = (0.0, 0usize, 0usize);
+    for (score, reference) in scores.iter().zip(references) {
+        assert_eq!(score.n_tokens, reference.n_tokens, "{}", score.id);
+        for (got, want) in score.token_logprobs.iter().zip(&reference.token_logprobs) {
+            total_delta += (got - want).abs();
+        }
+        total_tokens += reference.n_tokens;
+        greedy_agree += usize::from(score.greedy == reference.greedy);
+    }
+    let mean = total_delta / total_tokens as f64;
+    let agreement = greedy_agree as f64 / references.len() as f64;
+    eprintln!(
+        "quantized on {} requests: mean |Δ| per token {mean:.4}, greedy agreement {:.1}%",
+        references.len(),
+        agreement * 100.0
+    );
+    assert!(mean <= 0.15, "mean |Δ| per token {mean}");
+    assert!(agreement >= 0.95, "greedy agreement {agreement}");
+}
+
+/// The same requests scored one per forward with nothing shared give the same scores.
+pub fn batch_invariant(model: &Model, fixture: &str, batched: &[Score]) {
+    let (requests, _) = fixtures(fixture);
+    let requests: Vec<Request> = requests
+        .into_iter()
+        .filter(|r| batched.iter().any(|s| s.id == r.id))
+        .collect();
+    let one_by_one = engine::score(
+        model,
+        &requests,
+        &EngineOptions {
+            batch_tokens: 1,
+            share_prefixes: false,
+        },
+        None,
+    )
+    .unwrap();
+    for (b, a) in one_by_one.iter().zip(
+        batched
+            .iter()
+            .filter(|s| requests.iter().any(|r| r.id == s.id)),
+    ) {
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.token_logprobs.len(), b.token_logprobs.len());
+        for (x, y) in a.token_logprobs.iter().zip(&b.token_logprobs) {
+            assert!((x - y).abs() <= 1e-4, "{}: {x} vs {y}", a.id);
+        }
+        assert_eq!(a.greedy, b.greedy, "{}", a.id);
+    }
+}
