@@ -178,11 +178,10 @@ fn metrics_json_equals_valuelens_metrics_on_the_runs_csvs() {
     );
 }
 
-#[test]
-fn dumped_requests_are_the_fixture_requests() {
-    // The fixtures were built with the paper's prompts and the default template: every fixture
-    // request of a dumped scenario must come out of `--dump-requests` unchanged.
-    let (fixtures, _) = common::fixtures("smollm2-135m");
+/// The fixtures were built with the paper's prompts and each model's own template: every
+/// fixture request of a dumped scenario must come out of `--dump-requests` unchanged.
+fn dumped_requests_are_the_fixture_requests(model: &str) {
+    let (fixtures, _) = common::fixtures(model);
     let scenarios: Vec<(&str, &str)> = fixtures
         .iter()
         .filter_map(|r| {
@@ -191,6 +190,7 @@ fn dumped_requests_are_the_fixture_requests() {
         })
         .take(2)
         .collect();
+    let model_path = common::registry_model_path(model);
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for (country, topic) in scenarios {
@@ -198,6 +198,8 @@ fn dumped_requests_are_the_fixture_requests() {
         succeed(valuelens(
             &[
                 "run",
+                "--model",
+                model_path.to_str().unwrap(),
                 "--protocol",
                 "full",
                 "--countries",
@@ -224,6 +226,46 @@ fn dumped_requests_are_the_fixture_requests() {
         }
     }
     assert!(checked >= 2, "some fixture requests were compared");
+}
+
+#[test]
+fn dumped_requests_are_the_smollm2_fixture_requests() {
+    dumped_requests_are_the_fixture_requests("smollm2-135m");
+}
+
+#[test]
+fn dumped_requests_are_the_qwen2_fixture_requests() {
+    dumped_requests_are_the_fixture_requests("qwen2.5-coder-0.5b");
+}
+
+#[test]
+fn qwen2_runs_on_a_subset() {
+    let model = common::registry_model_path("qwen2.5-coder-0.5b");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeed(valuelens(
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--countries",
+            "Egypt",
+            "--topics",
+            "Religion",
+            "--values",
+            "Equality",
+            "--out",
+        ],
+        &[&out],
+    ));
+    let stated = read(&out.join("stated.csv"));
+    assert_eq!(
+        stated.lines().count(),
+        1 + 8,
+        "eight Task-1 variants of one value"
+    );
+    let info: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
+    assert_eq!(info["model"]["architecture"], "qwen2");
 }
 
 fn checkpointed_units(out: &Path) -> usize {
