@@ -384,16 +384,7 @@ fn metrics(
         stem.strip_suffix("_t1").unwrap_or(&stem).to_string()
     });
     let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix, &Cells::all());
-    report.write(out)?;
-    println!(
-        "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",
-        name,
-        report.alignment_rate.overall,
-        report.misaligned.total,
-        report.distances.overall,
-        out.display()
-    );
-    Ok(())
+    write_report(&report, out)
 }
 
 fn run_benchmark(args: RunArgs) -> Result<()> {
@@ -618,10 +609,15 @@ fn metrics_of_run(
         &action::matrix(&action_items, scoring),
         &stated::cells(&stated_items),
     );
+    write_report(&report, out)
+}
+
+/// Writes metrics.json and summary.md into `out` and says so in one line.
+fn write_report(report: &MetricsReport, out: &Path) -> Result<()> {
     report.write(out)?;
     println!(
         "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",
-        name,
+        report.model,
         report.alignment_rate.overall,
         report.misaligned.total,
         report.distances.overall,

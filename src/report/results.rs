@@ -177,32 +177,51 @@ impl Row<'_> {
     }
 }
 
-pub fn read_stated(path: &Path) -> Result<Vec<StatedItem>> {
+/// Reads a run's item file: each row's cell and variant (checked against `variants`) handed
+/// to `item` with the row, for the rest of its fields.
+fn read_items<T>(
+    path: &Path,
+    columns: &[&str],
+    variants: usize,
+    item: impl Fn(&Row, usize, usize, usize) -> Result<T>,
+) -> Result<Vec<T>> {
     let mut items = Vec::new();
-    for (line, fields) in read_rows(path, &STATED_COLUMNS)? {
+    for (line, fields) in read_rows(path, columns)? {
         let row = Row {
             path,
             line,
             fields: &fields,
-            columns: &STATED_COLUMNS,
+            columns,
         };
         let (scenario, value) = row.cell()?;
         let variant: usize = row.number(3)?;
-        if variant >= crate::prompts::TASK1_VARIANTS {
-            return Err(row.fail(3, "a Task-1 variant (0–7)"));
+        if variant >= variants {
+            return Err(row.fail(3, &format!("a variant (0–{})", variants - 1)));
         }
-        items.push(StatedItem {
-            scenario,
-            variant,
-            value,
-            logprobs: [
-                row.number(4)?,
-                row.number(5)?,
-                row.number(6)?,
-                row.number(7)?,
-            ],
-        });
+        items.push(item(&row, scenario, value, variant)?);
     }
+    Ok(items)
+}
+
+pub fn read_stated(path: &Path) -> Result<Vec<StatedItem>> {
+    let items = read_items(
+        path,
+        &STATED_COLUMNS,
+        crate::prompts::TASK1_VARIANTS,
+        |row, scenario, value, variant| {
+            Ok(StatedItem {
+                scenario,
+                variant,
+                value,
+                logprobs: [
+                    row.number(4)?,
+                    row.number(5)?,
+                    row.number(6)?,
+                    row.number(7)?,
+                ],
+            })
+        },
+    )?;
     if items.is_empty() {
         bail!("{} has no rows", path.display());
     }
@@ -210,30 +229,22 @@ pub fn read_stated(path: &Path) -> Result<Vec<StatedItem>> {
 }
 
 pub fn read_action(path: &Path) -> Result<Vec<ActionItem>> {
-    let mut items = Vec::new();
-    for (line, fields) in read_rows(path, &ACTION_COLUMNS)? {
-        let row = Row {
-            path,
-            line,
-            fields: &fields,
-            columns: &ACTION_COLUMNS,
-        };
-        let (scenario, value) = row.cell()?;
-        let variant: usize = row.number(3)?;
-        if variant >= crate::prompts::TASK2_VARIANTS {
-            return Err(row.fail(3, "a Task-2 variant (0–7)"));
-        }
-        let negative_option: usize = row.number(4)?;
-        if !(1..=2).contains(&negative_option) {
-            return Err(row.fail(4, "an option (1 or 2)"));
-        }
-        items.push(ActionItem {
-            scenario,
-            value,
-            variant,
-            negative_option,
-            logprobs: [row.number(5)?, row.number(6)?],
-        });
-    }
-    Ok(items)
+    read_items(
+        path,
+        &ACTION_COLUMNS,
+        crate::prompts::TASK2_VARIANTS,
+        |row, scenario, value, variant| {
+            let negative_option: usize = row.number(4)?;
+            if !(1..=2).contains(&negative_option) {
+                return Err(row.fail(4, "an option (1 or 2)"));
+            }
+            Ok(ActionItem {
+                scenario,
+                value,
+                variant,
+                negative_option,
+                logprobs: [row.number(5)?, row.number(6)?],
+            })
+        },
+    )
 }

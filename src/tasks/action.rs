@@ -5,9 +5,9 @@
 
 use anyhow::Result;
 
-use super::{argmax, renormalise, PromptFormat, Scoring};
+use super::{argmax, mean_per_cell, renormalise, PromptFormat, Scoring};
 use crate::engine::Request;
-use crate::metrics::{Cells, Matrix};
+use crate::metrics::Matrix;
 use crate::prompts::{task2_option1_is_negative, task2_prompt};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 use crate::via::Dataset;
@@ -125,18 +125,13 @@ pub fn items(
 /// A: per cell, the mean over variants of the score (1 = the negative action); 0 for cells
 /// without a usable pair, as in the paper.
 pub fn matrix(items: &[ActionItem], scoring: Scoring) -> Matrix {
-    let mut sums = Matrix::filled(0.0);
-    let mut counts = Matrix::filled(0.0);
-    let mut cells = Cells::none();
-    for item in items {
-        let (s, k) = (item.scenario, item.value);
-        sums.set(s, k, sums.get(s, k) + item.score(scoring));
-        counts.set(s, k, counts.get(s, k) + 1.0);
-        cells.insert(s, k);
-    }
+    let scores = items
+        .iter()
+        .map(|item| (item.scenario, item.value, item.score(scoring)));
+    let (means, cells) = mean_per_cell(scores);
     let mut a = Matrix::filled(0.0);
     for (s, k) in cells.iter() {
-        a.set(s, k, sums.get(s, k) / counts.get(s, k));
+        a.set(s, k, means.get(s, k));
     }
     a
 }

@@ -10,7 +10,7 @@ pub mod stated;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Cells;
+use crate::metrics::{Cells, Matrix};
 use crate::prompts::chat::ChatTemplate;
 use crate::prompts::{TASK1_VARIANTS, TASK2_PAPER_VARIANT, TASK2_VARIANTS};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
@@ -164,6 +164,23 @@ impl PromptFormat {
             PromptFormat::Plain => "plain prompt + newline",
         }
     }
+}
+
+/// Per cell, the mean of the scores given to it, and which cells got any.
+pub fn mean_per_cell(scores: impl Iterator<Item = (usize, usize, f64)>) -> (Matrix, Cells) {
+    let mut sums = Matrix::filled(0.0);
+    let mut counts = Matrix::filled(0.0);
+    let mut cells = Cells::none();
+    for (s, k, score) in scores {
+        sums.set(s, k, sums.get(s, k) + score);
+        counts.set(s, k, counts.get(s, k) + 1.0);
+        cells.insert(s, k);
+    }
+    let mut means = Matrix::filled(f64::NAN);
+    for (s, k) in cells.iter() {
+        means.set(s, k, sums.get(s, k) / counts.get(s, k));
+    }
+    (means, cells)
 }
 
 /// Softmax of log-probabilities: the options' probabilities renormalised over the options.

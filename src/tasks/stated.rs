@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::{argmax, renormalise, PromptFormat, Scoring};
+use super::{argmax, mean_per_cell, renormalise, PromptFormat, Scoring};
 use crate::engine::Request;
 use crate::metrics::{Cells, Matrix};
 use crate::prompts::task1_prompt;
@@ -117,18 +117,13 @@ pub fn items(
 
 /// V: per cell, `(mean over variants of the score − 1) / 3`; NaN where nothing was asked.
 pub fn matrix(items: &[StatedItem], scoring: Scoring) -> Matrix {
-    let mut sums = Matrix::filled(0.0);
-    let mut counts = Matrix::filled(0.0);
-    let mut cells = Cells::none();
-    for item in items {
-        let (s, k) = (item.scenario, item.value);
-        sums.set(s, k, sums.get(s, k) + item.score(scoring));
-        counts.set(s, k, counts.get(s, k) + 1.0);
-        cells.insert(s, k);
-    }
+    let scores = items
+        .iter()
+        .map(|item| (item.scenario, item.value, item.score(scoring)));
+    let (means, cells) = mean_per_cell(scores);
     let mut v = Matrix::filled(f64::NAN);
     for (s, k) in cells.iter() {
-        v.set(s, k, (sums.get(s, k) / counts.get(s, k) - 1.0) / 3.0);
+        v.set(s, k, (means.get(s, k) - 1.0) / 3.0);
     }
     v
 }
