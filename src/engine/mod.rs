@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Model;
 use prefix::PrefixTree;
 use schedule::{Consumer, Schedule};
-pub use tokenize::{tokenize_request, TokenizedRequest};
+pub use tokenize::{tokenize_request, tokenize_with, TokenizedRequest};
 
 /// One question to the model: how likely is `continuation` after `context`?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 
 use super::Request;
+use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
 
 /// A request as token ids: `tokens = context ++ continuation`.
@@ -36,6 +37,20 @@ fn is_python_space(c: char) -> bool {
 }
 
 pub fn tokenize_request(model: &Model, request: &Request) -> Result<TokenizedRequest> {
+    let tokenized = tokenize_with(&model.tokenizer, request)?;
+    let window = model.context_length();
+    if tokenized.input().len() > window {
+        bail!(
+            "context and continuation are {} tokens, longer than the model's context window of \
+             {window} tokens; shorten the context",
+            tokenized.tokens.len()
+        );
+    }
+    Ok(tokenized)
+}
+
+/// The lm-eval split of a request with `tokenizer`, without the context-window check.
+pub fn tokenize_with(tokenizer: &TextTokenizer, request: &Request) -> Result<TokenizedRequest> {
     let trimmed = request.context.trim_end_matches(is_python_space);
     let (context, continuation) = (
         trimmed,
@@ -45,8 +60,7 @@ pub fn tokenize_request(model: &Model, request: &Request) -> Result<TokenizedReq
             request.continuation
         ),
     );
-    let tokenizer = &model.tokenizer;
-    let tokenized = if context.is_empty() {
+    Ok(if context.is_empty() {
         // lm-eval scores a continuation without context after the model's prefix token.
         let prefix = tokenizer.prefix_token();
         let mut continuation_ids = tokenizer.encode(&continuation)?;
@@ -66,14 +80,5 @@ pub fn tokenize_request(model: &Model, request: &Request) -> Result<TokenizedReq
             context_len: context_ids.len().min(whole.len()),
             tokens: whole,
         }
-    };
-    let window = model.context_length();
-    if tokenized.input().len() > window {
-        bail!(
-            "context and continuation are {} tokens, longer than the model's context window of \
-             {window} tokens; shorten the context",
-            tokenized.tokens.len()
-        );
-    }
-    Ok(tokenized)
+    })
 }

@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -65,10 +66,13 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let model = gguf.string("tokenizer.ggml.model")?;
+        let architecture = gguf.string("general.architecture")?;
         match model.as_str() {
             "gpt2" => Self::byte_level_bpe(gguf),
+            "llama" if architecture.starts_with("gemma") => Self::gemma_sentencepiece(gguf),
             other => bail!(
-                "{}: tokenizer model '{other}' is not supported yet (supported: gpt2 byte-level BPE)",
+                "{}: tokenizer model '{other}' (architecture {architecture}) is not supported yet \
+                 (supported: gpt2 byte-level BPE, gemma sentencepiece BPE)",
                 gguf.path.display()
             ),
         }
@@ -158,6 +162,11 @@ impl TextTokenizer {
             .add_tokens(user_defined)
             .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
 
+        Self::finish(gguf, inner, tokens.len())
+    }
+
+    /// BOS (where the file asks for it) and lm-eval's prefix token, around a built tokenizer.
+    fn finish(gguf: &GgufFile, inner: Tokenizer, vocab_size: usize) -> Result<Self> {
         let token_id = |key: &str| -> Result<Option<u32>> {
             if gguf.has(key) {
                 Ok(Some(gguf.usize(key)? as u32))
@@ -179,8 +188,70 @@ impl TextTokenizer {
             inner,
             bos,
             prefix_token,
-            vocab_size: tokens.len(),
+            vocab_size,
         })
+    }
+
+    /// Gemma's sentencepiece BPE as transformers rebuilds it from a GGUF (`gemma_tokenizer`):
+    /// spaces normalised to "▁", byte fallback for unknown characters, and — the file listing no
+    /// merges — merges recovered from the vocabulary, ordered by the tokens' position in the file
+    /// (Gemma's scores do not follow its merge order). Tokens of two or more spaces are stored as
+    /// real spaces and respelled as "▁"s first, so that the merges built from them match.
+    fn gemma_sentencepiece(gguf: &GgufFile) -> Result<Self> {
+        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        let spelled: Vec<String> = tokens
+            .iter()
+            .map(|t| {
+                if t.contains(' ') && t.trim().is_empty() {
+                    "\u{2581}".repeat(t.chars().count())
+                } else {
+                    t.clone()
+                }
+            })
+            .collect();
+        let vocab: ahash::AHashMap<String, u32> = spelled
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = merges_by_position(&spelled, &vocab);
+        let unk = match gguf.has("tokenizer.ggml.unknown_token_id") {
+            true => tokens[gguf.usize("tokenizer.ggml.unknown_token_id")?].clone(),
+            false => "<unk>".to_string(),
+        };
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab.clone(), merges)
+            .unk_token(unk)
+            .fuse_unk(true)
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", gguf.path.display()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let spaces =
+            Replace::new(" ", "\u{2581}").map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
+        inner
+            .with_normalizer(Some(spaces))
+            .map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
+        let token_types = gguf.integers("tokenizer.ggml.token_type")?;
+        let special: Vec<AddedToken> = token_types
+            .iter()
+            .zip(&tokens)
+            .filter(|(ty, _)| **ty == TOKEN_TYPE_CONTROL)
+            .map(|(_, t)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
+        let user_defined: Vec<AddedToken> = token_types
+            .iter()
+            .zip(&tokens)
+            .filter(|(ty, t)| **ty == TOKEN_TYPE_USER_DEFINED && vocab.contains_key(*t))
+            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
+            .collect();
+        inner
+            .add_tokens(user_defined)
+            .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+        Self::finish(gguf, inner, tokens.len())
     }
 
     /// Token ids of `text` with the tokenizer's default special tokens (BOS where the model adds
@@ -209,4 +280,27 @@ impl TextTokenizer {
             .decode(ids, false)
             .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
     }
+}
+
+/// transformers' `generate_merges` with tokens ranked by their position: for each token in
+/// file order, every split into two tokens of the vocabulary, longer left part first.
+fn merges_by_position(
+    tokens: &[String],
+    vocab: &ahash::AHashMap<String, u32>,
+) -> Vec<(String, String)> {
+    let mut merges = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        // A spelling that occurs twice (after respelling) ranks, like its id, at its last place.
+        if vocab.get(token) != Some(&(i as u32)) {
+            continue;
+        }
+        let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
+        for &split in bounds.iter().rev() {
+            let (left, right) = token.split_at(split);
+            if vocab.contains_key(left) && vocab.contains_key(right) {
+                merges.push((left.to_string(), right.to_string()));
+            }
+        }
+    }
+    merges
 }
