@@ -141,26 +141,16 @@ impl TextTokenizer {
             }
         }
         inner.with_decoder(Some(ByteLevel::default()));
-        let special: Vec<AddedToken> = token_types
-            .iter()
-            .zip(&tokens)
-            // A "control" token outside the byte alphabet is a llama.cpp mislabel (transformers
-            // skips it too).
-            .filter(|(ty, t)| **ty == TOKEN_TYPE_CONTROL && in_alphabet(t))
-            .map(|(_, t)| AddedToken::from(t.clone(), true))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
-        let user_defined: Vec<AddedToken> = token_types
-            .iter()
-            .zip(&tokens)
-            .filter(|(ty, t)| **ty == TOKEN_TYPE_USER_DEFINED && in_alphabet(t))
-            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
-            .collect();
-        inner
-            .add_tokens(user_defined)
-            .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+        // A "control" token outside the byte alphabet is a llama.cpp mislabel (transformers
+        // skips it too).
+        add_file_tokens(
+            &mut inner,
+            gguf,
+            &tokens,
+            &token_types,
+            &in_alphabet,
+            &in_alphabet,
+        )?;
 
         Self::finish(gguf, inner, tokens.len())
     }
@@ -233,24 +223,15 @@ impl TextTokenizer {
             .with_normalizer(Some(spaces))
             .map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
         let token_types = gguf.integers("tokenizer.ggml.token_type")?;
-        let special: Vec<AddedToken> = token_types
-            .iter()
-            .zip(&tokens)
-            .filter(|(ty, _)| **ty == TOKEN_TYPE_CONTROL)
-            .map(|(_, t)| AddedToken::from(t.clone(), true))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
-        let user_defined: Vec<AddedToken> = token_types
-            .iter()
-            .zip(&tokens)
-            .filter(|(ty, t)| **ty == TOKEN_TYPE_USER_DEFINED && vocab.contains_key(*t))
-            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
-            .collect();
-        inner
-            .add_tokens(user_defined)
-            .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+        let in_vocab = |t: &str| vocab.contains_key(t);
+        add_file_tokens(
+            &mut inner,
+            gguf,
+            &tokens,
+            &token_types,
+            &|_| true,
+            &in_vocab,
+        )?;
         Self::finish(gguf, inner, tokens.len())
     }
 
@@ -280,6 +261,41 @@ impl TextTokenizer {
             .decode(ids, false)
             .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
     }
+}
+
+/// The file's control tokens (type 3) as special tokens and its user-defined tokens (type 4) as
+/// plain added ones, both matched verbatim before normalisation — those the filters keep.
+fn add_file_tokens(
+    inner: &mut Tokenizer,
+    gguf: &GgufFile,
+    tokens: &[String],
+    token_types: &[i64],
+    keep_control: &dyn Fn(&str) -> bool,
+    keep_user_defined: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    let of_type = |wanted: i64, keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        token_types
+            .iter()
+            .zip(tokens)
+            .filter(|(ty, t)| **ty == wanted && keep(t))
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    let special: Vec<AddedToken> = of_type(TOKEN_TYPE_CONTROL, keep_control)
+        .into_iter()
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    inner
+        .add_special_tokens(special)
+        .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
+    let user_defined: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED, keep_user_defined)
+        .into_iter()
+        .map(|t| AddedToken::from(t, false).normalized(false))
+        .collect();
+    inner
+        .add_tokens(user_defined)
+        .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+    Ok(())
 }
 
 /// transformers' `generate_merges` with tokens ranked by their position: for each token in
