@@ -10,6 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use valuelens::engine::{self, requests, EngineOptions};
 use valuelens::metrics::Cells;
+use valuelens::model::checkpoint::Checkpoint;
+use valuelens::model::safetensors::{self, ExportDtype};
+use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{registry, Model, WeightMode};
 use valuelens::output::write_atomically;
 use valuelens::prompts::chat::ChatTemplate;
@@ -34,7 +37,8 @@ struct Cli {
 enum Command {
     /// Score (context, continuation) requests: JSONL in, JSONL out (lm-eval `loglikelihood`).
     Score {
-        /// A registry name (fetched on first use) or a path to a .gguf file.
+        /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
+        /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache only).
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
         /// JSONL, one `{"id", "context", "continuation"}` per line.
@@ -99,6 +103,24 @@ enum Command {
         #[arg(long, value_enum, default_value = "hard")]
         scoring: Scoring,
     },
+    /// Write a model as a Hugging Face safetensors folder (config.json, *.safetensors,
+    /// tokenizer.json, tokenizer_config.json) with its weights dequantized.
+    Export {
+        /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
+        /// hf:org/name[@revision][:file.gguf].
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        /// The folder to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Precision of the written weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: ExportDtype,
+        /// Split the weights into shards of at most this many MB, listed in
+        /// model.safetensors.index.json.
+        #[arg(long)]
+        shard_mb: Option<usize>,
+    },
     /// List the registry's models, or fetch one.
     Models {
         #[command(subcommand)]
@@ -108,7 +130,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A registry name (fetched on first use) or a path to a .gguf file.
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
+    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache only).
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
     /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on first
@@ -213,6 +236,20 @@ fn run(cli: Cli) -> Result<()> {
             model_name,
             scoring,
         ),
+        Command::Export {
+            model,
+            out,
+            dtype,
+            shard_mb,
+        } => {
+            let (_, path) = valuelens::model::resolve(&model)?;
+            let mut checkpoint = Checkpoint::open(&path)?;
+            let tokenizer = TextTokenizer::from_checkpoint(&checkpoint)?;
+            let shard_bytes = shard_mb.map(|mb| mb.max(1) * 1_000_000);
+            safetensors::export(&mut checkpoint, &tokenizer, &out, dtype, shard_bytes)?;
+            eprintln!("wrote {} ({model} as safetensors)", out.display());
+            Ok(())
+        }
         Command::Models { action } => match action.unwrap_or(ModelsAction::List) {
             ModelsAction::List => list_models(),
             ModelsAction::Fetch { name } => {
@@ -429,9 +466,10 @@ fn run_benchmark(args: RunArgs) -> Result<()> {
             Protocol::Paper => "paper",
             Protocol::Full => "full",
         };
-        PathBuf::from("results").join(format!("{model_name}-{protocol}{subset}"))
+        let model = model_name.replace(['/', ':'], "_");
+        PathBuf::from("results").join(format!("{model}-{protocol}{subset}"))
     });
-    let model_sha256 = valuelens::verified::sha256_file(&model_path)?;
+    let model_sha256 = valuelens::verified::sha256_model(&model_path)?;
     let data_sha256 = valuelens::verified::sha256_file(&data)?;
     // Everything that changes a score; a results folder only resumes a run with the same.
     let config = serde_json::json!({
@@ -519,8 +557,8 @@ fn prompt_format(model_path: &Path, mode: ChatTemplateMode) -> Result<PromptForm
     if mode == ChatTemplateMode::None {
         return Ok(PromptFormat::Plain);
     }
-    let gguf = valuelens::model::gguf::GgufFile::open(model_path)?;
-    let Some(template) = ChatTemplate::from_gguf(&gguf)
+    let checkpoint = Checkpoint::open(model_path)?;
+    let Some(template) = ChatTemplate::from_checkpoint(&checkpoint)
         .map_err(|e| anyhow::anyhow!("{e:#}; use --chat-template none to score plain prompts"))?
     else {
         return Ok(PromptFormat::Plain);

@@ -49,6 +49,29 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// The sha256 of a model: of the file, or for a safetensors folder, of the list of its files'
+/// names and sha256 (config, tokenizer and weights), so that any change to any of them shows.
+pub fn sha256_model(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return sha256_file(path);
+    }
+    let mut files: Vec<_> = fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            p.is_file() && (name.ends_with(".json") || name.ends_with(".safetensors"))
+        })
+        .collect();
+    files.sort();
+    let mut listing = String::new();
+    for file in files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        listing.push_str(&format!("{}  {name}\n", sha256_file(&file)?));
+    }
+    Ok(hex(&Sha256::digest(listing.as_bytes())))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

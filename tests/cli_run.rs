@@ -238,9 +238,9 @@ fn dumped_requests_are_the_qwen2_fixture_requests() {
     dumped_requests_are_the_fixture_requests("qwen2.5-coder-0.5b");
 }
 
-#[test]
-fn qwen2_runs_on_a_subset() {
-    let model = common::registry_model_path("qwen2.5-coder-0.5b");
+/// A one-value subset run of a registry model (by path) ends with results of its architecture.
+fn runs_on_a_subset(registry_name: &str, architecture: &str) {
+    let model = common::registry_model_path(registry_name);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     succeed(valuelens(
@@ -265,7 +265,18 @@ fn qwen2_runs_on_a_subset() {
         "eight Task-1 variants of one value"
     );
     let info: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
-    assert_eq!(info["model"]["architecture"], "qwen2");
+    assert_eq!(info["model"]["architecture"], architecture);
+    assert!(out.join("metrics.json").is_file() && out.join("summary.md").is_file());
+}
+
+#[test]
+fn qwen2_runs_on_a_subset() {
+    runs_on_a_subset("qwen2.5-coder-0.5b", "qwen2");
+}
+
+#[test]
+fn gemma3_runs_on_a_subset() {
+    runs_on_a_subset("gemma3-270m", "gemma3");
 }
 
 fn checkpointed_units(out: &Path) -> usize {

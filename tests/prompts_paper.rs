@@ -88,12 +88,12 @@ fn task2_variant_0_and_the_reversed_orders() {
 /// actions and the GGUF's template must give the same strings.
 #[test]
 fn fixture_contexts_are_the_prompts_in_the_models_chat_template() {
-    use valuelens::model::gguf::GgufFile;
+    use valuelens::model::checkpoint::Checkpoint;
     use valuelens::prompts::chat::ChatTemplate;
     use valuelens::via::{self, vocabulary, Dataset};
 
-    let gguf = GgufFile::open(&common::default_model_path()).unwrap();
-    let chat = ChatTemplate::from_gguf(&gguf)
+    let checkpoint = Checkpoint::open(&common::default_model_path()).unwrap();
+    let chat = ChatTemplate::from_checkpoint(&checkpoint)
         .unwrap()
         .expect("SmolLM2 has a template");
     let data = Dataset::load(&via::setup::via_csv(None).unwrap()).unwrap();

@@ -14,7 +14,8 @@ use candle_core::{Device, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu_ops::softmax_prefix;
+use super::cpu_ops::softmax_window;
+use super::layers::AttentionSpec;
 use super::Segment;
 
 /// Query rows per task: large enough for efficient gemm calls, small enough to skip most of
@@ -27,7 +28,7 @@ pub fn tree_attention(
     k: &Tensor,
     v: &Tensor,
     segments: &[Segment],
-    scale: f32,
+    spec: &AttentionSpec,
 ) -> Result<Tensor> {
     let (n_head, n_tokens, head_dim) = q.dims3()?;
     let n_kv = k.dim(0)?;
@@ -88,7 +89,7 @@ pub fn tree_attention(
                             n_keys,
                             (q_rows.as_ptr(), head_dim as isize, 1),
                             (k_rows.as_ptr(), 1, head_dim as isize),
-                            scale,
+                            spec.scale,
                             false,
                         );
                     }
@@ -105,15 +106,17 @@ pub fn tree_attention(
                             n_keys,
                             (q_rows.as_ptr().add(row * head_dim), head_dim as isize, 1),
                             (k_rows.as_ptr(), 1, head_dim as isize),
-                            scale,
+                            spec.scale,
                             false,
                         );
                     }
                     for i in 0..piece.block.len() {
-                        let visible = context + piece.block.start + i + 1;
-                        softmax_prefix(
+                        // Keys are numbered by position along the query's ancestor chain.
+                        let position = context + piece.block.start + i;
+                        softmax_window(
                             &mut scores[(row + i) * n_keys..(row + i + 1) * n_keys],
-                            visible,
+                            spec.visible_keys(position),
+                            spec.softcap,
                         );
                     }
                     row += piece.block.len();

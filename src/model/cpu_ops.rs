@@ -1,5 +1,6 @@
 //! Element-wise CPU kernels of the forward pass, vectorized through runtime AVX2/FMA dispatch:
-//! the masked softmax of attention rows and the SwiGLU activation, both on a fast `exp`.
+//! the masked (optionally soft-capped) softmax of attention rows and the gated activations of
+//! the feed-forward layers (SwiGLU, GeGLU), all on a fast `exp`.
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Storage, Tensor};
@@ -23,14 +24,22 @@ fn dispatch(f: impl FnOnce()) {
     f()
 }
 
-/// Softmax over the first `visible` entries of a score row; the rest become 0.
-pub fn softmax_prefix(row: &mut [f32], visible: usize) {
-    dispatch(|| softmax_prefix_inline(row, visible))
+/// Softmax over the entries `visible` of a score row (a causal, possibly sliding window), each
+/// first soft-capped to `cap · tanh(x / cap)` when `softcap` is given; the rest become 0.
+pub fn softmax_window(row: &mut [f32], visible: std::ops::Range<usize>, softcap: Option<f32>) {
+    dispatch(|| softmax_window_inline(row, visible, softcap))
 }
 
 #[inline(always)]
-fn softmax_prefix_inline(row: &mut [f32], visible: usize) {
-    let (seen, hidden) = row.split_at_mut(visible);
+fn softmax_window_inline(row: &mut [f32], visible: std::ops::Range<usize>, softcap: Option<f32>) {
+    let (before, rest) = row.split_at_mut(visible.start);
+    let (seen, after) = rest.split_at_mut(visible.len());
+    before.fill(0.0);
+    after.fill(0.0);
+    if let Some(cap) = softcap {
+        let inv = 1.0 / cap;
+        seen.iter_mut().for_each(|x| *x = cap * tanh(*x * inv));
+    }
     let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let mut sum = 0f32;
     for x in seen.iter_mut() {
@@ -39,7 +48,13 @@ fn softmax_prefix_inline(row: &mut [f32], visible: usize) {
     }
     let inv = 1.0 / sum;
     seen.iter_mut().for_each(|x| *x *= inv);
-    hidden.fill(0.0);
+}
+
+/// `tanh(x) = sign(x) · (1 − e^{−2|x|}) / (1 + e^{−2|x|})`, on the fast `exp`.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp_nonpositive(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
 /// `e^x` for `x ≤ 0` (a score minus its row's maximum), branch-free so that it vectorizes:
@@ -59,19 +74,28 @@ fn exp_nonpositive(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
-/// `silu(gate) ⊙ up` for `gate_up = [gate | up]` of shape `[T, 2F]` (contiguous f32 on the CPU)
-/// → `[T, F]`, in one pass instead of candle's three (silu, strided copy, multiply).
-pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+/// The activation applied to the gate half of a gated feed-forward layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    /// `x · sigmoid(x)` (SwiGLU: llama, qwen2).
+    Silu,
+    /// GELU with the tanh approximation (GeGLU: gemma).
+    GeluTanh,
+}
+
+/// `act(gate) ⊙ up` for `gate_up = [gate | up]` of shape `[T, 2F]` (contiguous f32 on the CPU)
+/// → `[T, F]`, in one pass instead of candle's three (activation, strided copy, multiply).
+pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
     let (rows, width) = gate_up.dims2()?;
     if width % 2 != 0 {
-        bail!("swiglu needs an even width, got {width}");
+        bail!("a gated activation needs an even width, got {width}");
     }
     let ffn = width / 2;
     let mut out = vec![0f32; rows * ffn];
     {
         let (storage, layout) = gate_up.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
-            bail!("cpu swiglu needs a CPU tensor");
+            bail!("cpu gated activation needs a CPU tensor");
         };
         let input = slice_of(cpu.as_slice::<f32>()?, layout)?;
         out.par_chunks_mut(ffn)
@@ -79,13 +103,26 @@ pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
             .for_each(|(out, row)| {
                 dispatch(|| {
                     let (gate, up) = row.split_at(ffn);
-                    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                        *o = silu(g) * u;
+                    let pairs = out.iter_mut().zip(gate).zip(up);
+                    match activation {
+                        GateActivation::Silu => {
+                            pairs.for_each(|((o, &g), &u)| *o = silu(g) * u);
+                        }
+                        GateActivation::GeluTanh => {
+                            pairs.for_each(|((o, &g), &u)| *o = gelu_tanh(g) * u);
+                        }
                     }
                 })
             });
     }
     Ok(Tensor::from_vec(out, (rows, ffn), &Device::Cpu)?)
+}
+
+/// `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, PyTorch's `gelu(approximate="tanh")`.
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
 }
 
 /// `x · sigmoid(x)`, with `exp` taken of `−|x|` only so that it never overflows.
@@ -127,13 +164,49 @@ mod tests {
     }
 
     #[test]
+    fn gelu_tanh_and_tanh_match_their_definitions() {
+        for x in [
+            -30.0f32, -4.0, -1.0, -0.3, -1e-3, 0.0, 1e-3, 0.7, 2.5, 9.0, 40.0,
+        ] {
+            assert!((tanh(x) - x.tanh()).abs() <= 2e-7, "tanh {x}");
+            let inner =
+                (2.0f64 / std::f64::consts::PI).sqrt() * (x as f64 + 0.044715 * (x as f64).powi(3));
+            let want = 0.5 * x as f64 * (1.0 + inner.tanh());
+            assert!(
+                (gelu_tanh(x) as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "gelu {x}"
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_window_caps_then_normalises_the_window_only() {
+        let mut row = vec![5.0, 1.0, 2.0, 60.0, 9.0];
+        softmax_window(&mut row, 1..4, Some(30.0));
+        let capped: Vec<f32> = [1.0f32, 2.0, 60.0]
+            .iter()
+            .map(|x| 30.0 * (x / 30.0).tanh())
+            .collect();
+        let max = capped.iter().cloned().fold(f32::MIN, f32::max);
+        let e: Vec<f32> = capped.iter().map(|x| (x - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        assert_eq!((row[0], row[4]), (0.0, 0.0));
+        for (got, want) in row[1..4].iter().zip(e.iter().map(|x| x / sum)) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
     fn swiglu_multiplies_silu_of_the_gate_half_with_the_up_half() {
         let t = Tensor::new(
             &[[1f32, -2.0, 3.0, 4.0], [0.5, 0.0, -1.0, 2.0]],
             &Device::Cpu,
         )
         .unwrap();
-        let got = swiglu(&t).unwrap().to_vec2::<f32>().unwrap();
+        let got = gated(&t, GateActivation::Silu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let want = [[silu(1.0) * 3.0, silu(-2.0) * 4.0], [-silu(0.5), 0.0]];
         for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
             assert!((g - w).abs() < 1e-6);
@@ -143,7 +216,7 @@ mod tests {
     #[test]
     fn softmax_prefix_normalises_the_visible_part() {
         let mut row = vec![1.0, 2.0, 3.0, 9.0];
-        softmax_prefix(&mut row, 3);
+        softmax_window(&mut row, 0..3, None);
         let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|x| (x - 3.0).exp()).collect();
         let sum: f32 = e.iter().sum();
         for (got, want) in row.iter().zip(e.iter().map(|x| x / sum)) {

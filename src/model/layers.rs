@@ -2,10 +2,14 @@
 //! dequantized, rotary tables indexed by per-token positions, attention over packed sequences,
 //! and the LM head with log-softmax applied to the scored rows only.
 
+use std::ops::Range;
+
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use super::checkpoint::Checkpoint;
+pub use super::cpu_ops::GateActivation;
 use super::{cpu_attention, cpu_ops, PackedBatch, RowScore};
 
 /// How weights are kept in memory.
@@ -98,6 +102,23 @@ impl Linear {
     }
 }
 
+/// The LM head: the file's `output.weight`, or the embedding table when the two are tied (kept
+/// quantized in quantized mode, the already dequantized `embeddings` in f32 mode).
+pub fn lm_head(
+    checkpoint: &mut Checkpoint,
+    embeddings_q: QTensor,
+    embeddings: &Tensor,
+    mode: WeightMode,
+) -> Result<Linear> {
+    if checkpoint.has_tensor("output.weight") {
+        return Linear::new(checkpoint.tensor("output.weight")?, mode);
+    }
+    match mode {
+        WeightMode::F32 => Ok(Linear::dense(embeddings.clone())),
+        WeightMode::Quantized => Linear::new(embeddings_q, mode),
+    }
+}
+
 /// The legacy 4/5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) have only scalar `vec_dot` kernels in
 /// candle 0.11.1: measured here at 512×576×960, Q4_1 runs at 4.7 GFLOP/s against 20 for Q8_0
 /// (`cargo bench --bench kernels`). Such weights are requantized to Q8_0 at load: 4–5× faster,
@@ -122,9 +143,20 @@ pub struct RopeTables {
 
 impl RopeTables {
     pub fn new(rotary_dim: usize, theta: f32, max_positions: usize) -> Result<Self> {
+        Self::linearly_scaled(rotary_dim, theta, 1.0, max_positions)
+    }
+
+    /// Tables for positions divided by `factor` (linear RoPE scaling, as gemma 3's global layers
+    /// use beyond 270M).
+    pub fn linearly_scaled(
+        rotary_dim: usize,
+        theta: f32,
+        factor: f32,
+        max_positions: usize,
+    ) -> Result<Self> {
         let half = rotary_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1f32 / theta.powf(2.0 * i as f32 / rotary_dim as f32))
+            .map(|i| 1f32 / theta.powf(2.0 * i as f32 / rotary_dim as f32) / factor)
             .collect();
         let mut cos = Vec::with_capacity(max_positions * half);
         let mut sin = Vec::with_capacity(max_positions * half);
@@ -167,6 +199,67 @@ impl BatchTensors {
     }
 }
 
+/// How the attention of one layer turns query·key products into weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionSpec {
+    /// Factor on q·k (usually 1/√head_dim).
+    pub scale: f32,
+    /// A query at position p sees keys at positions p − window < j ≤ p only (sliding-window
+    /// layers); `None` is plain causal attention.
+    pub window: Option<usize>,
+    /// Scaled scores are capped to `cap · tanh(s / cap)` before the softmax (gemma 2).
+    pub softcap: Option<f32>,
+}
+
+impl AttentionSpec {
+    pub fn causal(scale: f32) -> Self {
+        Self {
+            scale,
+            window: None,
+            softcap: None,
+        }
+    }
+
+    /// The key positions a query at `position` attends to.
+    pub fn visible_keys(&self, position: usize) -> Range<usize> {
+        let end = position + 1;
+        let start = self.window.map_or(0, |w| end.saturating_sub(w));
+        start..end
+    }
+}
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i + 1): llama's GGUF layout.
+    Interleaved,
+    /// The two halves (i, i + d/2): the NEOX layout of qwen2 and gemma.
+    Halves,
+}
+
+/// `n` heads of `head_dim` starting at column `offset` of the projections `x: [T, ·]`, as
+/// `[T, n, head_dim]`.
+pub fn heads(x: &Tensor, offset: usize, n: usize, head_dim: usize) -> Result<Tensor> {
+    let tokens = x.dim(0)?;
+    Ok(x.narrow(1, offset, n * head_dim)?
+        .reshape((tokens, n, head_dim))?)
+}
+
+/// `[T, n, head_dim]` → head-major `[n, T, head_dim]` with rotary embeddings applied at the
+/// tokens' positions (`cos`, `sin` from [`BatchTensors`]), or without when `rope` is `None`.
+pub fn head_major(t: &Tensor, rope: Option<(&Tensor, &Tensor, RopeStyle)>) -> Result<Tensor> {
+    let t = t.transpose(0, 1)?.contiguous()?;
+    let Some((cos, sin, style)) = rope else {
+        return Ok(t);
+    };
+    let t = t.unsqueeze(0)?;
+    let rotated = match style {
+        RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&t, cos, sin)?,
+        RopeStyle::Halves => candle_nn::rotary_emb::rope(&t, cos, sin)?,
+    };
+    Ok(rotated.squeeze(0)?)
+}
+
 /// Attention of every packed segment to its ancestors and (causally) to itself.
 ///
 /// `q: [n_head, T, head_dim]`, `k`, `v: [n_kv_head, T, head_dim]` (RoPE applied); returns
@@ -176,12 +269,12 @@ pub fn packed_attention(
     k: &Tensor,
     v: &Tensor,
     batch: &PackedBatch,
-    scale: f64,
+    spec: &AttentionSpec,
 ) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        return cpu_attention::tree_attention(q, k, v, &batch.segments, scale as f32);
+        return cpu_attention::tree_attention(q, k, v, &batch.segments, spec);
     }
-    packed_attention_generic(q, k, v, batch, scale)
+    packed_attention_generic(q, k, v, batch, spec)
 }
 
 /// The same attention from candle tensor ops, for devices without a dedicated kernel: per
@@ -192,7 +285,7 @@ pub fn packed_attention_generic(
     k: &Tensor,
     v: &Tensor,
     batch: &PackedBatch,
-    scale: f64,
+    spec: &AttentionSpec,
 ) -> Result<Tensor> {
     let (n_head, _, head_dim) = q.dims3()?;
     let n_kv = k.dim(0)?;
@@ -212,7 +305,7 @@ pub fn packed_attention_generic(
         let mask: Vec<f32> = (0..len * n_keys)
             .map(|i| {
                 let (row, key) = (i / n_keys, i % n_keys);
-                if key <= context + row {
+                if spec.visible_keys(context + row).contains(&key) {
                     0.0
                 } else {
                     f32::NEG_INFINITY
@@ -227,7 +320,11 @@ pub fn packed_attention_generic(
         ))?;
         let k = k.index_select(&key_rows, 1)?;
         let v = v.index_select(&key_rows, 1)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((n_kv, rep, len, n_keys))?;
+        let mut scores =
+            (q.matmul(&k.t()?)? * spec.scale as f64)?.reshape((n_kv, rep, len, n_keys))?;
+        if let Some(cap) = spec.softcap {
+            scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
+        }
         let scores = scores.broadcast_add(&mask)?;
         let probs =
             candle_nn::ops::softmax_last_dim(&scores)?.reshape((n_kv, rep * len, n_keys))?;
@@ -238,19 +335,33 @@ pub fn packed_attention_generic(
     Ok(out.transpose(0, 1)?.reshape(((), n_head * head_dim))?)
 }
 
-/// `silu(gate) ⊙ up` for `gate_up = [gate | up]` (`[T, 2F]` → `[T, F]`).
-pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+/// `act(gate) ⊙ up` for `gate_up = [gate | up]` (`[T, 2F]` → `[T, F]`).
+pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
     if gate_up.device().is_cpu() && gate_up.dtype() == DType::F32 && gate_up.is_contiguous() {
-        return cpu_ops::swiglu(gate_up);
+        return cpu_ops::gated(gate_up, activation);
     }
     let ffn = gate_up.dim(1)? / 2;
-    Ok((candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?)? * gate_up.narrow(1, ffn, ffn)?)?)
+    let gate = gate_up.narrow(1, 0, ffn)?;
+    let gate = match activation {
+        GateActivation::Silu => candle_nn::ops::silu(&gate)?,
+        GateActivation::GeluTanh => gate.gelu()?,
+    };
+    Ok((gate * gate_up.narrow(1, ffn, ffn)?)?)
 }
 
 /// Log-probability of each target and whether it is its row's argmax, from the logits
-/// `[R, V]` of the scored rows; `targets` are (row, token) pairs.
-pub fn score_logits(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec<RowScore>> {
-    let logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+/// `[R, V]` of the scored rows (soft-capped to `cap · tanh(x / cap)` first when `softcap` is
+/// given); `targets` are (row, token) pairs.
+pub fn score_logits(
+    logits: &Tensor,
+    targets: &[(u32, u32)],
+    softcap: Option<f32>,
+) -> Result<Vec<RowScore>> {
+    let logits = match softcap {
+        Some(cap) => ((logits.to_dtype(DType::F32)? / cap as f64)?.tanh()? * cap as f64)?,
+        None => logits.to_dtype(DType::F32)?,
+    };
+    let logits = logits.to_vec2::<f32>()?;
     let summaries: Vec<(usize, f32, f64)> = logits
         .iter()
         .map(|row| {
@@ -308,17 +419,26 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (n_head, n, d), &Device::Cpu).unwrap();
         let k = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
         let v = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
-        let fast = packed_attention(&q, &k, &v, &batch, 0.25).unwrap();
-        let generic = packed_attention_generic(&q, &k, &v, &batch, 0.25).unwrap();
-        let diff = (fast - generic)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-5, "max difference {diff}");
+        for spec in [
+            AttentionSpec::causal(0.25),
+            AttentionSpec {
+                scale: 0.25,
+                window: Some(50),
+                softcap: Some(2.0),
+            },
+        ] {
+            let fast = packed_attention(&q, &k, &v, &batch, &spec).unwrap();
+            let generic = packed_attention_generic(&q, &k, &v, &batch, &spec).unwrap();
+            let diff = (fast - generic)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "{spec:?}: max difference {diff}");
+        }
         assert_eq!(
             batch.segments[3],
             Segment {

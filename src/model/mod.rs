@@ -1,13 +1,17 @@
 //! Models: resolving a `--model` argument to a file, loading it (tokenizer and weights), and the
 //! packed forward pass every architecture implements.
 
+pub mod checkpoint;
 mod cpu_attention;
 mod cpu_ops;
+pub mod gemma3;
 pub mod gguf;
+pub mod hub;
 pub mod layers;
 pub mod llama;
 pub mod qwen2;
 pub mod registry;
+pub mod safetensors;
 pub mod tokenizer;
 
 use std::ops::Range;
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use gemma3::Gemma3;
 pub use layers::WeightMode;
 use llama::Llama;
 use tokenizer::TextTokenizer;
@@ -82,10 +87,11 @@ pub struct RowScore {
 }
 
 /// The `general.architecture` values this build can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
 
 enum Network {
     Llama(Llama),
+    Gemma3(Gemma3),
 }
 
 /// A loaded model: its tokenizer and its network.
@@ -99,14 +105,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a registry model by name (fetching it when missing) or a `.gguf` file by path.
+    /// Loads a model named as `--model` takes it (see [`resolve`]).
     pub fn load(spec: &str, mode: WeightMode) -> Result<Self> {
         let (name, path) = resolve(spec)?;
         Self::load_file(&name, &path, mode)
     }
 
     pub fn load_file(name: &str, path: &Path, mode: WeightMode) -> Result<Self> {
-        let mut file = gguf::GgufFile::open(path)?;
+        let mut file = checkpoint::Checkpoint::open(path)?;
         let architecture = file.string("general.architecture")?;
         if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
             bail!(
@@ -115,10 +121,11 @@ impl Model {
                 SUPPORTED_ARCHITECTURES.join(", ")
             );
         }
-        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let tokenizer = TextTokenizer::from_checkpoint(&file)?;
         let network = match architecture.as_str() {
-            "llama" => Network::Llama(Llama::from_gguf(&mut file, mode)?),
-            "qwen2" => Network::Llama(qwen2::from_gguf(&mut file, mode)?),
+            "llama" => Network::Llama(Llama::from_checkpoint(&mut file, mode)?),
+            "qwen2" => Network::Llama(qwen2::from_checkpoint(&mut file, mode)?),
+            "gemma3" => Network::Gemma3(Gemma3::from_checkpoint(&mut file, mode)?),
             _ => unreachable!("checked against SUPPORTED_ARCHITECTURES above"),
         };
         Ok(Self {
@@ -135,6 +142,7 @@ impl Model {
     pub fn context_length(&self) -> usize {
         match &self.network {
             Network::Llama(m) => m.config.context_length,
+            Network::Gemma3(m) => m.config.context_length,
         }
     }
 
@@ -142,19 +150,28 @@ impl Model {
     pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         match &self.network {
             Network::Llama(m) => m.score(batch),
+            Network::Gemma3(m) => m.score(batch),
         }
     }
 }
 
-/// A `--model` argument → (display name, file path). Paths are taken as they are; anything else
-/// must be a registry name, whose file is fetched if it is not there yet.
+/// A `--model` argument → (display name, path). `hf:org/name[@revision][:file.gguf]` comes
+/// from the Hugging Face cache (downloaded if missing); a `.gguf` file or a safetensors folder
+/// is taken as it is; anything else must be a registry name, whose file is fetched if it is not
+/// there yet.
 pub fn resolve(spec: &str) -> Result<(String, PathBuf)> {
+    if spec.starts_with("hf:") {
+        let model = hub::HubModel::parse(spec)?;
+        let path = hub::resolve(&model)?;
+        return Ok((model.display_name(), path));
+    }
     let looks_like_path = spec.ends_with(".gguf") || spec.contains('/') || spec.contains('\\');
-    if looks_like_path || Path::new(spec).is_file() {
+    if looks_like_path || Path::new(spec).exists() {
         let path = PathBuf::from(spec);
-        if !path.is_file() {
+        if !path.exists() {
             bail!(
-                "model file {} does not exist: give a path to a .gguf file or a registry name \
+                "model {} does not exist: give a .gguf file, a safetensors folder (config.json, \
+                 *.safetensors, tokenizer.json), hf:org/name, or a registry name \
                  (`valuelens models` lists them)",
                 path.display()
             );

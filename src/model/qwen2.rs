@@ -5,10 +5,10 @@
 
 use anyhow::Result;
 
-use super::gguf::GgufFile;
+use super::checkpoint::Checkpoint;
 use super::layers::WeightMode;
 use super::llama::{Llama, RopeStyle};
 
-pub fn from_gguf(gguf: &mut GgufFile, mode: WeightMode) -> Result<Llama> {
-    Llama::from_gguf_as(gguf, mode, "qwen2", RopeStyle::Halves)
+pub fn from_checkpoint(checkpoint: &mut Checkpoint, mode: WeightMode) -> Result<Llama> {
+    Llama::from_checkpoint_as(checkpoint, mode, "qwen2", RopeStyle::Halves)
 }

@@ -13,7 +13,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::gguf::GgufFile;
+use super::checkpoint::Checkpoint;
 
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
@@ -58,29 +58,35 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     /// Prepended to every encoding when the model asks for a BOS token.
     bos: Option<u32>,
+    /// Whether `inner`'s own post-processor adds the special tokens (tokenizer.json), rather
+    /// than `bos` (GGUF).
+    post_processor_adds_special_tokens: bool,
     /// The token lm-evaluation-harness puts before an empty context (BOS, else EOS).
     prefix_token: u32,
     vocab_size: usize,
 }
 
 impl TextTokenizer {
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let model = gguf.string("tokenizer.ggml.model")?;
-        let architecture = gguf.string("general.architecture")?;
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
+        if let Some(json) = checkpoint.tokenizer_json() {
+            return Self::from_tokenizer_json(checkpoint, &json);
+        }
+        let model = checkpoint.string("tokenizer.ggml.model")?;
+        let architecture = checkpoint.string("general.architecture")?;
         match model.as_str() {
-            "gpt2" => Self::byte_level_bpe(gguf),
-            "llama" if architecture.starts_with("gemma") => Self::gemma_sentencepiece(gguf),
+            "gpt2" => Self::byte_level_bpe(checkpoint),
+            "llama" if architecture.starts_with("gemma") => Self::gemma_sentencepiece(checkpoint),
             other => bail!(
                 "{}: tokenizer model '{other}' (architecture {architecture}) is not supported yet \
                  (supported: gpt2 byte-level BPE, gemma sentencepiece BPE)",
-                gguf.path.display()
+                checkpoint.path.display()
             ),
         }
     }
 
-    fn byte_level_bpe(gguf: &GgufFile) -> Result<Self> {
-        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
-        let merges: Vec<(String, String)> = gguf
+    fn byte_level_bpe(checkpoint: &Checkpoint) -> Result<Self> {
+        let tokens = checkpoint.strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = checkpoint
             .strings("tokenizer.ggml.merges")?
             .into_iter()
             .enumerate()
@@ -88,12 +94,12 @@ impl TextTokenizer {
                 Some((a, b)) => Ok((a.to_string(), b.to_string())),
                 None => bail!(
                     "{}: tokenizer merge #{i} '{m}' is not two tokens separated by a space",
-                    gguf.path.display()
+                    checkpoint.path.display()
                 ),
             })
             .collect::<Result<_>>()?;
-        let token_types = if gguf.has("tokenizer.ggml.token_type") {
-            gguf.integers("tokenizer.ggml.token_type")?
+        let token_types = if checkpoint.has("tokenizer.ggml.token_type") {
+            checkpoint.integers("tokenizer.ggml.token_type")?
         } else {
             vec![1; tokens.len()]
         };
@@ -116,10 +122,12 @@ impl TextTokenizer {
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
-            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", gguf.path.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.path.display())
+            })?;
         let mut inner = Tokenizer::new(bpe);
-        let pre = if gguf.has("tokenizer.ggml.pre") {
-            gguf.string("tokenizer.ggml.pre")?
+        let pre = if checkpoint.has("tokenizer.ggml.pre") {
+            checkpoint.string("tokenizer.ggml.pre")?
         } else {
             String::new()
         };
@@ -145,38 +153,39 @@ impl TextTokenizer {
         // skips it too).
         add_file_tokens(
             &mut inner,
-            gguf,
+            checkpoint,
             &tokens,
             &token_types,
             &in_alphabet,
             &in_alphabet,
         )?;
 
-        Self::finish(gguf, inner, tokens.len())
+        Self::finish(checkpoint, inner, tokens.len())
     }
 
     /// BOS (where the file asks for it) and lm-eval's prefix token, around a built tokenizer.
-    fn finish(gguf: &GgufFile, inner: Tokenizer, vocab_size: usize) -> Result<Self> {
+    fn finish(checkpoint: &Checkpoint, inner: Tokenizer, vocab_size: usize) -> Result<Self> {
         let token_id = |key: &str| -> Result<Option<u32>> {
-            if gguf.has(key) {
-                Ok(Some(gguf.usize(key)? as u32))
+            if checkpoint.has(key) {
+                Ok(Some(checkpoint.usize(key)? as u32))
             } else {
                 Ok(None)
             }
         };
         let bos_id = token_id("tokenizer.ggml.bos_token_id")?;
         let eos_id = token_id("tokenizer.ggml.eos_token_id")?;
-        let add_bos = gguf.bool_or("tokenizer.ggml.add_bos_token", false)?;
+        let add_bos = checkpoint.bool_or("tokenizer.ggml.add_bos_token", false)?;
         let bos = if add_bos { bos_id } else { None };
         let prefix_token = bos_id.or(eos_id).with_context(|| {
             format!(
                 "{}: the tokenizer names neither a BOS nor an EOS token",
-                gguf.path.display()
+                checkpoint.path.display()
             )
         })?;
         Ok(Self {
             inner,
             bos,
+            post_processor_adds_special_tokens: false,
             prefix_token,
             vocab_size,
         })
@@ -187,8 +196,8 @@ impl TextTokenizer {
     /// merges — merges recovered from the vocabulary, ordered by the tokens' position in the file
     /// (Gemma's scores do not follow its merge order). Tokens of two or more spaces are stored as
     /// real spaces and respelled as "▁"s first, so that the merges built from them match.
-    fn gemma_sentencepiece(gguf: &GgufFile) -> Result<Self> {
-        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+    fn gemma_sentencepiece(checkpoint: &Checkpoint) -> Result<Self> {
+        let tokens = checkpoint.strings("tokenizer.ggml.tokens")?;
         let spelled: Vec<String> = tokens
             .iter()
             .map(|t| {
@@ -205,8 +214,8 @@ impl TextTokenizer {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let merges = merges_by_position(&spelled, &vocab);
-        let unk = match gguf.has("tokenizer.ggml.unknown_token_id") {
-            true => tokens[gguf.usize("tokenizer.ggml.unknown_token_id")?].clone(),
+        let unk = match checkpoint.has("tokenizer.ggml.unknown_token_id") {
+            true => tokens[checkpoint.usize("tokenizer.ggml.unknown_token_id")?].clone(),
             false => "<unk>".to_string(),
         };
         let bpe = BPE::builder()
@@ -215,24 +224,26 @@ impl TextTokenizer {
             .fuse_unk(true)
             .byte_fallback(true)
             .build()
-            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", gguf.path.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.path.display())
+            })?;
         let mut inner = Tokenizer::new(bpe);
         let spaces =
             Replace::new(" ", "\u{2581}").map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
         inner
             .with_normalizer(Some(spaces))
             .map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
-        let token_types = gguf.integers("tokenizer.ggml.token_type")?;
+        let token_types = checkpoint.integers("tokenizer.ggml.token_type")?;
         let in_vocab = |t: &str| vocab.contains_key(t);
         add_file_tokens(
             &mut inner,
-            gguf,
+            checkpoint,
             &tokens,
             &token_types,
             &|_| true,
             &in_vocab,
         )?;
-        Self::finish(gguf, inner, tokens.len())
+        Self::finish(checkpoint, inner, tokens.len())
     }
 
     /// Token ids of `text` with the tokenizer's default special tokens (BOS where the model adds
@@ -240,12 +251,59 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode_fast(text, false)
+            .encode_fast(text, self.post_processor_adds_special_tokens)
             .map_err(|e| anyhow::anyhow!("cannot tokenize text: {e}"))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         ids.extend(self.bos);
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// A Hugging Face `tokenizer.json` (its post-processor adds BOS where the model wants one,
+    /// as `tokenizer(text)` does in transformers), with BOS/EOS named by the checkpoint's
+    /// tokenizer_config.json.
+    fn from_tokenizer_json(checkpoint: &Checkpoint, path: &std::path::Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot load the tokenizer: {e}", path.display()))?;
+        let id_of = |which: &str| -> Result<Option<u32>> {
+            let text = checkpoint.special_token_text(which)?;
+            Ok(inner.token_to_id(&text).filter(|_| !text.is_empty()))
+        };
+        let prefix_token = id_of("bos")?.or(id_of("eos")?).with_context(|| {
+            format!(
+                "{}: tokenizer_config.json names neither a BOS nor an EOS token of the vocabulary",
+                checkpoint.path.display()
+            )
+        })?;
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            bos: None,
+            post_processor_adds_special_tokens: true,
+            prefix_token,
+            vocab_size,
+        })
+    }
+
+    /// Writes the tokenizer as a Hugging Face `tokenizer.json` that encodes as this one does:
+    /// BOS, where this tokenizer prepends it, becomes the file's post-processor.
+    pub fn save_json(&self, path: &std::path::Path) -> Result<()> {
+        let mut tokenizer = self.inner.clone();
+        if let Some(bos) = self.bos {
+            let text = tokenizer
+                .id_to_token(bos)
+                .with_context(|| format!("BOS id {bos} is outside the vocabulary"))?;
+            let template = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single(format!("{text} $A"))
+                .map_err(|e| anyhow::anyhow!("BOS template: {e}"))?
+                .special_tokens(vec![(text.clone(), bos)])
+                .build()
+                .map_err(|e| anyhow::anyhow!("BOS template: {e}"))?;
+            tokenizer.with_post_processor(Some(template));
+        }
+        tokenizer
+            .save(path, false)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
 
     pub fn prefix_token(&self) -> u32 {
@@ -267,7 +325,7 @@ impl TextTokenizer {
 /// plain added ones, both matched verbatim before normalisation — those the filters keep.
 fn add_file_tokens(
     inner: &mut Tokenizer,
-    gguf: &GgufFile,
+    checkpoint: &Checkpoint,
     tokens: &[String],
     token_types: &[i64],
     keep_control: &dyn Fn(&str) -> bool,
@@ -287,14 +345,14 @@ fn add_file_tokens(
         .collect();
     inner
         .add_special_tokens(special)
-        .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", gguf.path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", checkpoint.path.display()))?;
     let user_defined: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED, keep_user_defined)
         .into_iter()
         .map(|t| AddedToken::from(t, false).normalized(false))
         .collect();
     inner
         .add_tokens(user_defined)
-        .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", gguf.path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", checkpoint.path.display()))?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{context, Environment, Error, ErrorKind};
 
-use crate::model::gguf::GgufFile;
+use crate::model::checkpoint::Checkpoint;
 
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -41,26 +41,17 @@ impl ChatTemplate {
         })
     }
 
-    /// The template a GGUF file carries (`tokenizer.chat_template`), if any, with its BOS and
-    /// EOS token texts.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Option<Self>> {
-        if !gguf.has("tokenizer.chat_template") {
+    /// The template a checkpoint carries (GGUF `tokenizer.chat_template`, or `chat_template` of
+    /// a safetensors folder's `tokenizer_config.json`), if any, with its BOS and EOS token texts.
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Option<Self>> {
+        if !checkpoint.has("tokenizer.chat_template") {
             return Ok(None);
         }
-        let source = gguf.string("tokenizer.chat_template")?;
-        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
-        let token_text = |key: &str| -> Result<String> {
-            if !gguf.has(key) {
-                return Ok(String::new());
-            }
-            Ok(tokens.get(gguf.usize(key)?).cloned().unwrap_or_default())
-        };
-        let origin = gguf.path.display().to_string();
         Ok(Some(Self::new(
-            &source,
-            &token_text("tokenizer.ggml.bos_token_id")?,
-            &token_text("tokenizer.ggml.eos_token_id")?,
-            &origin,
+            &checkpoint.string("tokenizer.chat_template")?,
+            &checkpoint.special_token_text("bos")?,
+            &checkpoint.special_token_text("eos")?,
+            &checkpoint.path.display().to_string(),
         )?))
     }
 

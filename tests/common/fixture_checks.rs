@@ -134,3 +134,67 @@ pub fn batch_invariant(model: &Model, fixture: &str, batched: &[Score]) {
         assert_eq!(a.greedy, b.greedy, "{}", a.id);
     }
 }
+
+/// The fixture tests of one registry model: token ids on all requests, f32 on all requests,
+/// batch invariance on every `invariance_every`-th and quantized closeness on every
+/// `quantized_every`-th (the full sets where the model is fast enough, subsets otherwise).
+/// Expands into a test crate that declares `mod common;`.
+#[macro_export]
+macro_rules! valuelens_fixture_suite {
+    ($model:expr, quantized_every: $quantized_every:expr, invariance_every: $invariance_every:expr) => {
+        use std::sync::OnceLock;
+
+        use common::fixture_checks::{self, score_subset};
+        use common::{registry_model_path, Reference};
+        use valuelens::engine::{EngineOptions, Score};
+        use valuelens::model::{Model, WeightMode};
+
+        const MODEL: &str = $model;
+
+        fn model(mode: WeightMode) -> Model {
+            Model::load_file(MODEL, &registry_model_path(MODEL), mode).unwrap()
+        }
+
+        fn model_f32() -> &'static Model {
+            static MODEL_F32: OnceLock<Model> = OnceLock::new();
+            MODEL_F32.get_or_init(|| model(WeightMode::F32))
+        }
+
+        fn f32_scores() -> &'static (Vec<Score>, Vec<Reference>) {
+            static SCORES: OnceLock<(Vec<Score>, Vec<Reference>)> = OnceLock::new();
+            SCORES.get_or_init(|| {
+                score_subset(model_f32(), MODEL, |_, _| true, &EngineOptions::default())
+            })
+        }
+
+        #[test]
+        fn token_ids_match_the_reference_for_every_request() {
+            fixture_checks::token_ids_match(model_f32(), MODEL);
+        }
+
+        #[test]
+        fn f32_logprobs_are_within_1e3_per_token_of_the_reference() {
+            let (scores, references) = f32_scores();
+            assert_eq!(scores.len(), references.len());
+            fixture_checks::f32_close(scores, references, 1e-3);
+        }
+
+        #[test]
+        fn scores_do_not_depend_on_batching_or_sharing() {
+            let (scores, _) = f32_scores();
+            let subset: Vec<Score> = scores.iter().step_by($invariance_every).cloned().collect();
+            fixture_checks::batch_invariant(model_f32(), MODEL, &subset);
+        }
+
+        #[test]
+        fn quantized_logprobs_are_close_and_greedy_mostly_agrees_on_a_subset() {
+            let (scores, references) = score_subset(
+                &model(WeightMode::Quantized),
+                MODEL,
+                |i, _| i % $quantized_every == 0,
+                &EngineOptions::default(),
+            );
+            fixture_checks::quantized_close(&scores, &references);
+        }
+    };
+}
