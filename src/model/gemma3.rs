@@ -104,7 +104,7 @@ impl Gemma3Config {
 
     /// Whether layer `i` attends within the sliding window (else globally).
     pub fn is_sliding(&self, i: usize) -> bool {
-        self.sliding_window.is_some() && (i + 1) % self.sliding_window_pattern != 0
+        self.sliding_window.is_some() && !(i + 1).is_multiple_of(self.sliding_window_pattern)
     }
 }
 

@@ -374,7 +374,7 @@ fn sliding_window_pattern(config: &Json) -> Result<Option<usize>> {
     let periodic = types
         .iter()
         .enumerate()
-        .all(|(i, t)| is_global(t) == ((i + 1) % period == 0));
+        .all(|(i, t)| is_global(t) == (i + 1).is_multiple_of(period));
     if !periodic {
         bail!("'layer_types' does not repeat with period {period}; only periodic patterns are supported");
     }

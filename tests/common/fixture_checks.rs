@@ -191,7 +191,7 @@ macro_rules! valuelens_fixture_suite {
             let (scores, references) = score_subset(
                 &model(WeightMode::Quantized),
                 MODEL,
-                |i, _| i % $quantized_every == 0,
+                |i, _| i.is_multiple_of($quantized_every),
                 &EngineOptions::default(),
             );
             fixture_checks::quantized_close(&scores, &references);
