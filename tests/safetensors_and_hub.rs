@@ -331,3 +331,34 @@ fn hf_download_failure_names_the_file_and_the_remedies() {
         "{stderr}"
     );
 }
+
+/// The chat template and BOS/EOS of a safetensors folder come from its tokenizer_config.json:
+/// the run's requests are byte for byte those of the GGUF the folder was written from.
+#[test]
+fn safetensors_folder_renders_the_same_prompts_as_its_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = |model: &Path, name: &str| -> String {
+        let file = dir.path().join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+            .args(["run", "--model", model.to_str().unwrap()])
+            .args([
+                "--countries",
+                "Egypt",
+                "--topics",
+                "Religion",
+                "--dump-requests",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&file).unwrap()
+    };
+    let from_gguf = dump(&default_model_path(), "gguf.jsonl");
+    assert!(from_gguf.contains("<|im_start|>user"));
+    assert_eq!(dump(smollm2_f32(), "safetensors.jsonl"), from_gguf);
+}
