@@ -121,3 +121,26 @@ fn an_empty_request_file_gives_an_empty_output() {
     common::run_score(&input, &output);
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
 }
+
+/// Tokenizing a batch (each distinct context encoded once) gives every request the tokens it
+/// gets alone, on both workloads, the fixtures, and requests with an empty context.
+#[test]
+fn batch_tokenization_equals_tokenizing_each_request_alone() {
+    let mut requests = workload("smollm2-t1-scenario.jsonl");
+    requests.truncate(224);
+    requests.extend(workload("smollm2-t2-100pairs.jsonl").into_iter().take(96));
+    requests.extend(common::fixtures("smollm2-135m").0);
+    for (id, context) in [("empty-1", ""), ("empty-2", ""), ("spaces", "  ")] {
+        requests.push(Request {
+            id: id.into(),
+            context: context.into(),
+            continuation: " The answer".into(),
+        });
+    }
+    let batched = engine::tokenize_requests(model_f32(), &requests).unwrap();
+    assert_eq!(batched.len(), requests.len());
+    for (request, tokens) in requests.iter().zip(&batched) {
+        let alone = engine::tokenize_request(model_f32(), request).unwrap();
+        assert_eq!(tokens, &alone, "{}", request.id);
+    }
+}

@@ -8,15 +8,14 @@ pub mod requests;
 mod schedule;
 mod tokenize;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::ProgressBar;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
 use prefix::PrefixTree;
 use schedule::{Consumer, Schedule};
-pub use tokenize::{tokenize_request, tokenize_with, TokenizedRequest};
+pub use tokenize::{tokenize_request, tokenize_requests, tokenize_with, TokenizedRequest};
 
 /// One question to the model: how likely is `continuation` after `context`?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,10 +95,7 @@ pub fn score_with_stats(
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<Score>, EngineStats)> {
-    let tokenized = requests
-        .par_iter()
-        .map(|r| tokenize_request(model, r).with_context(|| format!("request '{}'", r.id)))
-        .collect::<Result<Vec<_>>>()?;
+    let tokenized = tokenize_requests(model, requests)?;
     let (scores, stats) = score_tokenized(model, &tokenized, options, progress)?;
     let scores = requests
         .iter()
