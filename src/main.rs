@@ -37,8 +37,9 @@ struct Cli {
 enum Command {
     /// Score (context, continuation) requests: JSONL in, JSONL out (lm-eval `loglikelihood`).
     Score {
-        /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
-        /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache only).
+        /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
+        /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
+        /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
         /// JSONL, one `{"id", "context", "continuation"}` per line.
@@ -120,6 +121,10 @@ enum Command {
         /// model.safetensors.index.json.
         #[arg(long)]
         shard_mb: Option<usize>,
+        /// Write only tokenizer.json and tokenizer_config.json (~2 MB), e.g. for
+        /// `--model synthetic:<shape>@DIR` where the weights cannot travel.
+        #[arg(long)]
+        tokenizer_only: bool,
     },
     /// List the registry's models, or fetch one.
     Models {
@@ -130,8 +135,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
-    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache only).
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
+    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
+    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
     /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on first
@@ -241,12 +247,17 @@ fn run(cli: Cli) -> Result<()> {
             out,
             dtype,
             shard_mb,
+            tokenizer_only,
         } => {
             let (_, path) = valuelens::model::resolve(&model)?;
             let mut checkpoint = Checkpoint::open(&path)?;
             let tokenizer = TextTokenizer::from_checkpoint(&checkpoint)?;
             let shard_bytes = shard_mb.map(|mb| mb.max(1) * 1_000_000);
-            safetensors::export(&mut checkpoint, &tokenizer, &out, dtype, shard_bytes)?;
+            if tokenizer_only {
+                safetensors::export_tokenizer(&checkpoint, &tokenizer, &out)?;
+            } else {
+                safetensors::export(&mut checkpoint, &tokenizer, &out, dtype, shard_bytes)?;
+            }
             eprintln!("wrote {} ({model} as safetensors)", out.display());
             Ok(())
         }

@@ -10,26 +10,32 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::QTensor;
 
-use super::{gguf, safetensors};
+use super::{gguf, safetensors, synthetic};
 
 /// Where a checkpoint's tensors come from.
 pub enum Tensors {
     Gguf(gguf::GgufTensors),
     Safetensors(safetensors::HfTensors),
+    Synthetic(synthetic::SyntheticTensors),
 }
 
 pub struct Checkpoint {
-    /// The GGUF file, or the folder of a safetensors checkpoint.
+    /// The GGUF file, the folder of a safetensors checkpoint, or a `synthetic:` spec.
     pub path: PathBuf,
     metadata: HashMap<String, Value>,
     tensors: Tensors,
+    /// A Hugging Face tokenizer to use instead of the GGUF `tokenizer.ggml.*` metadata.
+    tokenizer_json: Option<PathBuf>,
 }
 
 impl Checkpoint {
     /// A `.gguf` file, or a folder in the Hugging Face layout (`config.json`, `*.safetensors`,
     /// `tokenizer.json`).
     pub fn open(path: &Path) -> Result<Self> {
-        if path.is_dir() {
+        let spec = path.to_string_lossy();
+        if synthetic::is_synthetic(&spec) {
+            synthetic::open(&spec)
+        } else if path.is_dir() {
             safetensors::open(path)
         } else {
             gguf::open(path)
@@ -41,19 +47,22 @@ impl Checkpoint {
             path,
             metadata,
             tensors,
+            tokenizer_json: None,
         }
+    }
+
+    pub(super) fn with_tokenizer_json(mut self, tokenizer_json: PathBuf) -> Self {
+        self.tokenizer_json = Some(tokenizer_json);
+        self
     }
 
     pub fn is_safetensors(&self) -> bool {
         matches!(self.tensors, Tensors::Safetensors(_))
     }
 
-    /// The safetensors folder's `tokenizer.json`, for checkpoints that have one.
+    /// The Hugging Face `tokenizer.json` of checkpoints that come with one.
     pub fn tokenizer_json(&self) -> Option<PathBuf> {
-        match &self.tensors {
-            Tensors::Gguf(_) => None,
-            Tensors::Safetensors(_) => Some(self.path.join("tokenizer.json")),
-        }
+        self.tokenizer_json.clone()
     }
 
     /// The text of the BOS or EOS token (`which`: "bos" | "eos"), or "" when there is none.
@@ -188,6 +197,7 @@ impl Checkpoint {
         match &self.tensors {
             Tensors::Gguf(t) => t.has(name),
             Tensors::Safetensors(t) => t.has(name),
+            Tensors::Synthetic(t) => t.has(name),
         }
     }
 
@@ -196,6 +206,7 @@ impl Checkpoint {
         match &self.tensors {
             Tensors::Gguf(t) => t.names(),
             Tensors::Safetensors(t) => t.names(),
+            Tensors::Synthetic(t) => t.names(),
         }
     }
 
@@ -204,6 +215,7 @@ impl Checkpoint {
         let dims = match &self.tensors {
             Tensors::Gguf(t) => t.dims(name),
             Tensors::Safetensors(t) => t.dims(name),
+            Tensors::Synthetic(t) => t.dims(name),
         }
         .with_context(|| format!("{}: tensor '{name}' is missing", self.path.display()))?;
         match dims.as_slice() {
@@ -225,6 +237,7 @@ impl Checkpoint {
         match &mut self.tensors {
             Tensors::Gguf(t) => t.read(&self.path, name),
             Tensors::Safetensors(t) => t.read(&self.path, name),
+            Tensors::Synthetic(t) => t.read(&self.path, name),
         }
     }
 }

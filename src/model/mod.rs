@@ -12,6 +12,7 @@ pub mod llama;
 pub mod qwen2;
 pub mod registry;
 pub mod safetensors;
+pub mod synthetic;
 pub mod tokenizer;
 
 use std::ops::Range;
@@ -155,11 +156,15 @@ impl Model {
     }
 }
 
-/// A `--model` argument → (display name, path). `hf:org/name[@revision][:file.gguf]` comes
+/// A `--model` argument → (display name, path). `synthetic:<shape>[@dir]` is kept as its own
+/// "path" (see `synthetic.rs`). `hf:org/name[@revision][:file.gguf]` comes
 /// from the Hugging Face cache (downloaded if missing); a `.gguf` file or a safetensors folder
 /// is taken as it is; anything else must be a registry name, whose file is fetched if it is not
 /// there yet.
 pub fn resolve(spec: &str) -> Result<(String, PathBuf)> {
+    if synthetic::is_synthetic(spec) {
+        return Ok((spec.to_string(), PathBuf::from(spec)));
+    }
     if spec.starts_with("hf:") {
         let model = hub::HubModel::parse(spec)?;
         let path = hub::resolve(&model)?;

@@ -159,10 +159,7 @@ pub fn open(folder: &Path) -> Result<Checkpoint> {
         Some(Value::String(a)) => a.clone(),
         _ => unreachable!("config_metadata always sets the architecture"),
     };
-    let tokenizer_config = folder.join("tokenizer_config.json");
-    if tokenizer_config.is_file() {
-        tokenizer_metadata(&read_json(&tokenizer_config)?, &mut metadata);
-    }
+    add_tokenizer_config(folder, &mut metadata)?;
     let shards = shard_files(folder)?;
     // SAFETY: the files are mapped read-only; valuelens does not modify them while loaded
     // (the same contract as every mmap-based loader, e.g. candle's and transformers').
@@ -203,7 +200,17 @@ pub fn open(folder: &Path) -> Result<Checkpoint> {
             names,
             norms_offset_by_one: norms_offset_by_one(&architecture),
         }),
-    ))
+    )
+    .with_tokenizer_json(folder.join("tokenizer.json")))
+}
+
+/// The chat template and BOS/EOS texts of `folder/tokenizer_config.json`, where there is one.
+pub fn add_tokenizer_config(folder: &Path, metadata: &mut HashMap<String, Value>) -> Result<()> {
+    let tokenizer_config = folder.join("tokenizer_config.json");
+    if tokenizer_config.is_file() {
+        tokenizer_metadata(&read_json(&tokenizer_config)?, metadata);
+    }
+    Ok(())
 }
 
 /// `model.safetensors`, or the shards that `model.safetensors.index.json` lists.
@@ -432,22 +439,11 @@ pub fn export(
     dtype: ExportDtype,
     shard_bytes: Option<usize>,
 ) -> Result<()> {
-    if out.exists() {
-        bail!("{} exists already; choose a new folder", out.display());
-    }
     let architecture = checkpoint.string("general.architecture")?;
     if !["llama", "qwen2", "gemma3"].contains(&architecture.as_str()) {
         bail!("exporting architecture '{architecture}' is not supported");
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".export-")
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
+    let staging = staging_dir(out)?;
     let config = hf_config(checkpoint, &architecture, dtype)?;
     let (n_head, n_kv_head) = (
         config["num_attention_heads"].as_u64().unwrap_or(1) as usize,
@@ -512,6 +508,54 @@ pub fn export(
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
+    write_tokenizer_files(checkpoint, tokenizer, dir)?;
+    finish_staging(staging, out)
+}
+
+/// Writes only `tokenizer.json` and `tokenizer_config.json` of `checkpoint` into `out` (a new
+/// folder, appearing whole): about 2 MB that lets `synthetic:<shape>@out` tokenize as the model
+/// does where its weights cannot travel.
+pub fn export_tokenizer(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+) -> Result<()> {
+    let staging = staging_dir(out)?;
+    write_tokenizer_files(checkpoint, tokenizer, staging.path())?;
+    finish_staging(staging, out)
+}
+
+/// A temporary folder beside `out`, which must not exist yet.
+fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
+    if out.exists() {
+        bail!("{} exists already; choose a new folder", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    tempfile::Builder::new()
+        .prefix(".export-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a folder in {}", parent.display()))
+}
+
+/// Makes the staged files readable by all and moves the folder into place at `out`.
+fn finish_staging(staging: tempfile::TempDir, out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(staging.path())? {
+        crate::verified::set_readable(&std::fs::File::open(entry?.path())?)?;
+    }
+    let staging = staging.keep();
+    std::fs::rename(&staging, out)
+        .with_context(|| format!("cannot move the export into place at {}", out.display()))
+}
+
+fn write_tokenizer_files(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    dir: &Path,
+) -> Result<()> {
     tokenizer.save_json(&dir.join("tokenizer.json"))?;
     let mut tokenizer_config = json!({
         "bos_token": checkpoint.special_token_text("bos")?,
@@ -524,12 +568,6 @@ pub fn export(
         dir.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&tokenizer_config)?,
     )?;
-    for entry in std::fs::read_dir(dir)? {
-        crate::verified::set_readable(&std::fs::File::open(entry?.path())?)?;
-    }
-    let staging = staging.keep();
-    std::fs::rename(&staging, out)
-        .with_context(|| format!("cannot move the export into place at {}", out.display()))?;
     Ok(())
 }
 

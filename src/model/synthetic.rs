@@ -1,0 +1,282 @@
+//! `--model synthetic:<arch>-<size>[@tokenizer]`: a real model's shapes with random weights from
+//! a fixed seed, for measuring throughput where real weights cannot travel and for comparing
+//! devices on identical weights. The scores mean nothing; the work per token is the real
+//! model's.
+//!
+//! The tokenizer (and chat template) is the default registry model's, or, after `@`, a folder
+//! holding a `tokenizer.json` (and `tokenizer_config.json`), such as one `valuelens export`
+//! wrote — about 2 MB, so it travels where weights do not.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use super::checkpoint::{Checkpoint, Tensors};
+use super::{gguf, registry, safetensors};
+
+/// Weights are uniform with this standard deviation (as initialisers use); norms are 1.
+const WEIGHT_STD: f32 = 0.02;
+const SEED: u64 = 0x005e_ed0f_7a1e_u64;
+
+/// The shapes of a llama-architecture model.
+#[derive(Debug, Clone, Copy)]
+struct LlamaShape {
+    name: &'static str,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    ffn: usize,
+    vocab: usize,
+    rope_theta: f32,
+    tied: bool,
+}
+
+const SHAPES: &[LlamaShape] = &[
+    // SmolLM2-135M
+    LlamaShape {
+        name: "llama-135m",
+        hidden: 576,
+        layers: 30,
+        heads: 9,
+        kv_heads: 3,
+        ffn: 1536,
+        vocab: 49_152,
+        rope_theta: 100_000.0,
+        tied: true,
+    },
+    // Llama-3.2-1B
+    LlamaShape {
+        name: "llama-1b",
+        hidden: 2048,
+        layers: 16,
+        heads: 32,
+        kv_heads: 8,
+        ffn: 8192,
+        vocab: 128_256,
+        rope_theta: 500_000.0,
+        tied: true,
+    },
+    // Llama-3.1-8B
+    LlamaShape {
+        name: "llama-8b",
+        hidden: 4096,
+        layers: 32,
+        heads: 32,
+        kv_heads: 8,
+        ffn: 14_336,
+        vocab: 128_256,
+        rope_theta: 500_000.0,
+        tied: false,
+    },
+];
+
+/// Whether a `--model` argument names a synthetic model.
+pub fn is_synthetic(spec: &str) -> bool {
+    spec.starts_with("synthetic:")
+}
+
+/// Opens `synthetic:<shape>[@tokenizer folder]` as a checkpoint.
+pub fn open(spec: &str) -> Result<Checkpoint> {
+    let rest = spec.strip_prefix("synthetic:").unwrap_or(spec);
+    let (shape_name, tokenizer_dir) = match rest.split_once('@') {
+        Some((shape, dir)) => (shape, Some(PathBuf::from(dir))),
+        None => (rest, None),
+    };
+    let Some(shape) = SHAPES.iter().find(|s| s.name == shape_name).copied() else {
+        bail!(
+            "'{spec}': unknown synthetic shape '{shape_name}' (known: {})",
+            SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let mut metadata = shape_metadata(&shape);
+    let tokenizer_json = match &tokenizer_dir {
+        Some(dir) => {
+            let json = dir.join("tokenizer.json");
+            if !json.is_file() {
+                bail!(
+                    "'{spec}': {} has no tokenizer.json (`valuelens export` writes one)",
+                    dir.display()
+                );
+            }
+            safetensors::add_tokenizer_config(dir, &mut metadata)?;
+            Some(json)
+        }
+        None => {
+            // The default model's tokenizer, chat template and special tokens.
+            let registry = registry::Registry::builtin()?;
+            let entry = registry.get(&registry.default)?;
+            let path = registry::ensure(entry, &registry::models_dir())?;
+            let default = gguf::open(&path)?;
+            for (key, value) in default.metadata() {
+                if key.starts_with("tokenizer.") {
+                    metadata.insert(key.clone(), value.clone());
+                }
+            }
+            None
+        }
+    };
+    let checkpoint = Checkpoint::new(
+        PathBuf::from(spec),
+        metadata,
+        Tensors::Synthetic(SyntheticTensors::new(&shape)),
+    );
+    Ok(match tokenizer_json {
+        Some(json) => checkpoint.with_tokenizer_json(json),
+        None => checkpoint,
+    })
+}
+
+fn shape_metadata(shape: &LlamaShape) -> HashMap<String, Value> {
+    let mut m = HashMap::new();
+    m.insert("general.architecture".into(), Value::String("llama".into()));
+    let mut int = |k: &str, v: usize| {
+        m.insert(format!("llama.{k}"), Value::U64(v as u64));
+    };
+    int("embedding_length", shape.hidden);
+    int("block_count", shape.layers);
+    int("attention.head_count", shape.heads);
+    int("attention.head_count_kv", shape.kv_heads);
+    int("feed_forward_length", shape.ffn);
+    int("context_length", 8192);
+    int("rope.dimension_count", shape.hidden / shape.heads);
+    m.insert("llama.rope.freq_base".into(), Value::F32(shape.rope_theta));
+    m.insert(
+        "llama.attention.layer_norm_rms_epsilon".into(),
+        Value::F32(1e-5),
+    );
+    m
+}
+
+/// The tensors of a synthetic model, generated on read from the seed and the tensor's name,
+/// so they do not depend on the order of reads or on the device.
+pub struct SyntheticTensors {
+    shapes: HashMap<String, Vec<usize>>,
+}
+
+impl SyntheticTensors {
+    fn new(shape: &LlamaShape) -> Self {
+        let head_dim = shape.hidden / shape.heads;
+        let (q, kv, h, f) = (
+            shape.heads * head_dim,
+            shape.kv_heads * head_dim,
+            shape.hidden,
+            shape.ffn,
+        );
+        let mut shapes = HashMap::new();
+        shapes.insert("token_embd.weight".to_string(), vec![shape.vocab, h]);
+        shapes.insert("output_norm.weight".to_string(), vec![h]);
+        if !shape.tied {
+            shapes.insert("output.weight".to_string(), vec![shape.vocab, h]);
+        }
+        for i in 0..shape.layers {
+            for (name, dims) in [
+                ("attn_norm", vec![h]),
+                ("attn_q", vec![q, h]),
+                ("attn_k", vec![kv, h]),
+                ("attn_v", vec![kv, h]),
+                ("attn_output", vec![h, q]),
+                ("ffn_norm", vec![h]),
+                ("ffn_gate", vec![f, h]),
+                ("ffn_up", vec![f, h]),
+                ("ffn_down", vec![h, f]),
+            ] {
+                shapes.insert(format!("blk.{i}.{name}.weight"), dims);
+            }
+        }
+        Self { shapes }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.shapes.contains_key(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.shapes.keys().cloned().collect()
+    }
+
+    pub fn dims(&self, name: &str) -> Option<Vec<usize>> {
+        self.shapes.get(name).cloned()
+    }
+
+    pub fn read(&self, origin: &Path, name: &str) -> Result<QTensor> {
+        let dims = self
+            .shapes
+            .get(name)
+            .with_context(|| format!("{}: no tensor '{name}'", origin.display()))?;
+        let count: usize = dims.iter().product();
+        let values = if name.ends_with("norm.weight") {
+            vec![1f32; count]
+        } else {
+            random_uniform(tensor_seed(name), count, WEIGHT_STD)
+        };
+        let tensor = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
+        Ok(QTensor::quantize(&tensor, GgmlDType::F32)?)
+    }
+}
+
+/// FNV-1a of the name, mixed with the global seed.
+fn tensor_seed(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash ^ SEED
+}
+
+/// SplitMix64 of (seed + index): element `i` depends only on the seed and `i`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `count` values uniform on [−√3·std, √3·std) (standard deviation `std`), in parallel.
+fn random_uniform(seed: u64, count: usize, std: f32) -> Vec<f32> {
+    let half_width = std * 3f32.sqrt();
+    let mut out = vec![0f32; count];
+    out.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(chunk, values)| {
+            let first = (chunk << 16) as u64;
+            for (i, v) in values.iter_mut().enumerate() {
+                let bits = splitmix64(seed.wrapping_add(first + i as u64));
+                // The top 24 bits as a fraction in [0, 1).
+                let unit = (bits >> 40) as f32 / (1u64 << 24) as f32;
+                *v = (2.0 * unit - 1.0) * half_width;
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_reproducible_and_have_the_intended_spread() {
+        let a = random_uniform(tensor_seed("blk.0.attn_q.weight"), 200_000, 0.02);
+        let b = random_uniform(tensor_seed("blk.0.attn_q.weight"), 200_000, 0.02);
+        let c = random_uniform(tensor_seed("blk.0.attn_k.weight"), 200_000, 0.02);
+        assert_eq!(a, b);
+        assert_ne!(a[..100], c[..100]);
+        let mean = a.iter().map(|&x| x as f64).sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 2e-4, "mean {mean}");
+        assert!((var.sqrt() - 0.02).abs() < 2e-4, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn unknown_shapes_are_named_with_the_known_ones() {
+        let err = open("synthetic:llama-3b").err().unwrap().to_string();
+        assert!(
+            err.contains("llama-135m") && err.contains("llama-8b"),
+            "{err}"
+        );
+    }
+}
