@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::succeed;
 use valuelens::engine::requests::read_requests;
 
 /// One country, two topics, two values: four units (Task 1 and Task 2 of two scenarios).
@@ -30,16 +31,6 @@ fn valuelens(args: &[&str], extra: &[&Path]) -> Command {
         .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     command
-}
-
-fn succeed(mut command: Command) -> Output {
-    let output = command.output().expect("the binary runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn run_subset(out: &Path) -> Command {

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::fixture_checks::{self, score_subset};
-use common::{default_model_path, fixtures, registry_model_path};
+use common::{default_model_path, fixtures, registry_model_path, succeed};
 use valuelens::engine::EngineOptions;
 use valuelens::model::checkpoint::Checkpoint;
 use valuelens::model::safetensors::{export, ExportDtype};
@@ -224,24 +224,27 @@ fn fixture_input(dir: &Path) -> PathBuf {
     input
 }
 
+/// `valuelens score` of the first four SmolLM2 fixtures with `model`, into `dir/scores.jsonl`.
+fn score_with_hub(model: &str, offline: bool, dir: &Path) -> (Output, PathBuf) {
+    let input = fixture_input(dir);
+    let output = dir.join("scores.jsonl");
+    let args = [
+        "score",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    (valuelens_with_hub(&args, offline), output)
+}
+
 /// Scores the first four SmolLM2 fixtures with `model`; checks them against the references.
 fn scores_fixtures_through(model: &str, offline: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (_, references) = fixtures("smollm2-135m");
-    let input = fixture_input(dir.path());
-    let output = dir.path().join("scores.jsonl");
-    let out = valuelens_with_hub(
-        &[
-            "score",
-            "--model",
-            model,
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ],
-        offline,
-    );
+    let (out, output) = score_with_hub(model, offline, dir.path());
     assert!(
         out.status.success(),
         "{model}: {}",
@@ -283,21 +286,10 @@ fn hf_gguf_file_resolves_offline_from_the_cache() {
     );
 }
 
-/// `valuelens score` of real requests with `model`, into a file nobody reads.
-fn score_with_hub(model: &str, offline: bool) -> Output {
+/// `valuelens score` with `model` that is expected to fail, leaving no output.
+fn failed_score_with_hub(model: &str, offline: bool) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let input = fixture_input(dir.path());
-    let output = dir.path().join("scores.jsonl");
-    let args = [
-        "score",
-        "--model",
-        model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    let out = valuelens_with_hub(&args, offline);
+    let (out, output) = score_with_hub(model, offline, dir.path());
     assert!(!output.exists(), "no output on failure");
     out
 }
@@ -309,7 +301,7 @@ fn hf_cache_miss_offline_fails_clearly() {
         "hf:test-org/SmolLM2-st@v9",
         "hf:test-org/SmolLM2-GGUF:other.gguf",
     ] {
-        let out = score_with_hub(model, true);
+        let out = failed_score_with_hub(model, true);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{model}");
         assert!(
@@ -322,7 +314,7 @@ fn hf_cache_miss_offline_fails_clearly() {
 
 #[test]
 fn hf_download_failure_names_the_file_and_the_remedies() {
-    let out = score_with_hub("hf:test-org/absent", false);
+    let out = failed_score_with_hub("hf:test-org/absent", false);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -339,7 +331,8 @@ fn safetensors_folder_renders_the_same_prompts_as_its_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let dump = |model: &Path, name: &str| -> String {
         let file = dir.path().join(name);
-        let out = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+        command
             .args(["run", "--model", model.to_str().unwrap()])
             .args([
                 "--countries",
@@ -348,14 +341,8 @@ fn safetensors_folder_renders_the_same_prompts_as_its_gguf() {
                 "Religion",
                 "--dump-requests",
             ])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(&file);
+        succeed(command);
         std::fs::read_to_string(&file).unwrap()
     };
     let from_gguf = dump(&default_model_path(), "gguf.jsonl");

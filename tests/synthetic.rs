@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{default_model_path, fixtures};
+use common::{default_model_path, fixtures, succeed};
 use valuelens::engine::{self, EngineOptions, Request};
 use valuelens::model::{Model, WeightMode};
 
@@ -50,16 +50,11 @@ fn synthetic_smollm2_shape_scores_deterministically_and_near_uniformly() {
 fn synthetic_model_takes_an_exported_tokenizer_folder() {
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = dir.path().join("tokenizer");
-    let out = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    command
         .args(["export", "--tokenizer-only", "--out"])
-        .arg(&tokenizer)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&tokenizer);
+    succeed(command);
     let mut files: Vec<String> = std::fs::read_dir(&tokenizer)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::layers::{
-    gated, head_major, heads, lm_head, packed_attention, score_logits, AttentionSpec, BatchTensors,
+    gated, head_major, heads, lm_head, packed_attention, score_rows, AttentionSpec, BatchTensors,
     GateActivation, Linear, RopeStyle, RopeTables, WeightMode,
 };
 use super::{PackedBatch, RowScore};
@@ -213,9 +213,13 @@ impl Gemma3 {
             let act = gated(&gate_up, GateActivation::GeluTanh)?;
             x = (x + norm(&block.down.forward(&act)?, &block.post_ffn_norm)?)?;
         }
-        let rows = Tensor::new(batch.score_rows.as_slice(), &Device::Cpu)?;
-        let h = norm(&x.index_select(&rows, 0)?, &self.final_norm)?;
-        let logits = self.lm_head.forward(&h)?;
-        score_logits(&logits, &batch.targets, c.final_softcap)
+        score_rows(
+            &x,
+            batch,
+            &self.final_norm,
+            c.rms_eps,
+            &self.lm_head,
+            c.final_softcap,
+        )
     }
 }

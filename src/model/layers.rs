@@ -349,6 +349,20 @@ pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
     Ok((gate * gate_up.narrow(1, ffn, ffn)?)?)
 }
 
+/// The LM head on the batch's scored rows only: final norm, projection, log-softmax, targets.
+pub fn score_rows(
+    hidden: &Tensor,
+    batch: &PackedBatch,
+    final_norm: &Tensor,
+    rms_eps: f32,
+    lm_head: &Linear,
+    softcap: Option<f32>,
+) -> Result<Vec<RowScore>> {
+    let rows = Tensor::new(batch.score_rows.as_slice(), hidden.device())?;
+    let h = candle_nn::ops::rms_norm(&hidden.index_select(&rows, 0)?, final_norm, rms_eps)?;
+    score_logits(&lm_head.forward(&h)?, &batch.targets, softcap)
+}
+
 /// Log-probability of each target and whether it is its row's argmax, from the logits
 /// `[R, V]` of the scored rows (soft-capped to `cap · tanh(x / cap)` first when `softcap` is
 /// given); `targets` are (row, token) pairs.

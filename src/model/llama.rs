@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use super::checkpoint::Checkpoint;
 pub use super::layers::RopeStyle;
 use super::layers::{
-    gated, head_major, heads, lm_head, packed_attention, score_logits, AttentionSpec, BatchTensors,
+    gated, head_major, heads, lm_head, packed_attention, score_rows, AttentionSpec, BatchTensors,
     GateActivation, Linear, RopeTables, WeightMode,
 };
 use super::{PackedBatch, RowScore};
@@ -164,10 +164,13 @@ impl Llama {
             let act = gated(&gate_up, GateActivation::Silu)?;
             x = (x + block.down.forward(&act)?)?;
         }
-        let rows = Tensor::new(batch.score_rows.as_slice(), &Device::Cpu)?;
-        let h = x.index_select(&rows, 0)?;
-        let h = candle_nn::ops::rms_norm(&h, &self.final_norm, c.rms_eps as f32)?;
-        let logits = self.lm_head.forward(&h)?;
-        score_logits(&logits, &batch.targets, None)
+        score_rows(
+            &x,
+            batch,
+            &self.final_norm,
+            c.rms_eps as f32,
+            &self.lm_head,
+            None,
+        )
     }
 }

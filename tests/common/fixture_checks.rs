@@ -187,7 +187,7 @@ macro_rules! valuelens_fixture_suite {
         }
 
         #[test]
-        fn quantized_logprobs_are_close_and_greedy_mostly_agrees_on_a_subset() {
+        fn quantized_logprobs_are_close_and_greedy_mostly_agrees() {
             let (scores, references) = score_subset(
                 &model(WeightMode::Quantized),
                 MODEL,

@@ -77,28 +77,26 @@ pub fn model_f32() -> &'static Model {
     })
 }
 
-pub fn model_quantized() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        Model::load_file("smollm2-135m", &default_model_path(), WeightMode::Quantized).unwrap()
-    })
+/// Runs `command` and asserts it succeeds; returns its output.
+pub fn succeed(mut command: std::process::Command) -> std::process::Output {
+    let output = command.output().expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// Runs `valuelens score` on the default model and asserts it succeeds; returns its output.
 pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    command
         .args(["score", "--model"])
         .arg(default_model_path())
         .arg("--input")
         .arg(input)
         .arg("--output")
-        .arg(output)
-        .output()
-        .expect("the binary runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    run
+        .arg(output);
+    succeed(command)
 }
