@@ -11,9 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use valuelens::engine::{self, requests, EngineOptions};
 use valuelens::metrics::Cells;
 use valuelens::model::checkpoint::Checkpoint;
+use valuelens::model::device::device_name;
 use valuelens::model::safetensors::{self, ExportDtype};
 use valuelens::model::tokenizer::TextTokenizer;
-use valuelens::model::{registry, Model, WeightMode};
+use valuelens::model::{parse_device, registry, Model, Placement, WeightMode};
 use valuelens::output::write_atomically;
 use valuelens::prompts::chat::ChatTemplate;
 use valuelens::report::MetricsReport;
@@ -48,12 +49,8 @@ enum Command {
         /// JSONL, one `{"id", "logprob", "n_tokens", "greedy", "token_logprobs"}` per line.
         #[arg(long)]
         output: PathBuf,
-        /// Weights dequantized to f32 (fastest on CPU) or kept quantized.
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: WeightMode,
-        /// Most tokens in one forward pass.
-        #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
-        batch_tokens: usize,
+        #[command(flatten)]
+        compute: ComputeArgs,
     },
     /// The value–action gap benchmark: Task 1 and Task 2 scored by log-probability over the VIA
     /// dataset, then the paper's measures, tables and figures in a results folder. Resumable:
@@ -65,13 +62,30 @@ enum Command {
         model: String,
         #[arg(long)]
         input: PathBuf,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: WeightMode,
-        #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
-        batch_tokens: usize,
+        #[command(flatten)]
+        compute: ComputeArgs,
         /// The baseline: one request per forward, no prefix sharing.
         #[arg(long)]
         naive: bool,
+        /// Score the input this many times and report each pass (the first pays one-time
+        /// costs such as GPU kernel loading); throughput is the fastest pass's.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Score the same requests with two settings (by default: the given --device/--dtype
+    /// against the same --dtype on the CPU) and check they agree per token: one JSON object on stdout,
+    /// failure when the largest difference exceeds --tolerance.
+    Compare(CompareArgs),
+    /// Tokenize requests as the engine does: JSONL in, JSONL out with one
+    /// `{"id", "context_tokens", "continuation_tokens"}` per line (e.g. to feed another
+    /// implementation exactly the same tokens).
+    Tokenize {
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
     },
     /// The paper's alignment measures from Task-1 and Task-2 outputs — a run's stated.csv and
     /// action.csv, or the paper's released files: writes <out>/metrics.json and <out>/summary.md.
@@ -171,13 +185,66 @@ struct RunArgs {
     /// none); none: always the plain prompt + newline.
     #[arg(long, value_enum, default_value = "auto")]
     chat_template: ChatTemplateMode,
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: WeightMode,
-    #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
-    batch_tokens: usize,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Discard a results folder of another configuration instead of refusing it.
     #[arg(long)]
     force: bool,
+}
+
+/// Where and how a model computes.
+#[derive(clap::Args, Clone)]
+struct ComputeArgs {
+    /// Weights (and activations): f32 (the reference; fastest on CPU), bf16 or f16 (for
+    /// GPUs), or quantized as the file stores them (GGUF; activations in f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: WeightMode,
+    /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Most tokens in one forward pass.
+    #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
+    batch_tokens: usize,
+}
+
+impl ComputeArgs {
+    fn placement(&self) -> Result<Placement> {
+        Ok(Placement::new(parse_device(&self.device)?, self.dtype))
+    }
+
+    fn engine_options(&self) -> Result<EngineOptions> {
+        if self.batch_tokens == 0 {
+            anyhow::bail!("--batch-tokens must be at least 1");
+        }
+        Ok(EngineOptions {
+            batch_tokens: self.batch_tokens,
+            ..EngineOptions::default()
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// JSONL, one `{"id", "context", "continuation"}` per line.
+    #[arg(long)]
+    input: PathBuf,
+    /// Only the first N requests.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The setting under test.
+    #[command(flatten)]
+    compute: ComputeArgs,
+    /// The reference's device.
+    #[arg(long, default_value = "cpu")]
+    reference_device: String,
+    /// The reference's weights; by default the same --dtype (so that only the device differs).
+    #[arg(long, value_enum)]
+    reference_dtype: Option<WeightMode>,
+    /// Largest allowed |Δ log p| of one token.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -214,17 +281,22 @@ fn run(cli: Cli) -> Result<()> {
             model,
             input,
             output,
-            dtype,
-            batch_tokens,
-        } => score(&model, &input, &output, dtype, batch_tokens),
+            compute,
+        } => score(&model, &input, &output, &compute),
         Command::Run(args) => run_benchmark(args),
         Command::Bench {
             model,
             input,
-            dtype,
-            batch_tokens,
+            compute,
             naive,
-        } => bench(&model, &input, dtype, batch_tokens, naive),
+            repeat,
+        } => bench(&model, &input, &compute, naive, repeat),
+        Command::Compare(args) => compare(&args),
+        Command::Tokenize {
+            model,
+            input,
+            output,
+        } => tokenize(&model, &input, &output),
         Command::Metrics {
             data,
             stated,
@@ -277,25 +349,13 @@ fn run(cli: Cli) -> Result<()> {
 /// Requests scored together (and sharing prefixes) at a time: bounds memory for any input.
 const STREAM_CHUNK: usize = 8192;
 
-fn score(
-    model: &str,
-    input: &Path,
-    output: &Path,
-    dtype: WeightMode,
-    batch_tokens: usize,
-) -> Result<()> {
-    if batch_tokens == 0 {
-        anyhow::bail!("--batch-tokens must be at least 1");
-    }
+fn score(model: &str, input: &Path, output: &Path, compute: &ComputeArgs) -> Result<()> {
+    let options = compute.engine_options()?;
     let n_requests = requests::validate_requests(input)?;
     let started = Instant::now();
-    let model = Model::load(model, dtype)?;
+    let model = Model::load_on(model, &compute.placement()?)?;
     let loaded = started.elapsed();
     let bar = progress_bar(n_requests);
-    let options = EngineOptions {
-        batch_tokens,
-        ..EngineOptions::default()
-    };
     let mut stats = engine::EngineStats::default();
     write_atomically(output, |out| {
         stats = engine::score_stream(
@@ -312,11 +372,12 @@ fn score(
     bar.finish_and_clear();
     let secs = (started.elapsed() - loaded).as_secs_f64();
     eprintln!(
-        "scored {} requests with {} [{:?}] in {secs:.2} s: {} tokens computed for {} in the \
-         requests ({:.0} computed tokens/s; load {:.2} s)",
+        "scored {} requests with {} [{:?} on {}] in {secs:.2} s: {} tokens computed for {} in \
+         the requests ({:.0} computed tokens/s; load {:.2} s)",
         stats.requests,
         model.name,
-        dtype,
+        model.weight_mode,
+        device_name(&model.device),
         stats.computed_tokens,
         stats.request_tokens,
         stats.computed_tokens as f64 / secs.max(1e-9),
@@ -328,28 +389,34 @@ fn score(
 fn bench(
     model: &str,
     input: &Path,
-    dtype: WeightMode,
-    batch_tokens: usize,
+    compute: &ComputeArgs,
     naive: bool,
+    repeat: usize,
 ) -> Result<()> {
     let started = Instant::now();
+    let mut options = compute.engine_options()?;
+    if naive {
+        options.batch_tokens = 1;
+        options.share_prefixes = false;
+    }
     let n_requests = requests::validate_requests(input)?;
-    let model = Model::load(model, dtype)?;
+    let model = Model::load_on(model, &compute.placement()?)?;
     let loaded = started.elapsed();
-    let options = EngineOptions {
-        batch_tokens: if naive { 1 } else { batch_tokens },
-        share_prefixes: !naive,
-    };
-    let scoring = Instant::now();
-    let stats = engine::score_stream(
-        &model,
-        requests::RequestLines::open(input)?,
-        &options,
-        STREAM_CHUNK,
-        None,
-        |_| Ok(()),
-    )?;
-    let score_s = scoring.elapsed().as_secs_f64();
+    let mut passes = Vec::with_capacity(repeat.max(1));
+    let mut stats = engine::EngineStats::default();
+    for _ in 0..repeat.max(1) {
+        let scoring = Instant::now();
+        stats = engine::score_stream(
+            &model,
+            requests::RequestLines::open(input)?,
+            &options,
+            STREAM_CHUNK,
+            None,
+            |_| Ok(()),
+        )?;
+        passes.push(scoring.elapsed().as_secs_f64());
+    }
+    let score_s = passes.iter().copied().fold(f64::INFINITY, f64::min);
     let wall_s = started.elapsed().as_secs_f64();
     let result = serde_json::json!({
         "model": model.name,
@@ -362,11 +429,14 @@ fn bench(
         "wall_s": wall_s,
         "load_s": loaded.as_secs_f64(),
         "score_s": score_s,
+        "passes_s": passes,
         "computed_tokens_per_s": stats.computed_tokens as f64 / score_s,
-        "requests_per_s": n_requests as f64 / wall_s,
+        "request_tokens_per_s": stats.request_tokens as f64 / score_s,
+        "requests_per_s": n_requests as f64 / score_s,
         "peak_rss_mb": peak_rss_mb(),
         "settings": {
-            "dtype": dtype,
+            "dtype": model.weight_mode,
+            "device": device_name(&model.device),
             "batch_tokens": options.batch_tokens,
             "share_prefixes": options.share_prefixes,
             "naive": naive,
@@ -374,6 +444,76 @@ fn bench(
         },
     });
     println!("{result}");
+    Ok(())
+}
+
+fn compare(args: &CompareArgs) -> Result<()> {
+    let options = args.compute.engine_options()?;
+    requests::validate_requests(&args.input)?;
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let requests: Vec<engine::Request> = requests::RequestLines::open(&args.input)?
+        .take(limit)
+        .collect::<Result<_>>()?;
+    let reference = Placement::new(
+        parse_device(&args.reference_device)?,
+        args.reference_dtype.unwrap_or(args.compute.dtype),
+    );
+    let tested = args.compute.placement()?;
+    let run = |placement: &Placement| -> Result<(Vec<engine::Score>, f64)> {
+        let model = Model::load_on(&args.model, placement)?;
+        let started = Instant::now();
+        let scores = engine::score(&model, &requests, &options, None)?;
+        Ok((scores, started.elapsed().as_secs_f64()))
+    };
+    let (expected, reference_s) = run(&reference)?;
+    let (actual, tested_s) = run(&tested)?;
+    let agreement = engine::agreement::Agreement::of(&expected, &actual)?;
+    let within = agreement.max_abs_token_diff <= args.tolerance;
+    let result = serde_json::json!({
+        "model": args.model,
+        "input": args.input.display().to_string(),
+        "reference": {"device": device_name(&reference.device), "dtype": reference.mode, "score_s": reference_s},
+        "tested": {"device": device_name(&tested.device), "dtype": tested.mode, "score_s": tested_s},
+        "agreement": agreement,
+        "tolerance": args.tolerance,
+        "within_tolerance": within,
+    });
+    println!("{result}");
+    if !within {
+        anyhow::bail!(
+            "{} on {} differs from {} on {} by up to {:.3e} per token (tolerance {:.1e})",
+            format!("{:?}", tested.mode).to_lowercase(),
+            device_name(&tested.device),
+            format!("{:?}", reference.mode).to_lowercase(),
+            device_name(&reference.device),
+            agreement.max_abs_token_diff,
+            args.tolerance
+        );
+    }
+    Ok(())
+}
+
+fn tokenize(model: &str, input: &Path, output: &Path) -> Result<()> {
+    requests::validate_requests(input)?;
+    let (_, path) = valuelens::model::resolve(model)?;
+    let tokenizer = TextTokenizer::from_checkpoint(&Checkpoint::open(&path)?)?;
+    let mut n = 0usize;
+    write_atomically(output, |out| {
+        for request in requests::RequestLines::open(input)? {
+            let request = request?;
+            let tokens = engine::tokenize_with(&tokenizer, &request)?;
+            let line = serde_json::json!({
+                "id": request.id,
+                "context_tokens": &tokens.tokens[..tokens.context_len],
+                "continuation_tokens": tokens.continuation(),
+            });
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+        Ok(())
+    })?;
+    eprintln!("wrote the tokens of {n} requests to {}", output.display());
     Ok(())
 }
 
@@ -437,9 +577,8 @@ fn metrics(
 
 fn run_benchmark(args: RunArgs) -> Result<()> {
     let started = Instant::now();
-    if args.batch_tokens == 0 {
-        anyhow::bail!("--batch-tokens must be at least 1");
-    }
+    let options = args.compute.engine_options()?;
+    let placement = args.compute.placement()?;
     let selection = Selection::parse(
         args.countries.as_deref(),
         args.topics.as_deref(),
@@ -483,24 +622,27 @@ fn run_benchmark(args: RunArgs) -> Result<()> {
     let model_sha256 = valuelens::verified::sha256_model(&model_path)?;
     let data_sha256 = valuelens::verified::sha256_file(&data)?;
     // Everything that changes a score; a results folder only resumes a run with the same.
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "valuelens": env!("CARGO_PKG_VERSION"),
         "model_sha256": model_sha256,
         "data_sha256": data_sha256,
         "protocol": args.protocol,
         "selection": selection.names(),
         "chat_template": args.chat_template,
-        "dtype": args.dtype,
-        "batch_tokens": args.batch_tokens,
+        "dtype": args.compute.dtype,
+        "batch_tokens": args.compute.batch_tokens,
     });
+    // Kernels differ between device kinds (not between GPUs of one kind); CPU runs keep the
+    // configuration they had before devices existed, so their folders still resume.
+    if !placement.device.is_cpu() {
+        let kind = device_name(&placement.device);
+        let kind = kind.split(':').next().unwrap_or_default().to_string();
+        config["device"] = serde_json::Value::String(kind);
+    }
     let checkpoints = Checkpoints::open(&out, &config, args.force)?;
 
-    let model = Model::load_file(&model_name, &model_path, args.dtype)?;
+    let model = Model::load_file_on(&model_name, &model_path, &placement)?;
     let load_s = started.elapsed().as_secs_f64();
-    let options = EngineOptions {
-        batch_tokens: args.batch_tokens,
-        ..EngineOptions::default()
-    };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
@@ -526,7 +668,8 @@ fn run_benchmark(args: RunArgs) -> Result<()> {
             "file": model_path.display().to_string(),
             "sha256": model_sha256,
             "architecture": model.architecture,
-            "dtype": args.dtype,
+            "dtype": args.compute.dtype,
+            "device": device_name(&model.device),
         },
         "data": {
             "file": data.display().to_string(),
@@ -542,7 +685,7 @@ fn run_benchmark(args: RunArgs) -> Result<()> {
         "prompt_format": format.describe(),
         "settings": {
             "chat_template": args.chat_template,
-            "batch_tokens": args.batch_tokens,
+            "batch_tokens": args.compute.batch_tokens,
             "share_prefixes": options.share_prefixes,
             "threads": rayon::current_num_threads(),
         },

@@ -3,6 +3,7 @@
 //! distinct token prefix is computed once, and run in packed forwards under a token budget.
 //! It knows nothing about VIA or prompts.
 
+pub mod agreement;
 pub mod prefix;
 pub mod requests;
 mod schedule;

@@ -10,12 +10,12 @@
 //! of `(1 + w) · x̂` already added, so every norm is a plain RMSNorm here.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::checkpoint::Checkpoint;
 use super::layers::{
-    gated, head_major, heads, lm_head, packed_attention, score_rows, AttentionSpec, BatchTensors,
-    GateActivation, Linear, RopeStyle, RopeTables, WeightMode,
+    gated, head_major, heads, lm_head, score_rows, AttentionPlan, AttentionSpec, BatchTensors,
+    GateActivation, Linear, Placement, RopeStyle, RopeTables, WeightMode,
 };
 use super::{PackedBatch, RowScore};
 
@@ -134,27 +134,33 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    pub fn from_checkpoint(checkpoint: &mut Checkpoint, mode: WeightMode) -> Result<Self> {
+    pub fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
         let config = Gemma3Config::from_checkpoint(checkpoint)?;
-        let dev = Device::Cpu;
+        if placement.mode == WeightMode::F16 {
+            bail!(
+                "{}: gemma 3's activations overflow f16 (they exceed its largest value, 65504); \
+                 use --dtype bf16 or f32",
+                checkpoint.path.display()
+            );
+        }
         let embed_q = checkpoint.tensor("token_embd.weight")?;
-        let embeddings = embed_q.dequantize(&dev)?;
-        let lm_head = lm_head(checkpoint, embed_q, &embeddings, mode)?;
+        let embeddings = placement.dense(&embed_q)?;
+        let lm_head = lm_head(checkpoint, embed_q, &embeddings, placement)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
             let sliding = config.is_sliding(i);
             blocks.push(Block {
-                attn_norm: t("attn_norm")?.dequantize(&dev)?,
-                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], mode)?,
-                q_norm: t("attn_q_norm")?.dequantize(&dev)?,
-                k_norm: t("attn_k_norm")?.dequantize(&dev)?,
-                attn_out: Linear::new(t("attn_output")?, mode)?,
-                post_attn_norm: t("post_attention_norm")?.dequantize(&dev)?,
-                ffn_norm: t("ffn_norm")?.dequantize(&dev)?,
-                gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], mode)?,
-                down: Linear::new(t("ffn_down")?, mode)?,
-                post_ffn_norm: t("post_ffw_norm")?.dequantize(&dev)?,
+                attn_norm: placement.dense(&t("attn_norm")?)?,
+                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
+                q_norm: placement.dense(&t("attn_q_norm")?)?,
+                k_norm: placement.dense(&t("attn_k_norm")?)?,
+                attn_out: Linear::new(t("attn_output")?, placement)?,
+                post_attn_norm: placement.dense(&t("post_attention_norm")?)?,
+                ffn_norm: placement.dense(&t("ffn_norm")?)?,
+                gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,
+                down: Linear::new(t("ffn_down")?, placement)?,
+                post_ffn_norm: placement.dense(&t("post_ffw_norm")?)?,
                 attention: AttentionSpec {
                     scale: config.attention_scale,
                     window: config.sliding_window.filter(|_| sliding),
@@ -163,16 +169,17 @@ impl Gemma3 {
                 sliding,
             });
         }
-        let final_norm = checkpoint.tensor("output_norm.weight")?.dequantize(&dev)?;
+        let final_norm = placement.dense(&checkpoint.tensor("output_norm.weight")?)?;
         let (dim, max) = (config.head_dim, config.context_length);
         let global_rope = RopeTables::linearly_scaled(
             dim,
             config.global_rope_base,
             config.global_rope_scale,
             max,
+            placement,
         )
         .context("building the global rotary tables")?;
-        let local_rope = RopeTables::new(dim, config.local_rope_base, max)
+        let local_rope = RopeTables::new(dim, config.local_rope_base, max, placement)
             .context("building the sliding-window rotary tables")?;
         Ok(Self {
             config,
@@ -192,20 +199,35 @@ impl Gemma3 {
         let q_dim = c.n_head * c.head_dim;
         let kv_dim = c.n_kv_head * c.head_dim;
         let norm = |x: &Tensor, w: &Tensor| candle_nn::ops::rms_norm(x, w, c.rms_eps);
+        // One plan per distinct spec (sliding and global layers), shared by the layers.
+        let mut plans: Vec<(AttentionSpec, AttentionPlan)> = Vec::new();
+        for block in &self.blocks {
+            if !plans.iter().any(|(spec, _)| *spec == block.attention) {
+                let plan = AttentionPlan::new(
+                    batch,
+                    block.attention,
+                    self.embeddings.device(),
+                    self.embeddings.dtype(),
+                )?;
+                plans.push((block.attention, plan));
+            }
+        }
         let mut x = (self.embeddings.index_select(&global.ids, 0)? * (c.hidden as f64).sqrt())?;
         for block in &self.blocks {
+            let (_, attention) = plans
+                .iter()
+                .find(|(spec, _)| *spec == block.attention)
+                .expect("a plan was made for every block's spec");
             let tables = if block.sliding { &local } else { &global };
             let rope = Some((&tables.cos, &tables.sin, RopeStyle::Halves));
             let qkv = block.qkv.forward(&norm(&x, &block.attn_norm)?)?;
             let q = norm(&heads(&qkv, 0, c.n_head, c.head_dim)?, &block.q_norm)?;
             let k = norm(&heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?, &block.k_norm)?;
             let v = heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?;
-            let attn = packed_attention(
+            let attn = attention.attend(
                 &head_major(&q, rope)?,
                 &head_major(&k, rope)?,
                 &head_major(&v, None)?,
-                batch,
-                &block.attention,
             )?;
             x = (x + norm(&block.attn_out.forward(&attn)?, &block.post_attn_norm)?)?;
 

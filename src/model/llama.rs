@@ -7,13 +7,13 @@
 //! this only in their metadata prefix, Q/K/V biases and rotary layout (qwen2) reuse it.
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::checkpoint::Checkpoint;
 pub use super::layers::RopeStyle;
 use super::layers::{
-    gated, head_major, heads, lm_head, packed_attention, score_rows, AttentionSpec, BatchTensors,
-    GateActivation, Linear, RopeTables, WeightMode,
+    gated, head_major, heads, lm_head, score_rows, AttentionPlan, AttentionSpec, BatchTensors,
+    GateActivation, Linear, Placement, RopeTables,
 };
 use super::{PackedBatch, RowScore};
 
@@ -78,7 +78,7 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn from_checkpoint(checkpoint: &mut Checkpoint, mode: WeightMode) -> Result<Self> {
+    pub fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
         // GGUF permutes llama's Q/K rows for interleaved RoPE; Hugging Face checkpoints keep
         // the halves layout.
         let rope_style = if checkpoint.is_safetensors() {
@@ -86,29 +86,26 @@ impl Llama {
         } else {
             RopeStyle::Interleaved
         };
-        Self::from_checkpoint_as(checkpoint, mode, "llama", rope_style)
+        Self::from_checkpoint_as(checkpoint, placement, "llama", rope_style)
     }
 
     /// Loads a llama-shaped network whose metadata lives under `prefix`, with the given rotary
     /// layout; Q/K/V biases are used where the file has them.
     pub fn from_checkpoint_as(
         checkpoint: &mut Checkpoint,
-        mode: WeightMode,
+        placement: &Placement,
         prefix: &str,
         rope_style: RopeStyle,
     ) -> Result<Self> {
         let config = LlamaConfig::from_checkpoint(checkpoint, prefix, rope_style)?;
-        let dev = Device::Cpu;
         let embed_q = checkpoint.tensor("token_embd.weight")?;
-        let embeddings = embed_q.dequantize(&dev)?;
-        let lm_head = lm_head(checkpoint, embed_q, &embeddings, mode)?;
+        let embeddings = placement.dense(&embed_q)?;
+        let lm_head = lm_head(checkpoint, embed_q, &embeddings, placement)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let qkv_bias = if checkpoint.has_tensor(&format!("blk.{i}.attn_q.bias")) {
                 let mut bias = |name: &str| -> Result<Tensor> {
-                    Ok(checkpoint
-                        .tensor(&format!("blk.{i}.{name}.bias"))?
-                        .dequantize(&dev)?)
+                    placement.dense(&checkpoint.tensor(&format!("blk.{i}.{name}.bias"))?)
                 };
                 let parts = [bias("attn_q")?, bias("attn_k")?, bias("attn_v")?];
                 Some(Tensor::cat(&parts, 0)?)
@@ -117,18 +114,23 @@ impl Llama {
             };
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
             blocks.push(Block {
-                attn_norm: t("attn_norm")?.dequantize(&dev)?,
-                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], mode)?,
+                attn_norm: placement.dense(&t("attn_norm")?)?,
+                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
                 qkv_bias,
-                attn_out: Linear::new(t("attn_output")?, mode)?,
-                ffn_norm: t("ffn_norm")?.dequantize(&dev)?,
-                gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], mode)?,
-                down: Linear::new(t("ffn_down")?, mode)?,
+                attn_out: Linear::new(t("attn_output")?, placement)?,
+                ffn_norm: placement.dense(&t("ffn_norm")?)?,
+                gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,
+                down: Linear::new(t("ffn_down")?, placement)?,
             });
         }
-        let final_norm = checkpoint.tensor("output_norm.weight")?.dequantize(&dev)?;
-        let rope = RopeTables::new(config.head_dim, config.rope_theta, config.context_length)
-            .context("building rotary tables")?;
+        let final_norm = placement.dense(&checkpoint.tensor("output_norm.weight")?)?;
+        let rope = RopeTables::new(
+            config.head_dim,
+            config.rope_theta,
+            config.context_length,
+            placement,
+        )
+        .context("building rotary tables")?;
         Ok(Self {
             config,
             embeddings,
@@ -145,6 +147,12 @@ impl Llama {
         let q_dim = c.n_head * c.head_dim;
         let kv_dim = c.n_kv_head * c.head_dim;
         let spec = AttentionSpec::causal(1.0 / (c.head_dim as f32).sqrt());
+        let attention = AttentionPlan::new(
+            batch,
+            spec,
+            self.embeddings.device(),
+            self.embeddings.dtype(),
+        )?;
         let rope = Some((&tensors.cos, &tensors.sin, c.rope_style));
         let mut x = self.embeddings.index_select(&tensors.ids, 0)?;
         for block in &self.blocks {
@@ -156,7 +164,7 @@ impl Llama {
             let q = head_major(&heads(&qkv, 0, c.n_head, c.head_dim)?, rope)?;
             let k = head_major(&heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?, rope)?;
             let v = head_major(&heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?, None)?;
-            let attn = packed_attention(&q, &k, &v, batch, &spec)?;
+            let attn = attention.attend(&q, &k, &v)?;
             x = (x + block.attn_out.forward(&attn)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 mod cpu_attention;
 mod cpu_ops;
+pub mod device;
 pub mod gemma3;
 pub mod gguf;
 pub mod hub;
@@ -20,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use candle_core::Device;
+pub use device::{parse_device, Placement, WeightMode};
 use gemma3::Gemma3;
-pub use layers::WeightMode;
 use llama::Llama;
 use tokenizer::TextTokenizer;
 
@@ -101,18 +103,31 @@ pub struct Model {
     pub path: PathBuf,
     pub architecture: String,
     pub weight_mode: WeightMode,
+    /// Where the forward runs.
+    pub device: Device,
     pub tokenizer: TextTokenizer,
     network: Network,
 }
 
 impl Model {
-    /// Loads a model named as `--model` takes it (see [`resolve`]).
+    /// Loads a model named as `--model` takes it (see [`resolve`]), for the CPU.
     pub fn load(spec: &str, mode: WeightMode) -> Result<Self> {
-        let (name, path) = resolve(spec)?;
-        Self::load_file(&name, &path, mode)
+        Self::load_on(spec, &Placement::cpu(mode))
     }
 
+    /// Loads a model named as `--model` takes it onto a device.
+    pub fn load_on(spec: &str, placement: &Placement) -> Result<Self> {
+        let (name, path) = resolve(spec)?;
+        Self::load_file_on(&name, &path, placement)
+    }
+
+    /// Loads a resolved model file or folder for the CPU.
     pub fn load_file(name: &str, path: &Path, mode: WeightMode) -> Result<Self> {
+        Self::load_file_on(name, path, &Placement::cpu(mode))
+    }
+
+    /// Loads a resolved model file or folder onto a device.
+    pub fn load_file_on(name: &str, path: &Path, placement: &Placement) -> Result<Self> {
         let mut file = checkpoint::Checkpoint::open(path)?;
         let architecture = file.string("general.architecture")?;
         if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
@@ -124,16 +139,17 @@ impl Model {
         }
         let tokenizer = TextTokenizer::from_checkpoint(&file)?;
         let network = match architecture.as_str() {
-            "llama" => Network::Llama(Llama::from_checkpoint(&mut file, mode)?),
-            "qwen2" => Network::Llama(qwen2::from_checkpoint(&mut file, mode)?),
-            "gemma3" => Network::Gemma3(Gemma3::from_checkpoint(&mut file, mode)?),
+            "llama" => Network::Llama(Llama::from_checkpoint(&mut file, placement)?),
+            "qwen2" => Network::Llama(qwen2::from_checkpoint(&mut file, placement)?),
+            "gemma3" => Network::Gemma3(Gemma3::from_checkpoint(&mut file, placement)?),
             _ => unreachable!("checked against SUPPORTED_ARCHITECTURES above"),
         };
         Ok(Self {
             name: name.to_string(),
             path: path.to_path_buf(),
             architecture,
-            weight_mode: mode,
+            weight_mode: placement.mode,
+            device: placement.device.clone(),
             tokenizer,
             network,
         })

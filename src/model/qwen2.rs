@@ -6,9 +6,9 @@
 use anyhow::Result;
 
 use super::checkpoint::Checkpoint;
-use super::layers::WeightMode;
+use super::layers::Placement;
 use super::llama::{Llama, RopeStyle};
 
-pub fn from_checkpoint(checkpoint: &mut Checkpoint, mode: WeightMode) -> Result<Llama> {
-    Llama::from_checkpoint_as(checkpoint, mode, "qwen2", RopeStyle::Halves)
+pub fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Llama> {
+    Llama::from_checkpoint_as(checkpoint, placement, "qwen2", RopeStyle::Halves)
 }

@@ -84,6 +84,17 @@ pub fn f32_close(scores: &[Score], references: &[Reference], tolerance: f64) {
 
 /// Quantized: mean |Δ| per token ≤ 0.15 and greedy agreement ≥ 95 %.
 pub fn quantized_close(scores: &[Score], references: &[Reference]) {
+    close_on_average(scores, references, "quantized", 0.15);
+}
+
+/// Mean |Δ| per token ≤ `max_mean` and greedy agreement ≥ 95 % (`label` names the setting);
+/// returns the mean.
+pub fn close_on_average(
+    scores: &[Score],
+    references: &[Reference],
+    label: &str,
+    max_mean: f64,
+) -> f64 {
     let (mut total_delta, mut total_tokens, mut greedy_agree) = (0.0, 0usize, 0usize);
     for (score, reference) in scores.iter().zip(references) {
         assert_eq!(score.n_tokens, reference.n_tokens, "{}", score.id);
@@ -96,12 +107,13 @@ pub fn quantized_close(scores: &[Score], references: &[Reference]) {
     let mean = total_delta / total_tokens as f64;
     let agreement = greedy_agree as f64 / references.len() as f64;
     eprintln!(
-        "quantized on {} requests: mean |Δ| per token {mean:.4}, greedy agreement {:.1}%",
+        "{label} on {} requests: mean |Δ| per token {mean:.4}, greedy agreement {:.1}%",
         references.len(),
         agreement * 100.0
     );
-    assert!(mean <= 0.15, "mean |Δ| per token {mean}");
-    assert!(agreement >= 0.95, "greedy agreement {agreement}");
+    assert!(mean <= max_mean, "{label}: mean |Δ| per token {mean}");
+    assert!(agreement >= 0.95, "{label}: greedy agreement {agreement}");
+    mean
 }
 
 /// The same requests scored one per forward with nothing shared give the same scores.

@@ -1,0 +1,135 @@
+//! Where a model computes (`--device cpu|cuda[:N]`) and in which precision (`--dtype`), and
+//! how weights read from a checkpoint (always on the CPU) are put there.
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+/// How weights are kept in memory, and so which precision the forward computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightMode {
+    /// Dequantized to f32 at load: the fastest path on CPU with candle's kernels, and the
+    /// reference precision.
+    F32,
+    /// Dequantized to bf16 at load, activations in bf16 (softmaxes and log-softmax in f32): the
+    /// usual precision on GPUs.
+    Bf16,
+    /// Dequantized to f16 at load, activations in f16 (softmaxes and log-softmax in f32).
+    F16,
+    /// Kept quantized and multiplied with candle's quantized kernels (on CPU, formats without a
+    /// fast kernel are requantized at load to a finer one that has it); activations in f32.
+    Quantized,
+}
+
+impl WeightMode {
+    /// The dtype of dense weights and activations.
+    pub fn activation_dtype(self) -> DType {
+        match self {
+            WeightMode::F32 | WeightMode::Quantized => DType::F32,
+            WeightMode::Bf16 => DType::BF16,
+            WeightMode::F16 => DType::F16,
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` into a device.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let ordinal = match name.trim() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" | "gpu" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => bail!("--device '{name}': expected cpu, cuda or cuda:N (N = the GPU's index)"),
+        },
+    };
+    if !cfg!(feature = "cuda") {
+        bail!(
+            "--device {name}: this valuelens was built without CUDA support; build it with \
+             `cargo build --release --features cuda` on a machine with the CUDA toolkit, or with \
+             scripts/build-cuda.sh on one without"
+        );
+    }
+    Device::new_cuda(ordinal).with_context(|| {
+        format!(
+            "--device {name}: could not open CUDA device {ordinal} (is the NVIDIA driver loaded \
+             and does `nvidia-smi` list that GPU?)"
+        )
+    })
+}
+
+/// A short name of a device for reports: `cpu` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// A device and a weight mode: where loaded weights go and in which form.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub device: Device,
+    pub mode: WeightMode,
+}
+
+impl Placement {
+    pub fn new(device: Device, mode: WeightMode) -> Self {
+        Self { device, mode }
+    }
+
+    pub fn cpu(mode: WeightMode) -> Self {
+        Self::new(Device::Cpu, mode)
+    }
+
+    /// The dtype of dense weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.mode.activation_dtype()
+    }
+
+    /// A dense tensor (norm weights, biases, embeddings, a dense weight matrix) in the
+    /// activation dtype on the device.
+    pub fn dense(&self, weight: &QTensor) -> Result<Tensor> {
+        self.put(&weight.dequantize(&Device::Cpu)?)
+    }
+
+    /// A CPU f32 tensor in the activation dtype on the device.
+    pub fn put(&self, tensor: &Tensor) -> Result<Tensor> {
+        Ok(tensor.to_dtype(self.dtype())?.to_device(&self.device)?)
+    }
+
+    /// A quantized tensor moved to the device as it is (its blocks copied, not requantized).
+    pub fn quantized(&self, weight: QTensor) -> Result<QTensor> {
+        if self.device.is_cpu() {
+            return Ok(weight);
+        }
+        let (dtype, shape) = (weight.dtype(), weight.shape().clone());
+        let storage = QStorage::from_data(weight.data()?, &self.device, dtype)?;
+        Ok(QTensor::new(storage, shape)?)
+    }
+}
+
+/// Whether quantized weights of this format are dequantized rather than kept (the float
+/// formats, which have no quantized kernel to gain from).
+pub fn is_float_format(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_or_explain() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        let err = format!("{:#}", parse_device("tpu").unwrap_err());
+        assert!(err.contains("cpu, cuda or cuda:N"), "{err}");
+        let err = format!("{:#}", parse_device("cuda:x").unwrap_err());
+        assert!(err.contains("cpu, cuda or cuda:N"), "{err}");
+        if !cfg!(feature = "cuda") {
+            let err = format!("{:#}", parse_device("cuda:1").unwrap_err());
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
