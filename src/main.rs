@@ -56,12 +56,14 @@ enum Command {
     /// dataset, then the paper's measures, tables and figures in a results folder. Resumable:
     /// run it again with the same arguments after an interruption.
     Run(RunArgs),
-    /// Throughput of the engine on a request file: one JSON object on stdout.
+    /// Throughput of the engine on request files: one JSON object per --input on stdout (the
+    /// model is loaded once).
     Bench {
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
-        #[arg(long)]
-        input: PathBuf,
+        /// JSONL request file; repeat the flag to measure several with one load.
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
         #[command(flatten)]
         compute: ComputeArgs,
         /// The baseline: one request per forward, no prefix sharing.
@@ -137,8 +139,12 @@ enum Command {
         shard_mb: Option<usize>,
         /// Write only tokenizer.json and tokenizer_config.json (~2 MB), e.g. for
         /// `--model synthetic:<shape>@DIR` where the weights cannot travel.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "without_weights")]
         tokenizer_only: bool,
+        /// Write config.json and the tokenizer files but no weights (the architecture alone,
+        /// e.g. to build it with random weights in transformers).
+        #[arg(long)]
+        without_weights: bool,
     },
     /// List the registry's models, or fetch one.
     Models {
@@ -320,6 +326,7 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
             shard_mb,
             tokenizer_only,
+            without_weights,
         } => {
             let (_, path) = valuelens::model::resolve(&model)?;
             let mut checkpoint = Checkpoint::open(&path)?;
@@ -327,6 +334,8 @@ fn run(cli: Cli) -> Result<()> {
             let shard_bytes = shard_mb.map(|mb| mb.max(1) * 1_000_000);
             if tokenizer_only {
                 safetensors::export_tokenizer(&checkpoint, &tokenizer, &out)?;
+            } else if without_weights {
+                safetensors::export_without_weights(&checkpoint, &tokenizer, &out, dtype)?;
             } else {
                 safetensors::export(&mut checkpoint, &tokenizer, &out, dtype, shard_bytes)?;
             }
@@ -388,7 +397,7 @@ fn score(model: &str, input: &Path, output: &Path, compute: &ComputeArgs) -> Res
 
 fn bench(
     model: &str,
-    input: &Path,
+    inputs: &[PathBuf],
     compute: &ComputeArgs,
     naive: bool,
     repeat: usize,
@@ -399,51 +408,55 @@ fn bench(
         options.batch_tokens = 1;
         options.share_prefixes = false;
     }
-    let n_requests = requests::validate_requests(input)?;
+    let n_requests = inputs
+        .iter()
+        .map(|input| requests::validate_requests(input))
+        .collect::<Result<Vec<_>>>()?;
     let model = Model::load_on(model, &compute.placement()?)?;
-    let loaded = started.elapsed();
-    let mut passes = Vec::with_capacity(repeat.max(1));
-    let mut stats = engine::EngineStats::default();
-    for _ in 0..repeat.max(1) {
-        let scoring = Instant::now();
-        stats = engine::score_stream(
-            &model,
-            requests::RequestLines::open(input)?,
-            &options,
-            STREAM_CHUNK,
-            None,
-            |_| Ok(()),
-        )?;
-        passes.push(scoring.elapsed().as_secs_f64());
+    let load_s = started.elapsed().as_secs_f64();
+    for (input, n_requests) in inputs.iter().zip(n_requests) {
+        let mut passes = Vec::with_capacity(repeat.max(1));
+        let mut stats = engine::EngineStats::default();
+        for _ in 0..repeat.max(1) {
+            let scoring = Instant::now();
+            stats = engine::score_stream(
+                &model,
+                requests::RequestLines::open(input)?,
+                &options,
+                STREAM_CHUNK,
+                None,
+                |_| Ok(()),
+            )?;
+            passes.push(scoring.elapsed().as_secs_f64());
+        }
+        let score_s = passes.iter().copied().fold(f64::INFINITY, f64::min);
+        let result = serde_json::json!({
+            "model": model.name,
+            "input": input.display().to_string(),
+            "requests": n_requests,
+            "request_tokens": stats.request_tokens,
+            "distinct_tokens": stats.distinct_tokens,
+            "computed_tokens": stats.computed_tokens,
+            "forwards": stats.forwards,
+            "wall_s": started.elapsed().as_secs_f64(),
+            "load_s": load_s,
+            "score_s": score_s,
+            "passes_s": passes,
+            "computed_tokens_per_s": stats.computed_tokens as f64 / score_s,
+            "request_tokens_per_s": stats.request_tokens as f64 / score_s,
+            "requests_per_s": n_requests as f64 / score_s,
+            "peak_rss_mb": peak_rss_mb(),
+            "settings": {
+                "dtype": model.weight_mode,
+                "device": device_name(&model.device),
+                "batch_tokens": options.batch_tokens,
+                "share_prefixes": options.share_prefixes,
+                "naive": naive,
+                "threads": rayon::current_num_threads(),
+            },
+        });
+        println!("{result}");
     }
-    let score_s = passes.iter().copied().fold(f64::INFINITY, f64::min);
-    let wall_s = started.elapsed().as_secs_f64();
-    let result = serde_json::json!({
-        "model": model.name,
-        "input": input.display().to_string(),
-        "requests": n_requests,
-        "request_tokens": stats.request_tokens,
-        "distinct_tokens": stats.distinct_tokens,
-        "computed_tokens": stats.computed_tokens,
-        "forwards": stats.forwards,
-        "wall_s": wall_s,
-        "load_s": loaded.as_secs_f64(),
-        "score_s": score_s,
-        "passes_s": passes,
-        "computed_tokens_per_s": stats.computed_tokens as f64 / score_s,
-        "request_tokens_per_s": stats.request_tokens as f64 / score_s,
-        "requests_per_s": n_requests as f64 / score_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "settings": {
-            "dtype": model.weight_mode,
-            "device": device_name(&model.device),
-            "batch_tokens": options.batch_tokens,
-            "share_prefixes": options.share_prefixes,
-            "naive": naive,
-            "threads": rayon::current_num_threads(),
-        },
-    });
-    println!("{result}");
     Ok(())
 }
 

@@ -198,9 +198,11 @@ fn tokenize_writes_the_reference_token_ids() {
 }
 
 #[test]
-fn bench_repeats_and_names_the_device() {
+fn bench_repeats_and_reports_each_input() {
     let dir = tempfile::tempdir().unwrap();
     let requests = short_requests(dir.path(), 3);
+    let other_dir = tempfile::tempdir().unwrap();
+    let others = short_requests(other_dir.path(), 5);
     let mut command = valuelens();
     command
         .args([
@@ -211,16 +213,28 @@ fn bench_repeats_and_names_the_device() {
             "2",
             "--input",
         ])
-        .arg(&requests);
+        .arg(&requests)
+        .arg("--input")
+        .arg(&others);
     let output = succeed(command);
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let passes = report["passes_s"].as_array().unwrap();
-    assert_eq!(passes.len(), 2);
-    let fastest = passes
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .fold(f64::INFINITY, f64::min);
-    assert_eq!(report["score_s"].as_f64().unwrap(), fastest);
-    assert_eq!(report["settings"]["device"], "cpu");
-    assert_eq!(report["settings"]["dtype"], "f32");
+    let reports: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "one report per input");
+    assert_eq!(reports[0]["requests"], 3);
+    assert_eq!(reports[1]["requests"], 5);
+    for report in &reports {
+        let passes = report["passes_s"].as_array().unwrap();
+        assert_eq!(passes.len(), 2);
+        let fastest = passes
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(report["score_s"].as_f64().unwrap(), fastest);
+        assert_eq!(report["settings"]["device"], "cpu");
+        assert_eq!(report["settings"]["dtype"], "f32");
+        assert_eq!(report["load_s"], reports[0]["load_s"], "one load");
+    }
 }

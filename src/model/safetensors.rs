@@ -26,8 +26,9 @@ use super::gemma3;
 use super::tokenizer::TextTokenizer;
 
 /// Per-layer tensor names: (Hugging Face suffix after `model.layers.<i>.`, GGUF suffix after
-/// `blk.<i>.`). `post_attention_layernorm` is llama's pre-FFN norm but gemma's post-attention
-/// norm, see [`layer_names`].
+/// `blk.<i>.`). The FFN's input norm is `post_attention_layernorm` in llama and qwen2 but
+/// `pre_feedforward_layernorm` in gemma, whose `post_attention_layernorm` is a norm of its own;
+/// see [`layer_names`].
 const LAYER_NAMES: &[(&str, &str)] = &[
     ("input_layernorm.weight", "attn_norm.weight"),
     ("self_attn.q_proj.weight", "attn_q.weight"),
@@ -39,7 +40,6 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("self_attn.o_proj.weight", "attn_output.weight"),
     ("self_attn.q_norm.weight", "attn_q_norm.weight"),
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
     ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
@@ -53,15 +53,18 @@ const GLOBAL_NAMES: &[(&str, &str)] = &[
 ];
 
 fn layer_names(architecture: &str) -> impl Iterator<Item = (&'static str, &'static str)> {
-    let post_attention = if architecture == "gemma3" {
-        "post_attention_norm.weight"
+    let norms: &[(&str, &str)] = if architecture == "gemma3" {
+        &[
+            (
+                "post_attention_layernorm.weight",
+                "post_attention_norm.weight",
+            ),
+            ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+        ]
     } else {
-        "ffn_norm.weight"
+        &[("post_attention_layernorm.weight", "ffn_norm.weight")]
     };
-    LAYER_NAMES.iter().copied().chain(std::iter::once((
-        "post_attention_layernorm.weight",
-        post_attention,
-    )))
+    LAYER_NAMES.iter().chain(norms).copied()
 }
 
 /// The GGUF name of a Hugging Face tensor name, if it is one the networks use.
@@ -525,6 +528,26 @@ pub fn export_tokenizer(
     finish_staging(staging, out)
 }
 
+/// Writes `config.json` and the tokenizer files but no weights: the architecture without its
+/// parameters, e.g. for building the same network with random weights elsewhere
+/// (`AutoModelForCausalLM.from_config`) to compare speed.
+pub fn export_without_weights(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    dtype: ExportDtype,
+) -> Result<()> {
+    let architecture = checkpoint.string("general.architecture")?;
+    let staging = staging_dir(out)?;
+    let config = hf_config(checkpoint, &architecture, dtype)?;
+    std::fs::write(
+        staging.path().join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    write_tokenizer_files(checkpoint, tokenizer, staging.path())?;
+    finish_staging(staging, out)
+}
+
 /// A temporary folder beside `out`, which must not exist yet.
 fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
     if out.exists() {
@@ -663,6 +686,23 @@ mod tests {
                 assert_eq!(gguf_name(arch, &hf).as_deref(), Some(gguf), "{arch} {hf}");
             }
         }
+        // Both directions: an exported llama must name its FFN norm as transformers does.
+        assert_eq!(
+            hf_name("llama", "blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.pre_feedforward_layernorm.weight")
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.0.post_attention_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            gguf_name("llama", "model.layers.0.pre_feedforward_layernorm.weight"),
+            None
+        );
         assert_eq!(
             gguf_name("llama", "model.layers.0.post_attention_layernorm.weight").as_deref(),
             Some("blk.0.ffn_norm.weight")

@@ -3,6 +3,10 @@
 //! devices on identical weights. The scores mean nothing; the work per token is the real
 //! model's.
 //!
+//! `synthetic:<shape>+<format>` (e.g. `+q8_0`) stores the weight matrices in a GGUF quantized
+//! format, as a quantized GGUF file would, so that quantized kernels can be compared across
+//! devices on identical weights.
+//!
 //! The tokenizer (and chat template) is the default registry model's, or, after `@`, a folder
 //! holding a `tokenizer.json` (and `tokenizer_config.json`), such as one `valuelens export`
 //! wrote — about 2 MB, so it travels where weights do not.
@@ -19,8 +23,11 @@ use rayon::prelude::*;
 use super::checkpoint::{Checkpoint, Tensors};
 use super::{gguf, registry, safetensors};
 
-/// Weights are uniform with this standard deviation (as initialisers use); norms are 1.
+/// Weights are uniform with this standard deviation (as initialisers use) …
 const WEIGHT_STD: f32 = 0.02;
+/// … and norm weights 1 plus uniform noise of this standard deviation (not all 1, so that a
+/// norm read in the wrong place changes the scores).
+const NORM_STD: f32 = 0.1;
 const SEED: u64 = 0x005e_ed0f_7a1e_u64;
 
 /// The shapes of a llama-architecture model.
@@ -88,6 +95,10 @@ pub fn open(spec: &str) -> Result<Checkpoint> {
         Some((shape, dir)) => (shape, Some(PathBuf::from(dir))),
         None => (rest, None),
     };
+    let (shape_name, format) = match shape_name.split_once('+') {
+        Some((shape, format)) => (shape, Some(parse_format(spec, format)?)),
+        None => (shape_name, None),
+    };
     let Some(shape) = SHAPES.iter().find(|s| s.name == shape_name).copied() else {
         bail!(
             "'{spec}': unknown synthetic shape '{shape_name}' (known: {})",
@@ -124,7 +135,7 @@ pub fn open(spec: &str) -> Result<Checkpoint> {
     let checkpoint = Checkpoint::new(
         PathBuf::from(spec),
         metadata,
-        Tensors::Synthetic(SyntheticTensors::new(&shape)),
+        Tensors::Synthetic(SyntheticTensors::new(&shape, format)),
     );
     Ok(match tokenizer_json {
         Some(json) => checkpoint.with_tokenizer_json(json),
@@ -157,10 +168,39 @@ fn shape_metadata(shape: &LlamaShape) -> HashMap<String, Value> {
 /// so they do not depend on the order of reads or on the device.
 pub struct SyntheticTensors {
     shapes: HashMap<String, Vec<usize>>,
+    /// The quantized format of the weight matrices (norms stay f32); `None`: f32.
+    format: Option<GgmlDType>,
+}
+
+/// The quantized formats `+<format>` accepts, by their GGUF names.
+const FORMATS: &[(&str, GgmlDType)] = &[
+    ("q4_0", GgmlDType::Q4_0),
+    ("q4_1", GgmlDType::Q4_1),
+    ("q5_0", GgmlDType::Q5_0),
+    ("q5_1", GgmlDType::Q5_1),
+    ("q8_0", GgmlDType::Q8_0),
+    ("q4_k", GgmlDType::Q4K),
+    ("q5_k", GgmlDType::Q5K),
+    ("q6_k", GgmlDType::Q6K),
+    ("f16", GgmlDType::F16),
+];
+
+fn parse_format(spec: &str, name: &str) -> Result<GgmlDType> {
+    match FORMATS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        Some(&(_, format)) => Ok(format),
+        None => bail!(
+            "'{spec}': unknown weight format '{name}' (known: {})",
+            FORMATS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl SyntheticTensors {
-    fn new(shape: &LlamaShape) -> Self {
+    fn new(shape: &LlamaShape, format: Option<GgmlDType>) -> Self {
         let head_dim = shape.hidden / shape.heads;
         let (q, kv, h, f) = (
             shape.heads * head_dim,
@@ -189,7 +229,7 @@ impl SyntheticTensors {
                 shapes.insert(format!("blk.{i}.{name}.weight"), dims);
             }
         }
-        Self { shapes }
+        Self { shapes, format }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -210,13 +250,26 @@ impl SyntheticTensors {
             .get(name)
             .with_context(|| format!("{}: no tensor '{name}'", origin.display()))?;
         let count: usize = dims.iter().product();
-        let values = if name.ends_with("norm.weight") {
-            vec![1f32; count]
+        let is_norm = name.ends_with("norm.weight");
+        let values = if is_norm {
+            let mut values = random_uniform(tensor_seed(name), count, NORM_STD);
+            values.iter_mut().for_each(|v| *v += 1.0);
+            values
         } else {
             random_uniform(tensor_seed(name), count, WEIGHT_STD)
         };
         let tensor = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
-        Ok(QTensor::quantize(&tensor, GgmlDType::F32)?)
+        let format = match self.format {
+            Some(format) if !is_norm => format,
+            _ => GgmlDType::F32,
+        };
+        QTensor::quantize(&tensor, format).with_context(|| {
+            format!(
+                "{}: cannot store '{name}' {dims:?} as {format:?} (K formats need rows of a \
+                 multiple of 256 values)",
+                origin.display()
+            )
+        })
     }
 }
 
@@ -269,6 +322,25 @@ mod tests {
         let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
         assert!(mean.abs() < 2e-4, "mean {mean}");
         assert!((var.sqrt() - 0.02).abs() < 2e-4, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn quantized_formats_store_the_weight_matrices_only() {
+        let origin = Path::new("synthetic:llama-135m+q8_0");
+        let tensors = SyntheticTensors::new(&SHAPES[0], Some(GgmlDType::Q8_0));
+        let q = tensors.read(origin, "blk.0.attn_q.weight").unwrap();
+        assert_eq!(q.dtype(), GgmlDType::Q8_0);
+        let norm = tensors.read(origin, "blk.0.attn_norm.weight").unwrap();
+        assert_eq!(norm.dtype(), GgmlDType::F32);
+        let err = open("synthetic:llama-135m+q3").err().unwrap().to_string();
+        assert!(err.contains("q8_0"), "{err}");
+        // 576-wide rows are not whole 256-value K blocks.
+        let tensors = SyntheticTensors::new(&SHAPES[0], Some(GgmlDType::Q4K));
+        let err = format!(
+            "{:#}",
+            tensors.read(origin, "blk.0.attn_q.weight").unwrap_err()
+        );
+        assert!(err.contains("multiple of 256"), "{err}");
     }
 
     #[test]
