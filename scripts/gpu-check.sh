@@ -68,6 +68,12 @@ NV=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))" 
 for d in "$NV"/nvidia/cu13/lib "$NV"/nvidia/*/lib; do
     [ -d "$d" ] && LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
+# The driver's own folder, where libcuda.so.1 is not on the loader's default path.
+if ! ldconfig -p 2>/dev/null | grep -q "libcuda.so.1 "; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+        [ -e "$d/libcuda.so.1" ] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
+    done
+fi
 export LD_LIBRARY_PATH
 step "nvidia-smi"
 if command -v nvidia-smi > /dev/null; then
@@ -78,6 +84,10 @@ else
 fi
 echo "GPU: $GPU"
 ldd "$VL" | grep -E "cuda|cublas|curand|not found"
+if ldd "$VL" | grep -q "not found"; then
+    echo "!! libraries missing for $VL (LD_LIBRARY_PATH=$LD_LIBRARY_PATH); stopping early"
+    exit 3
+fi
 
 TOK135=$PACK/llama-135m
 SMALL=synthetic:llama-135m@$TOK135
