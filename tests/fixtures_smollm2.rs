@@ -4,4 +4,9 @@
 
 mod common;
 
-valuelens_fixture_suite!("smollm2-135m", quantized_every: 1, invariance_every: 1);
+valuelens_fixture_suite!(
+    "smollm2-135m",
+    f32_every: 1,
+    quantized_every: 1,
+    invariance_every: 1
+);

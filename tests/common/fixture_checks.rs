@@ -147,13 +147,19 @@ pub fn batch_invariant(model: &Model, fixture: &str, batched: &[Score]) {
     }
 }
 
-/// The fixture tests of one registry model: token ids on all requests, f32 on all requests,
-/// batch invariance on every `invariance_every`-th and quantized closeness on every
-/// `quantized_every`-th (the full sets where the model is fast enough, subsets otherwise).
-/// Expands into a test crate that declares `mod common;`.
+/// Whether request `i` is in a subset of every `n`-th request.
+pub fn every(i: usize, n: usize) -> bool {
+    i.is_multiple_of(n)
+}
+
+/// The fixture tests of one registry model: token ids on all requests, f32 on every
+/// `f32_every`-th, batch invariance on every `invariance_every`-th and quantized closeness on
+/// every `quantized_every`-th (the full sets where the model is fast enough, subsets
+/// otherwise; `invariance_every` must be a multiple of `f32_every`). Expands into a test crate
+/// that declares `mod common;`.
 #[macro_export]
 macro_rules! valuelens_fixture_suite {
-    ($model:expr, quantized_every: $quantized_every:expr, invariance_every: $invariance_every:expr) => {
+    ($model:expr, f32_every: $f32_every:expr, quantized_every: $quantized_every:expr, invariance_every: $invariance_every:expr) => {
         use std::sync::OnceLock;
 
         use common::fixture_checks::{self, score_subset};
@@ -175,7 +181,12 @@ macro_rules! valuelens_fixture_suite {
         fn f32_scores() -> &'static (Vec<Score>, Vec<Reference>) {
             static SCORES: OnceLock<(Vec<Score>, Vec<Reference>)> = OnceLock::new();
             SCORES.get_or_init(|| {
-                score_subset(model_f32(), MODEL, |_, _| true, &EngineOptions::default())
+                score_subset(
+                    model_f32(),
+                    MODEL,
+                    |i, _| fixture_checks::every(i, $f32_every),
+                    &EngineOptions::default(),
+                )
             })
         }
 
@@ -188,13 +199,16 @@ macro_rules! valuelens_fixture_suite {
         fn f32_logprobs_are_within_1e3_per_token_of_the_reference() {
             let (scores, references) = f32_scores();
             assert_eq!(scores.len(), references.len());
+            assert_eq!(scores.len(), 164usize.div_ceil($f32_every));
             fixture_checks::f32_close(scores, references, 1e-3);
         }
 
         #[test]
         fn scores_do_not_depend_on_batching_or_sharing() {
             let (scores, _) = f32_scores();
-            let subset: Vec<Score> = scores.iter().step_by($invariance_every).cloned().collect();
+            const { assert!(usize::is_multiple_of($invariance_every, $f32_every)) };
+            let step = $invariance_every / $f32_every;
+            let subset: Vec<Score> = scores.iter().step_by(step).cloned().collect();
             fixture_checks::batch_invariant(model_f32(), MODEL, &subset);
         }
 
@@ -203,7 +217,7 @@ macro_rules! valuelens_fixture_suite {
             let (scores, references) = score_subset(
                 &model(WeightMode::Quantized),
                 MODEL,
-                |i, _| i.is_multiple_of($quantized_every),
+                |i, _| fixture_checks::every(i, $quantized_every),
                 &EngineOptions::default(),
             );
             fixture_checks::quantized_close(&scores, &references);
