@@ -15,7 +15,7 @@ use valuelens::model::device::device_name;
 use valuelens::model::safetensors::{self, ExportDtype};
 use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{parse_device, registry, Model, Placement, WeightMode};
-use valuelens::output::write_atomically;
+use valuelens::output::{write_atomically, write_json_line};
 use valuelens::prompts::chat::ChatTemplate;
 use valuelens::report::MetricsReport;
 use valuelens::report::{figures, results};
@@ -520,8 +520,7 @@ fn tokenize(model: &str, input: &Path, output: &Path) -> Result<()> {
                 "context_tokens": &tokens.tokens[..tokens.context_len],
                 "continuation_tokens": tokens.continuation(),
             });
-            serde_json::to_writer(&mut *out, &line)?;
-            out.write_all(b"\n")?;
+            write_json_line(out, &line)?;
             n += 1;
         }
         Ok(())
@@ -612,8 +611,7 @@ fn run_benchmark(args: RunArgs) -> Result<()> {
         write_atomically(path, |out| {
             for unit in plan.units() {
                 for request in plan.requests(unit)? {
-                    serde_json::to_writer(&mut *out, &request)?;
-                    out.write_all(b"\n")?;
+                    write_json_line(out, &request)?;
                     n += 1;
                 }
             }

@@ -6,6 +6,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// Writes `value` as one line of JSONL.
+pub fn write_json_line(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<()>,

@@ -67,26 +67,22 @@ fn device_flag_names_what_to_do() {
     let requests = shared_dir().join("fixtures/smollm2-135m/requests.jsonl");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scores.jsonl");
-    let mut command = valuelens();
-    command
-        .args(["score", "--device", "tpu", "--input"])
-        .arg(&requests)
-        .arg("--output")
-        .arg(&out);
-    let output = command.output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cpu, cuda or cuda:N"), "{stderr}");
-    if !cfg!(feature = "cuda") {
+    // Runs `score` on `device`, expects a refusal, returns its message.
+    let refusal = |device: &str| {
         let mut command = valuelens();
         command
-            .args(["score", "--device", "cuda", "--input"])
+            .args(["score", "--device", device, "--input"])
             .arg(&requests)
             .arg("--output")
             .arg(&out);
         let output = command.output().unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--device {device} is refused");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refusal("tpu");
+    assert!(stderr.contains("cpu, cuda or cuda:N"), "{stderr}");
+    if !cfg!(feature = "cuda") {
+        let stderr = refusal("cuda");
         assert!(
             stderr.contains("--features cuda") && stderr.contains("build-cuda.sh"),
             "{stderr}"

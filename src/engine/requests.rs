@@ -86,9 +86,7 @@ pub fn validate_requests(path: &Path) -> Result<usize> {
 
 /// Writes one score as a JSONL line.
 pub fn write_score(out: &mut dyn Write, score: &Score) -> Result<()> {
-    serde_json::to_writer(&mut *out, score)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    crate::output::write_json_line(out, score)
 }
 
 /// Writes scores as JSONL, all or nothing.

@@ -687,33 +687,34 @@ mod tests {
             }
         }
         // Both directions: an exported llama must name its FFN norm as transformers does.
-        assert_eq!(
-            hf_name("llama", "blk.0.ffn_norm.weight").as_deref(),
-            Some("model.layers.0.post_attention_layernorm.weight")
-        );
-        assert_eq!(
-            hf_name("gemma3", "blk.0.ffn_norm.weight").as_deref(),
-            Some("model.layers.0.pre_feedforward_layernorm.weight")
-        );
-        assert_eq!(
-            hf_name("gemma3", "blk.0.post_attention_norm.weight").as_deref(),
-            Some("model.layers.0.post_attention_layernorm.weight")
-        );
+        for (arch, gguf, hf) in [
+            (
+                "llama",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.pre_feedforward_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.0.post_attention_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.2.ffn_norm.weight",
+                "model.layers.2.pre_feedforward_layernorm.weight",
+            ),
+        ] {
+            assert_eq!(hf_name(arch, gguf).as_deref(), Some(hf), "{arch} {gguf}");
+            assert_eq!(gguf_name(arch, hf).as_deref(), Some(gguf), "{arch} {hf}");
+        }
         assert_eq!(
             gguf_name("llama", "model.layers.0.pre_feedforward_layernorm.weight"),
             None
-        );
-        assert_eq!(
-            gguf_name("llama", "model.layers.0.post_attention_layernorm.weight").as_deref(),
-            Some("blk.0.ffn_norm.weight")
-        );
-        assert_eq!(
-            gguf_name("gemma3", "model.layers.0.post_attention_layernorm.weight").as_deref(),
-            Some("blk.0.post_attention_norm.weight")
-        );
-        assert_eq!(
-            gguf_name("gemma3", "model.layers.2.pre_feedforward_layernorm.weight").as_deref(),
-            Some("blk.2.ffn_norm.weight")
         );
         assert_eq!(gguf_name("llama", "model.rotary_emb.inv_freq"), None);
     }
