@@ -8,10 +8,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use valuelens::engine::{self, requests, EngineOptions};
-use valuelens::model::{Model, WeightMode};
+use valuelens::model::{Model, Precision};
 
 fn engine_benchmarks(c: &mut Criterion) {
-    let model = Model::load("smollm2-135m", WeightMode::F32).expect("the default model loads");
+    let model = Model::load("smollm2-135m", Precision::F32).expect("the default model loads");
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples/requests.jsonl");
     let requests = requests::read_requests(&input).expect("the sample requests parse");
     let shared = EngineOptions::default();

@@ -7,7 +7,9 @@
 //! `model`: files → tokenizer + network) → `tasks` (scores → the matrices V and A) → `metrics`
 //! (the paper's measures) → `report` (CSVs, metrics.json, summary.md, figures).
 
+pub mod benchmark;
 pub mod engine;
+pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -49,17 +49,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// The sha256 of a model: of the file, or for a safetensors folder, of the list of its files'
-/// names and sha256 (config, tokenizer and weights), so that any change to any of them shows.
-pub fn sha256_model(path: &Path) -> Result<String> {
-    let spec = path.to_string_lossy();
-    if crate::model::synthetic::is_synthetic(&spec) {
-        // Its weights follow from the spec (shape and seed) and the build.
-        return Ok(hex(&Sha256::digest(spec.as_bytes())));
-    }
-    if !path.is_dir() {
-        return sha256_file(path);
-    }
+/// The sha256 of a folder's checkpoint files: of the list of its `.json` and `.safetensors`
+/// files' names and sha256, so that any change to any of them shows.
+pub fn sha256_folder(path: &Path) -> Result<String> {
     let mut files: Vec<_> = fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -74,22 +66,13 @@ pub fn sha256_model(path: &Path) -> Result<String> {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         listing.push_str(&format!("{}  {name}\n", sha256_file(&file)?));
     }
-    Ok(hex(&Sha256::digest(listing.as_bytes())))
+    Ok(sha256_bytes(listing.as_bytes()))
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Temporary files are created private (0600); fetched data is ordinary, readable by all.
-#[cfg(unix)]
-pub fn set_readable(file: &File) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-pub fn set_readable(_file: &File) -> Result<()> {
-    Ok(())
 }

@@ -13,7 +13,7 @@
 use candle_core::Device;
 use valuelens::engine::agreement::Agreement;
 use valuelens::engine::{self, EngineOptions, Request};
-use valuelens::model::{Model, Placement, WeightMode};
+use valuelens::model::{Model, Placement, Precision};
 
 fn spec(shape: &str) -> String {
     match std::env::var("VALUELENS_TOKENIZER") {
@@ -48,7 +48,7 @@ fn requests() -> Vec<Request> {
     requests
 }
 
-fn agreement(shape: &str, mode: WeightMode) -> Agreement {
+fn agreement(shape: &str, mode: Precision) -> Agreement {
     let requests = requests();
     let options = EngineOptions::default();
     let score = |device: Device| {
@@ -64,19 +64,19 @@ fn agreement(shape: &str, mode: WeightMode) -> Agreement {
 
 #[test]
 fn f32_on_cuda_matches_the_cpu() {
-    let a = agreement("llama-135m", WeightMode::F32);
+    let a = agreement("llama-135m", Precision::F32);
     assert!(a.max_abs_token_diff <= 1e-4, "{a:?}");
     assert_eq!(a.greedy_agreement, 1.0);
 }
 
 #[test]
 fn bf16_on_cuda_matches_the_cpu() {
-    let a = agreement("llama-135m", WeightMode::Bf16);
+    let a = agreement("llama-135m", Precision::Bf16);
     assert!(a.max_abs_token_diff <= 1e-2, "{a:?}");
 }
 
 #[test]
 fn quantized_kernels_on_cuda_match_the_cpu() {
-    let a = agreement("llama-135m+q8_0", WeightMode::Quantized);
+    let a = agreement("llama-135m+q8_0", Precision::Quantized);
     assert!(a.max_abs_token_diff <= 5e-2, "{a:?}");
 }

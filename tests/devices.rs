@@ -10,13 +10,13 @@ use std::process::Command;
 use common::fixture_checks::{close_on_average, score_subset};
 use common::{fixtures, registry_model_path, shared_dir, succeed};
 use valuelens::engine::{EngineOptions, Request};
-use valuelens::model::{Model, Placement, WeightMode};
+use valuelens::model::{Model, Placement, Precision};
 
 fn valuelens() -> Command {
     Command::new(env!("CARGO_BIN_EXE_valuelens"))
 }
 
-fn load(name: &str, mode: WeightMode) -> Model {
+fn load(name: &str, mode: Precision) -> Model {
     Model::load_file_on(name, &registry_model_path(name), &Placement::cpu(mode)).unwrap()
 }
 
@@ -27,7 +27,7 @@ fn half_precisions_track_the_f32_references_on_smollm2() {
     let every_16th = |i: usize, _: &_| i.is_multiple_of(16);
     let options = EngineOptions::default();
     let mut means = Vec::new();
-    for (mode, max_mean) in [(WeightMode::F16, 0.03), (WeightMode::Bf16, 0.15)] {
+    for (mode, max_mean) in [(Precision::F16, 0.03), (Precision::Bf16, 0.15)] {
         let model = load("smollm2-135m", mode);
         let (scores, references) = score_subset(&model, "smollm2-135m", every_16th, &options);
         means.push(close_on_average(
@@ -46,11 +46,11 @@ fn half_precisions_track_the_f32_references_on_smollm2() {
 #[test]
 fn gemma3_sliding_windows_hold_in_bf16() {
     let path = registry_model_path("gemma3-270m");
-    let f16 = Model::load_file_on("gemma3-270m", &path, &Placement::cpu(WeightMode::F16));
+    let f16 = Model::load_file_on("gemma3-270m", &path, &Placement::cpu(Precision::F16));
     let err = format!("{:#}", f16.err().expect("f16 is refused"));
     assert!(err.contains("bf16"), "{err}");
 
-    let model = load("gemma3-270m", WeightMode::Bf16);
+    let model = load("gemma3-270m", Precision::Bf16);
     // Every 16th request, and the one of ~2,500 tokens (five windows, three query blocks).
     let long_ones = |i: usize, r: &Request| i.is_multiple_of(16) || r.context.len() > 10_000;
     let (scores, references) =

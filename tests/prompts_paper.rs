@@ -88,11 +88,11 @@ fn task2_variant_0_and_the_reversed_orders() {
 /// actions and the GGUF's template must give the same strings.
 #[test]
 fn fixture_contexts_are_the_prompts_in_the_models_chat_template() {
-    use valuelens::model::checkpoint::Checkpoint;
+    use valuelens::model::open::open_path;
     use valuelens::prompts::chat::ChatTemplate;
     use valuelens::via::{self, vocabulary, Dataset};
 
-    let checkpoint = Checkpoint::open(&common::default_model_path()).unwrap();
+    let checkpoint = open_path(&common::default_model_path()).unwrap();
     let chat = ChatTemplate::from_checkpoint(&checkpoint)
         .unwrap()
         .expect("SmolLM2 has a template");

@@ -12,15 +12,15 @@ use std::sync::OnceLock;
 use common::fixture_checks::{self, score_subset};
 use common::{default_model_path, fixtures, registry_model_path, succeed};
 use valuelens::engine::EngineOptions;
-use valuelens::model::checkpoint::Checkpoint;
-use valuelens::model::safetensors::{export, ExportDtype};
+use valuelens::model::export::{export, ExportDtype};
+use valuelens::model::open::open_path;
 use valuelens::model::tokenizer::TextTokenizer;
-use valuelens::model::{Model, WeightMode};
+use valuelens::model::{Model, Precision};
 
 /// `model` (a GGUF) exported into a fresh folder under `root`.
 fn exported(model: &Path, root: &Path, dtype: ExportDtype, shard_mb: Option<usize>) -> PathBuf {
     let out = root.join(format!("{dtype:?}-{shard_mb:?}"));
-    let mut checkpoint = Checkpoint::open(model).unwrap();
+    let mut checkpoint = open_path(model).unwrap();
     let tokenizer = TextTokenizer::from_checkpoint(&checkpoint).unwrap();
     export(
         &mut checkpoint,
@@ -46,7 +46,7 @@ fn smollm2_f32() -> &'static Path {
 
 #[test]
 fn smollm2_written_as_f32_safetensors_scores_every_fixture_within_1e3() {
-    let model = Model::load_file("smollm2-st", smollm2_f32(), WeightMode::F32).unwrap();
+    let model = Model::load_file("smollm2-st", smollm2_f32(), Precision::F32).unwrap();
     assert_eq!(model.architecture, "llama");
     fixture_checks::token_ids_match(&model, "smollm2-135m");
     let (scores, references) = score_subset(
@@ -61,7 +61,7 @@ fn smollm2_written_as_f32_safetensors_scores_every_fixture_within_1e3() {
 
 /// Mean |Δ| per token against the f32 reference on every 16th SmolLM2 fixture.
 fn mean_delta(model_dir: &Path) -> f64 {
-    let model = Model::load_file("smollm2-st", model_dir, WeightMode::F32).unwrap();
+    let model = Model::load_file("smollm2-st", model_dir, Precision::F32).unwrap();
     let (scores, references) = score_subset(
         &model,
         "smollm2-135m",
@@ -114,7 +114,7 @@ fn gemma3_written_as_safetensors_matches_the_reference() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "gemma3_text");
-    let model = Model::load_file("gemma3-st", &dir, WeightMode::F32).unwrap();
+    let model = Model::load_file("gemma3-st", &dir, Precision::F32).unwrap();
     // Every 20th request: long Task-1 prompts (past the sliding window) and short ones.
     let (scores, references) = score_subset(
         &model,
@@ -131,7 +131,7 @@ fn gemma3_written_as_safetensors_matches_the_reference() {
 #[test]
 fn a_folder_without_config_or_weights_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Model::load_file("empty", dir.path(), WeightMode::F32)
+    let err = Model::load_file("empty", dir.path(), Precision::F32)
         .err()
         .unwrap();
     assert!(format!("{err:#}").contains("config.json"), "{err:#}");
@@ -139,7 +139,7 @@ fn a_folder_without_config_or_weights_is_refused_clearly() {
     std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
     let err = format!(
         "{:#}",
-        Model::load_file("x", dir.path(), WeightMode::F32)
+        Model::load_file("x", dir.path(), Precision::F32)
             .err()
             .unwrap()
     );

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{default_model_path, fixtures, succeed};
 use valuelens::engine::{self, EngineOptions, Request};
-use valuelens::model::{Model, WeightMode};
+use valuelens::model::{Model, Precision};
 
 /// `n` fixture requests with short contexts (a synthetic model's scores mean nothing; loading
 /// and tokenizing are what these tests check).
@@ -24,9 +24,9 @@ fn first_requests(n: usize) -> Vec<Request> {
 #[test]
 fn synthetic_smollm2_shape_scores_deterministically_and_near_uniformly() {
     let requests = first_requests(3);
-    let a = Model::load("synthetic:llama-135m", WeightMode::F32).unwrap();
-    let b = Model::load("synthetic:llama-135m", WeightMode::F32).unwrap();
-    let real = Model::load_file("smollm2", &default_model_path(), WeightMode::F32).unwrap();
+    let a = Model::load("synthetic:llama-135m", Precision::F32).unwrap();
+    let b = Model::load("synthetic:llama-135m", Precision::F32).unwrap();
+    let real = Model::load_file("smollm2", &default_model_path(), Precision::F32).unwrap();
     for request in &requests {
         assert_eq!(
             engine::tokenize_request(&a, request).unwrap(),
@@ -64,8 +64,8 @@ fn synthetic_model_takes_an_exported_tokenizer_folder() {
 
     let requests = first_requests(2);
     let spec = format!("synthetic:llama-135m@{}", tokenizer.display());
-    let with_folder = Model::load(&spec, WeightMode::F32).unwrap();
-    let with_default = Model::load("synthetic:llama-135m", WeightMode::F32).unwrap();
+    let with_folder = Model::load(&spec, Precision::F32).unwrap();
+    let with_default = Model::load("synthetic:llama-135m", Precision::F32).unwrap();
     let options = EngineOptions::default();
     let a = engine::score(&with_folder, &requests, &options, None).unwrap();
     let b = engine::score(&with_default, &requests, &options, None).unwrap();
@@ -83,7 +83,7 @@ fn unknown_synthetic_shape_or_tokenizer_folder_fails_clearly() {
         ("synthetic:llama-2b", "llama-135m"),
         ("synthetic:llama-135m@/nonexistent/folder", "tokenizer.json"),
     ] {
-        let err = format!("{:#}", Model::load(spec, WeightMode::F32).err().unwrap());
+        let err = format!("{:#}", Model::load(spec, Precision::F32).err().unwrap());
         assert!(err.contains(expected), "{spec}: {err}");
     }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use valuelens::metrics::{self, Cells};
 use valuelens::report::MetricsReport;
-use valuelens::via::{self, released, Dataset};
+use valuelens::tasks::released;
+use valuelens::via::{self, Dataset};
 
 fn evaluation_file(name: &str) -> PathBuf {
     via::setup::released_files_dir()

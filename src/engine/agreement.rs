@@ -5,7 +5,8 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::Score;
+use super::types::Score;
+use crate::model::Precision;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Agreement {
@@ -71,6 +72,64 @@ impl Agreement {
             agreement.greedy_agreement = same_greedy as f64 / agreement.requests as f64;
         }
         Ok(agreement)
+    }
+}
+
+/// One side of a [`Comparison`]: where and in which precision it scored, and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setting {
+    pub device: String,
+    pub dtype: Precision,
+    pub score_s: f64,
+}
+
+/// A tested setting against a reference on the same requests, with a tolerance on the largest
+/// per-token difference (what `valuelens compare` prints).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub model: String,
+    pub input: String,
+    pub reference: Setting,
+    pub tested: Setting,
+    pub agreement: Agreement,
+    pub tolerance: f64,
+    pub within_tolerance: bool,
+}
+
+impl Comparison {
+    pub fn new(
+        model: String,
+        input: String,
+        reference: Setting,
+        tested: Setting,
+        agreement: Agreement,
+        tolerance: f64,
+    ) -> Self {
+        Self {
+            within_tolerance: agreement.max_abs_token_diff <= tolerance,
+            model,
+            input,
+            reference,
+            tested,
+            agreement,
+            tolerance,
+        }
+    }
+
+    /// The verdict: an error saying by how much the settings differ when beyond tolerance.
+    pub fn verdict(&self) -> Result<()> {
+        if !self.within_tolerance {
+            bail!(
+                "{} on {} differs from {} on {} by up to {:.3e} per token (tolerance {:.1e})",
+                self.tested.dtype.name(),
+                self.tested.device,
+                self.reference.dtype.name(),
+                self.reference.device,
+                self.agreement.max_abs_token_diff,
+                self.tolerance
+            );
+        }
+        Ok(())
     }
 }
 

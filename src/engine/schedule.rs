@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::prefix::Segments;
-use super::TokenizedRequest;
+use super::tokenize::TokenizedRequest;
 use crate::model::PackedBatch;
 
 /// Where one continuation token's answer goes: (request, token index).

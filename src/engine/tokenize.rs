@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use super::Request;
+use super::types::Request;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Model;
 

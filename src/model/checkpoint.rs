@@ -1,63 +1,59 @@
 //! A model checkpoint as the networks and the tokenizer read it: metadata under GGUF's keys
 //! (`<arch>.block_count`, `tokenizer.ggml.*`, …) and tensors under GGUF's names
-//! (`blk.0.attn_q.weight`, …), whether it came from a GGUF file or from a Hugging Face
-//! safetensors folder (translated on opening, see `safetensors.rs`).
+//! (`blk.0.attn_q.weight`, …), whichever format it came from (a safetensors folder is
+//! translated into this vocabulary by its architecture when it is opened, see `open.rs`).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::QTensor;
 
-use super::{gguf, safetensors, synthetic};
+use super::formats::{Metadata, TensorSource};
 
-/// Where a checkpoint's tensors come from.
-pub enum Tensors {
-    Gguf(gguf::GgufTensors),
-    Safetensors(safetensors::HfTensors),
-    Synthetic(synthetic::SyntheticTensors),
+/// The format a checkpoint was read from, for the conventions that differ between formats
+/// (e.g. GGUF permutes llama's Q/K rows for interleaved rotary embeddings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    Gguf,
+    Safetensors,
+    /// Generated weights in GGUF's conventions.
+    Synthetic,
 }
 
 pub struct Checkpoint {
-    /// The GGUF file, the folder of a safetensors checkpoint, or a `synthetic:` spec.
-    pub path: PathBuf,
-    metadata: HashMap<String, Value>,
-    tensors: Tensors,
+    /// What to name in messages: the GGUF file, the safetensors folder, or the synthetic spec.
+    pub origin: String,
+    pub format: CheckpointFormat,
+    metadata: Metadata,
+    tensors: Box<dyn TensorSource>,
     /// A Hugging Face tokenizer to use instead of the GGUF `tokenizer.ggml.*` metadata.
     tokenizer_json: Option<PathBuf>,
 }
 
 impl Checkpoint {
-    /// A `.gguf` file, or a folder in the Hugging Face layout (`config.json`, `*.safetensors`,
-    /// `tokenizer.json`).
-    pub fn open(path: &Path) -> Result<Self> {
-        let spec = path.to_string_lossy();
-        if synthetic::is_synthetic(&spec) {
-            synthetic::open(&spec)
-        } else if path.is_dir() {
-            safetensors::open(path)
-        } else {
-            gguf::open(path)
-        }
-    }
-
-    pub(super) fn new(path: PathBuf, metadata: HashMap<String, Value>, tensors: Tensors) -> Self {
+    pub fn new(
+        origin: String,
+        format: CheckpointFormat,
+        metadata: Metadata,
+        tensors: Box<dyn TensorSource>,
+    ) -> Self {
         Self {
-            path,
+            origin,
+            format,
             metadata,
             tensors,
             tokenizer_json: None,
         }
     }
 
-    pub(super) fn with_tokenizer_json(mut self, tokenizer_json: PathBuf) -> Self {
+    pub fn with_tokenizer_json(mut self, tokenizer_json: PathBuf) -> Self {
         self.tokenizer_json = Some(tokenizer_json);
         self
     }
 
     pub fn is_safetensors(&self) -> bool {
-        matches!(self.tensors, Tensors::Safetensors(_))
+        self.format == CheckpointFormat::Safetensors
     }
 
     /// The Hugging Face `tokenizer.json` of checkpoints that come with one.
@@ -82,7 +78,7 @@ impl Checkpoint {
             .unwrap_or_default())
     }
 
-    pub fn metadata(&self) -> &HashMap<String, Value> {
+    pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
 
@@ -90,7 +86,7 @@ impl Checkpoint {
         self.metadata.get(key).with_context(|| {
             format!(
                 "{}: metadata key '{key}' is missing; the file is not a complete model",
-                self.path.display()
+                self.origin
             )
         })
     }
@@ -187,42 +183,29 @@ impl Checkpoint {
     }
 
     fn bad_type(&self, key: &str, expected: &str) -> String {
-        format!(
-            "{}: metadata key '{key}' is not {expected}",
-            self.path.display()
-        )
+        format!("{}: metadata key '{key}' is not {expected}", self.origin)
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
-        match &self.tensors {
-            Tensors::Gguf(t) => t.has(name),
-            Tensors::Safetensors(t) => t.has(name),
-            Tensors::Synthetic(t) => t.has(name),
-        }
+        self.tensors.has(name)
     }
 
     /// The names of all tensors the networks can use.
     pub fn tensor_names(&self) -> Vec<String> {
-        match &self.tensors {
-            Tensors::Gguf(t) => t.names(),
-            Tensors::Safetensors(t) => t.names(),
-            Tensors::Synthetic(t) => t.names(),
-        }
+        self.tensors.names()
     }
 
     /// (rows, columns) of a matrix, without reading it.
     pub fn tensor_shape(&self, name: &str) -> Result<(usize, usize)> {
-        let dims = match &self.tensors {
-            Tensors::Gguf(t) => t.dims(name),
-            Tensors::Safetensors(t) => t.dims(name),
-            Tensors::Synthetic(t) => t.dims(name),
-        }
-        .with_context(|| format!("{}: tensor '{name}' is missing", self.path.display()))?;
+        let dims = self
+            .tensors
+            .dims(name)
+            .with_context(|| format!("{}: tensor '{name}' is missing", self.origin))?;
         match dims.as_slice() {
             [rows, cols] => Ok((*rows, *cols)),
             other => bail!(
                 "{}: tensor '{name}' has shape {other:?}, expected a matrix",
-                self.path.display()
+                self.origin
             ),
         }
     }
@@ -231,13 +214,9 @@ impl Checkpoint {
         if !self.has_tensor(name) {
             bail!(
                 "{}: tensor '{name}' is missing; the checkpoint is not a complete model",
-                self.path.display()
+                self.origin
             );
         }
-        match &mut self.tensors {
-            Tensors::Gguf(t) => t.read(&self.path, name),
-            Tensors::Safetensors(t) => t.read(&self.path, name),
-            Tensors::Synthetic(t) => t.read(&self.path, name),
-        }
+        self.tensors.read(name)
     }
 }

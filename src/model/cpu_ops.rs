@@ -1,12 +1,11 @@
 //! Element-wise CPU kernels of the forward pass, vectorized through runtime AVX2/FMA dispatch:
 //! the masked (optionally soft-capped) softmax of attention rows and the gated activations of
-//! the feed-forward layers (SwiGLU, GeGLU), all on a fast `exp`.
+//! the feed-forward layers (SwiGLU, GeGLU), all on a fast `exp`; and the view of a contiguous
+//! CPU tensor as a slice.
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
-
-use super::cpu_attention::slice_of;
 
 /// Runs `f` compiled for AVX2/FMA when the CPU has them, so that its loops vectorize.
 #[inline(always)]
@@ -22,6 +21,14 @@ fn dispatch(f: impl FnOnce()) {
         return;
     }
     f()
+}
+
+/// The elements of a contiguous CPU tensor's storage, in order.
+pub fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("CPU kernels need contiguous tensors"),
+    }
 }
 
 /// Softmax over the entries `visible` of a score row (a causal, possibly sliding window), each

@@ -5,10 +5,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-/// How weights are kept in memory, and so which precision the forward computes in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+/// The precision a model computes in (`--dtype`): how its weights are kept in memory, and so
+/// the dtype of its activations.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
-pub enum WeightMode {
+pub enum Precision {
     /// Dequantized to f32 at load: the fastest path on CPU with candle's kernels, and the
     /// reference precision.
     F32,
@@ -22,13 +25,13 @@ pub enum WeightMode {
     Quantized,
 }
 
-impl WeightMode {
+impl Precision {
     /// The dtype of dense weights and activations.
     pub fn activation_dtype(self) -> DType {
         match self {
-            WeightMode::F32 | WeightMode::Quantized => DType::F32,
-            WeightMode::Bf16 => DType::BF16,
-            WeightMode::F16 => DType::F16,
+            Precision::F32 | Precision::Quantized => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
         }
     }
 }
@@ -58,6 +61,18 @@ pub fn parse_device(name: &str) -> Result<Device> {
     })
 }
 
+impl Precision {
+    /// The name `--dtype` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+            Precision::Quantized => "quantized",
+        }
+    }
+}
+
 /// A short name of a device for reports: `cpu` or `cuda:N`.
 pub fn device_name(device: &Device) -> String {
     match device.location() {
@@ -67,25 +82,25 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
-/// A device and a weight mode: where loaded weights go and in which form.
+/// A device and a precision: where loaded weights go and in which form.
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub device: Device,
-    pub mode: WeightMode,
+    pub precision: Precision,
 }
 
 impl Placement {
-    pub fn new(device: Device, mode: WeightMode) -> Self {
-        Self { device, mode }
+    pub fn new(device: Device, precision: Precision) -> Self {
+        Self { device, precision }
     }
 
-    pub fn cpu(mode: WeightMode) -> Self {
-        Self::new(Device::Cpu, mode)
+    pub fn cpu(precision: Precision) -> Self {
+        Self::new(Device::Cpu, precision)
     }
 
     /// The dtype of dense weights and activations.
     pub fn dtype(&self) -> DType {
-        self.mode.activation_dtype()
+        self.precision.activation_dtype()
     }
 
     /// A dense tensor (norm weights, biases, embeddings, a dense weight matrix) in the

@@ -10,20 +10,176 @@
 //! of `(1 + w) · x̂` already added, so every norm is a plain RMSNorm here.
 
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::Tensor;
+use serde_json::{json, Value as Json};
 
+use super::architecture::{base_config, Architecture, ConfigReader, Network, RopeConfig};
+use super::attention::{AttentionPlan, AttentionSpec};
+use super::batch::PackedBatch;
 use super::checkpoint::Checkpoint;
+use super::device::{Placement, Precision};
+use super::formats::Metadata;
 use super::layers::{
-    gated, head_major, heads, lm_head, score_rows, AttentionPlan, AttentionSpec, BatchTensors,
-    GateActivation, Linear, Placement, RopeStyle, RopeTables, WeightMode,
+    gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeStyle, RopeTables,
 };
-use super::{PackedBatch, RowScore};
+use super::llama::output_weight;
+use super::scoring::{LmHead, RowScore};
 
 /// Layers per group of which the last is global, when the file does not say
 /// (`sliding_window_pattern` of Gemma 3's config).
 pub const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
 /// RoPE base of the sliding-window layers, when the file does not say.
 pub const DEFAULT_LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+/// gemma3: config.json `model_type` "gemma3_text" (or the multimodal "gemma3", whose language
+/// model settings are in `text_config`), GGUF `gemma3`.
+pub struct Gemma3Architecture;
+
+impl Architecture for Gemma3Architecture {
+    fn name(&self) -> &'static str {
+        "gemma3"
+    }
+
+    fn model_types(&self) -> &'static [&'static str] {
+        &["gemma3_text", "gemma3"]
+    }
+
+    fn metadata_from_config(&self, config: &Json) -> Result<Metadata> {
+        let config = match &config["text_config"] {
+            Json::Object(_) if config["model_type"] == "gemma3" => &config["text_config"],
+            _ => config,
+        };
+        let mut reader = ConfigReader::new(config, self.name())?;
+        let rope = RopeConfig::of(config);
+        match rope.scaling_type {
+            "default" => {}
+            "linear" => {
+                let factor = rope.scaling["factor"]
+                    .as_f64()
+                    .context("linear RoPE scaling without 'factor'")?;
+                reader.set("rope.scaling.type", Value::String("linear".into()));
+                reader.set("rope.scaling.factor", Value::F32(factor as f32));
+            }
+            other => bail!("RoPE scaling '{other}' is not supported for gemma3"),
+        }
+        if config["head_dim"].is_u64() {
+            reader.int("attention.key_length", "head_dim")?;
+            reader.int("attention.value_length", "head_dim")?;
+        }
+        if config["sliding_window"].is_u64() {
+            reader.int("attention.sliding_window", "sliding_window")?;
+        }
+        if let Some(pattern) = sliding_window_pattern(config)? {
+            reader.set(
+                "attention.sliding_window_pattern",
+                Value::U64(pattern as u64),
+            );
+        }
+        if let Some(local) = config["rope_local_base_freq"]
+            .as_f64()
+            .or(rope.local["rope_theta"].as_f64())
+        {
+            reader.set("rope.freq_base_swa", Value::F32(local as f32));
+        }
+        if let Some(scalar) = config["query_pre_attn_scalar"].as_f64() {
+            reader.set("attention.scale", Value::F32((1.0 / scalar.sqrt()) as f32));
+        }
+        for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = reader.float(cap) {
+                reader.set(cap, v);
+            }
+        }
+        Ok(reader.metadata)
+    }
+
+    fn config_from_metadata(&self, checkpoint: &Checkpoint, torch_dtype: &str) -> Result<Json> {
+        let mut config = base_config(
+            checkpoint,
+            "gemma3",
+            "Gemma3ForCausalLM",
+            "gemma3_text",
+            torch_dtype,
+        )?;
+        let key = |k: &str| format!("gemma3.{k}");
+        let hidden = checkpoint.usize(&key("embedding_length"))?;
+        let n_head = checkpoint.usize(&key("attention.head_count"))?;
+        let head_dim = checkpoint.usize_or(&key("attention.key_length"), hidden / n_head)?;
+        config["head_dim"] = json!(head_dim);
+        config["query_pre_attn_scalar"] = json!(head_dim);
+        config["hidden_activation"] = json!("gelu_pytorch_tanh");
+        if checkpoint.has(&key("attention.sliding_window")) {
+            config["sliding_window"] = json!(checkpoint.usize(&key("attention.sliding_window"))?);
+            config["sliding_window_pattern"] = json!(checkpoint.usize_or(
+                &key("attention.sliding_window_pattern"),
+                DEFAULT_SLIDING_WINDOW_PATTERN,
+            )?);
+            config["rope_local_base_freq"] = json!(checkpoint
+                .optional_f32(&key("rope.freq_base_swa"))?
+                .unwrap_or(DEFAULT_LOCAL_ROPE_BASE));
+        }
+        Ok(config)
+    }
+
+    /// The FFN's input norm is `pre_feedforward_layernorm`; `post_attention_layernorm` is a
+    /// norm of its own.
+    fn norm_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "post_attention_layernorm.weight",
+                "post_attention_norm.weight",
+            ),
+            ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+        ]
+    }
+
+    fn ties_embeddings_by_default(&self) -> bool {
+        true
+    }
+
+    /// GGUF stores the norm weights with the 1 of `(1 + w) · x̂` added; Hugging Face without.
+    fn tensor_from_hf(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        match name.ends_with("norm.weight") {
+            true => Ok((tensor + 1.0)?),
+            false => Ok(tensor),
+        }
+    }
+
+    fn tensor_to_hf(&self, _checkpoint: &Checkpoint, name: &str, tensor: Tensor) -> Result<Tensor> {
+        match name.ends_with("norm.weight") {
+            true => Ok((tensor - 1.0)?),
+            false => Ok(tensor),
+        }
+    }
+
+    fn load(&self, checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Box<dyn Network>> {
+        Ok(Box::new(Gemma3::from_checkpoint(checkpoint, placement)?))
+    }
+}
+
+/// Gemma 3's period of sliding-window layers: `sliding_window_pattern`, or read off
+/// `layer_types` (which must then repeat with one global layer last in each period).
+fn sliding_window_pattern(config: &Json) -> Result<Option<usize>> {
+    if let Some(p) = config["sliding_window_pattern"].as_u64() {
+        return Ok(Some(p as usize));
+    }
+    let Some(types) = config["layer_types"].as_array() else {
+        return Ok(None);
+    };
+    let is_global = |t: &Json| t.as_str() == Some("full_attention");
+    let Some(first_global) = types.iter().position(is_global) else {
+        bail!("'layer_types' has no full_attention layer; only periodic patterns are supported");
+    };
+    let period = first_global + 1;
+    let periodic = types
+        .iter()
+        .enumerate()
+        .all(|(i, t)| is_global(t) == (i + 1).is_multiple_of(period));
+    if !periodic {
+        bail!("'layer_types' does not repeat with period {period}; only periodic patterns are supported");
+    }
+    Ok(Some(period))
+}
 
 #[derive(Debug, Clone)]
 pub struct Gemma3Config {
@@ -127,25 +283,23 @@ pub struct Gemma3 {
     pub config: Gemma3Config,
     embeddings: Tensor,
     blocks: Vec<Block>,
-    final_norm: Tensor,
-    lm_head: Linear,
+    lm_head: LmHead,
     global_rope: RopeTables,
     local_rope: RopeTables,
 }
 
 impl Gemma3 {
-    pub fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
+    fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
         let config = Gemma3Config::from_checkpoint(checkpoint)?;
-        if placement.mode == WeightMode::F16 {
+        if placement.precision == Precision::F16 {
             bail!(
                 "{}: gemma 3's activations overflow f16 (they exceed its largest value, 65504); \
                  use --dtype bf16 or f32",
-                checkpoint.path.display()
+                checkpoint.origin
             );
         }
         let embed_q = checkpoint.tensor("token_embd.weight")?;
         let embeddings = placement.dense(&embed_q)?;
-        let lm_head = lm_head(checkpoint, embed_q, &embeddings, placement)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
@@ -169,7 +323,15 @@ impl Gemma3 {
                 sliding,
             });
         }
-        let final_norm = placement.dense(&checkpoint.tensor("output_norm.weight")?)?;
+        let lm_head = LmHead::new(
+            placement.dense(&checkpoint.tensor("output_norm.weight")?)?,
+            config.rms_eps,
+            output_weight(checkpoint)?,
+            embed_q,
+            &embeddings,
+            placement,
+            config.final_softcap,
+        )?;
         let (dim, max) = (config.head_dim, config.context_length);
         let global_rope = RopeTables::linearly_scaled(
             dim,
@@ -185,14 +347,19 @@ impl Gemma3 {
             config,
             embeddings,
             blocks,
-            final_norm,
             lm_head,
             global_rope,
             local_rope,
         })
     }
+}
 
-    pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+impl Network for Gemma3 {
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+
+    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         let c = &self.config;
         let global = BatchTensors::new(batch, &self.global_rope)?;
         let local = BatchTensors::new(batch, &self.local_rope)?;
@@ -235,13 +402,36 @@ impl Gemma3 {
             let act = gated(&gate_up, GateActivation::GeluTanh)?;
             x = (x + norm(&block.down.forward(&act)?, &block.post_ffn_norm)?)?;
         }
-        score_rows(
-            &x,
-            batch,
-            &self.final_norm,
-            c.rms_eps,
-            &self.lm_head,
-            c.final_softcap,
-        )
+        self.lm_head.score(&x, batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemma3_config_fields_become_gguf_metadata() {
+        let config = json!({
+            "model_type": "gemma3_text", "hidden_size": 640, "num_hidden_layers": 18,
+            "intermediate_size": 2048, "num_attention_heads": 4, "num_key_value_heads": 1,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "head_dim": 256,
+            "sliding_window": 512, "query_pre_attn_scalar": 256,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                            "sliding_attention", "sliding_attention", "full_attention"],
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+        });
+        let m = Gemma3Architecture.metadata_from_config(&config).unwrap();
+        let f = |k: &str| match &m[k] {
+            Value::F32(v) => *v as f64,
+            Value::U64(v) => *v as f64,
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(f("gemma3.attention.sliding_window_pattern"), 3.0);
+        assert_eq!(f("gemma3.rope.freq_base"), 1e6);
+        assert_eq!(f("gemma3.rope.freq_base_swa"), 1e4);
+        assert_eq!(f("gemma3.attention.scale"), 1.0 / 16.0);
+        assert_eq!(f("gemma3.attention.key_length"), 256.0);
     }
 }

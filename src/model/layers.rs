@@ -1,18 +1,15 @@
 //! Building blocks shared by the architectures: linear layers that are either quantized or
-//! dequantized, rotary tables indexed by per-token positions, attention over packed sequences,
-//! and the LM head with log-softmax applied to the scored rows only.
-
-use std::ops::Range;
+//! dequantized, rotary tables indexed by per-token positions, the split of projections into
+//! heads, and gated activations.
 
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
-use super::checkpoint::Checkpoint;
+use super::batch::PackedBatch;
+use super::cpu_ops;
 pub use super::cpu_ops::GateActivation;
-use super::device::is_float_format;
-pub use super::device::{Placement, WeightMode};
-use super::{cpu_attention, cpu_ops, PackedBatch, RowScore, Segment};
+use super::device::{is_float_format, Placement, Precision};
 
 /// A weight matrix `[out, in]`, applied as `x · Wᵀ`.
 pub struct Linear {
@@ -23,21 +20,15 @@ impl Linear {
     /// One matrix whose output rows are the rows of `parts` stacked in order (e.g. Q, K and V),
     /// so that one large matmul replaces several small ones; placed as `placement` says.
     pub fn stacked(parts: Vec<QTensor>, placement: &Placement) -> Result<Self> {
-        let quantized = placement.mode == WeightMode::Quantized
+        let quantized = placement.precision == Precision::Quantized
             && parts.iter().all(|p| !is_float_format(p.dtype()));
         if !quantized {
             let dense = parts
                 .iter()
                 .map(|p| p.dequantize(&Device::Cpu))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            let dtype = match placement.mode {
-                // Float-format weights of a quantized file compute in f32, as its activations do.
-                WeightMode::Quantized => DType::F32,
-                _ => placement.dtype(),
-            };
-            let w = Tensor::cat(&dense, 0)?
-                .to_dtype(dtype)?
-                .to_device(&placement.device)?;
+            // Float-format weights of a quantized file compute in f32, as its activations do.
+            let w = placement.put(&Tensor::cat(&dense, 0)?)?;
             return Ok(Self {
                 parts: vec![QMatMul::Tensor(w)],
             });
@@ -98,23 +89,6 @@ impl Linear {
             .map(|p| p.forward(x))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::cat(&outs, D::Minus1)?)
-    }
-}
-
-/// The LM head: the file's `output.weight`, or the embedding table when the two are tied (kept
-/// quantized in quantized mode, else the already placed dense `embeddings`).
-pub fn lm_head(
-    checkpoint: &mut Checkpoint,
-    embeddings_q: QTensor,
-    embeddings: &Tensor,
-    placement: &Placement,
-) -> Result<Linear> {
-    if checkpoint.has_tensor("output.weight") {
-        return Linear::new(checkpoint.tensor("output.weight")?, placement);
-    }
-    match placement.mode {
-        WeightMode::Quantized => Linear::new(embeddings_q, placement),
-        _ => Ok(Linear::dense(embeddings.clone())),
     }
 }
 
@@ -204,35 +178,6 @@ impl BatchTensors {
     }
 }
 
-/// How the attention of one layer turns query·key products into weights.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttentionSpec {
-    /// Factor on q·k (usually 1/√head_dim).
-    pub scale: f32,
-    /// A query at position p sees keys at positions p − window < j ≤ p only (sliding-window
-    /// layers); `None` is plain causal attention.
-    pub window: Option<usize>,
-    /// Scaled scores are capped to `cap · tanh(s / cap)` before the softmax (gemma 2).
-    pub softcap: Option<f32>,
-}
-
-impl AttentionSpec {
-    pub fn causal(scale: f32) -> Self {
-        Self {
-            scale,
-            window: None,
-            softcap: None,
-        }
-    }
-
-    /// The key positions a query at `position` attends to.
-    pub fn visible_keys(&self, position: usize) -> Range<usize> {
-        let end = position + 1;
-        let start = self.window.map_or(0, |w| end.saturating_sub(w));
-        start..end
-    }
-}
-
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -265,153 +210,6 @@ pub fn head_major(t: &Tensor, rope: Option<(&Tensor, &Tensor, RopeStyle)>) -> Re
     Ok(rotated.squeeze(0)?)
 }
 
-/// Query rows of one block of [`AttentionPlan::Blocked`]: large enough that a forward is a few
-/// large kernels, small enough that a block's scores (`heads × rows × keys` in f32) stay well
-/// under a GiB for 8B-sized models at the default batch size.
-const MASKED_BLOCK_ROWS: usize = 1024;
-
-/// How one forward computes attention under one [`AttentionSpec`]: prepared once per forward
-/// and shared by every layer with that spec.
-pub enum AttentionPlan<'a> {
-    /// The CPU kernel (f32), which walks the segments directly.
-    Tree {
-        segments: &'a [Segment],
-        spec: AttentionSpec,
-    },
-    /// Dense attention in blocks of query rows, masked: each block attends to the contiguous
-    /// span of keys from its earliest ancestor to its own last row, and a 0 / −∞ mask per block
-    /// (built once per forward) encodes the tree, the causal order and the window. Segments are
-    /// packed depth first, so a block's span holds little besides its ancestors. A handful of
-    /// large tensor ops per block and layer: the path for GPUs and for non-f32 precisions.
-    Blocked {
-        spec: AttentionSpec,
-        blocks: Vec<MaskedBlock>,
-    },
-}
-
-/// One block of query rows of a [`AttentionPlan::Blocked`] forward.
-pub struct MaskedBlock {
-    queries: Range<usize>,
-    keys_start: usize,
-    /// `[queries, keys_start..queries.end]`, f32: 0 where the query sees the key, else −∞.
-    mask: Tensor,
-}
-
-impl<'a> AttentionPlan<'a> {
-    /// The CPU kernel for f32 on the CPU; masked blocks otherwise.
-    pub fn new(
-        batch: &'a PackedBatch,
-        spec: AttentionSpec,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
-        if device.is_cpu() && dtype == DType::F32 {
-            return Ok(Self::Tree {
-                segments: &batch.segments,
-                spec,
-            });
-        }
-        Self::blocked(batch, spec, device, MASKED_BLOCK_ROWS)
-    }
-
-    /// Masked blocks of `block_rows` query rows, whatever the device.
-    pub fn blocked(
-        batch: &PackedBatch,
-        spec: AttentionSpec,
-        device: &Device,
-        block_rows: usize,
-    ) -> Result<Self> {
-        let n_tokens = batch.tokens.len();
-        let mut segment_of = vec![0usize; n_tokens];
-        for (i, seg) in batch.segments.iter().enumerate() {
-            segment_of[seg.range.clone()].fill(i);
-        }
-        let mut blocks = Vec::new();
-        for block_start in (0..n_tokens).step_by(block_rows.max(1)) {
-            let queries = block_start..(block_start + block_rows).min(n_tokens);
-            let seg_first = |t: usize| {
-                let seg = &batch.segments[segment_of[t]];
-                seg.ancestors.first().map_or(seg.range.start, |r| r.start)
-            };
-            let keys_start = queries.clone().map(seg_first).min().unwrap_or(block_start);
-            let n_keys = queries.end - keys_start;
-            let mut mask = vec![f32::NEG_INFINITY; queries.len() * n_keys];
-            for (row, t) in queries.clone().enumerate() {
-                let seg = &batch.segments[segment_of[t]];
-                let visible = spec.visible_keys(batch.positions[t] as usize);
-                let own = seg.range.start..t + 1;
-                for range in seg.ancestors.iter().chain(std::iter::once(&own)) {
-                    for key in range.clone() {
-                        if visible.contains(&(batch.positions[key] as usize)) {
-                            mask[row * n_keys + key - keys_start] = 0.0;
-                        }
-                    }
-                }
-            }
-            let mask =
-                Tensor::from_vec(mask, (queries.len(), n_keys), &Device::Cpu)?.to_device(device)?;
-            blocks.push(MaskedBlock {
-                queries,
-                keys_start,
-                mask,
-            });
-        }
-        Ok(Self::Blocked { spec, blocks })
-    }
-
-    /// Attention of every packed segment to its ancestors and (causally) to itself.
-    ///
-    /// `q: [n_head, T, head_dim]`, `k`, `v: [n_kv_head, T, head_dim]` (RoPE applied); returns
-    /// `[T, n_head * head_dim]`.
-    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Tree { segments, spec } => cpu_attention::tree_attention(q, k, v, segments, spec),
-            Self::Blocked { spec, blocks } => masked_attention(q, k, v, spec, blocks),
-        }
-    }
-}
-
-/// [`AttentionPlan::Blocked`]: per block, query heads that share a key/value head are folded
-/// into one matmul (`[n_kv, rep·L, d] × [n_kv, d, K]`); scores, mask and softmax in f32.
-fn masked_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    spec: &AttentionSpec,
-    blocks: &[MaskedBlock],
-) -> Result<Tensor> {
-    let (n_head, _, head_dim) = q.dims3()?;
-    let n_kv = k.dim(0)?;
-    if n_head % n_kv != 0 {
-        bail!("{n_head} query heads cannot share {n_kv} key/value heads");
-    }
-    let rep = n_head / n_kv;
-    let mut outs = Vec::with_capacity(blocks.len());
-    for block in blocks {
-        let (rows, start) = (block.queries.len(), block.queries.start);
-        let n_keys = block.queries.end - block.keys_start;
-        let q = q
-            .narrow(1, start, rows)?
-            .contiguous()?
-            .reshape((n_kv, rep * rows, head_dim))?;
-        let k = k.narrow(1, block.keys_start, n_keys)?.contiguous()?;
-        let v = v.narrow(1, block.keys_start, n_keys)?.contiguous()?;
-        let mut scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * spec.scale as f64)?;
-        if let Some(cap) = spec.softcap {
-            scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
-        }
-        let scores = scores
-            .reshape((n_kv, rep, rows, n_keys))?
-            .broadcast_add(&block.mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?
-            .to_dtype(v.dtype())?
-            .reshape((n_kv, rep * rows, n_keys))?;
-        outs.push(probs.matmul(&v)?.reshape((n_head, rows, head_dim))?);
-    }
-    let out = Tensor::cat(&outs, 1)?;
-    Ok(out.transpose(0, 1)?.reshape(((), n_head * head_dim))?)
-}
-
 /// `act(gate) ⊙ up` for `gate_up = [gate | up]` (`[T, 2F]` → `[T, F]`).
 pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
     if gate_up.device().is_cpu() && gate_up.dtype() == DType::F32 && gate_up.is_contiguous() {
@@ -424,173 +222,4 @@ pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
         GateActivation::GeluTanh => gate.gelu()?,
     };
     Ok((gate * gate_up.narrow(1, ffn, ffn)?)?)
-}
-
-/// The LM head on the batch's scored rows only: final norm, projection, log-softmax, targets.
-pub fn score_rows(
-    hidden: &Tensor,
-    batch: &PackedBatch,
-    final_norm: &Tensor,
-    rms_eps: f32,
-    lm_head: &Linear,
-    softcap: Option<f32>,
-) -> Result<Vec<RowScore>> {
-    let rows = Tensor::new(batch.score_rows.as_slice(), hidden.device())?;
-    let h = candle_nn::ops::rms_norm(&hidden.index_select(&rows, 0)?, final_norm, rms_eps)?;
-    score_logits(&lm_head.forward(&h)?, &batch.targets, softcap)
-}
-
-/// Log-probability of each target and whether it is its row's argmax, from the logits
-/// `[R, V]` of the scored rows (soft-capped to `cap · tanh(x / cap)` first when `softcap` is
-/// given); `targets` are (row, token) pairs. On the CPU the rows are summed in f64; on other
-/// devices the log-softmax runs there (in f32) and only R + 2·targets numbers come back.
-pub fn score_logits(
-    logits: &Tensor,
-    targets: &[(u32, u32)],
-    softcap: Option<f32>,
-) -> Result<Vec<RowScore>> {
-    let logits = match softcap {
-        Some(cap) => ((logits.to_dtype(DType::F32)? / cap as f64)?.tanh()? * cap as f64)?,
-        None => logits.to_dtype(DType::F32)?,
-    };
-    let vocab = logits.dim(1)?;
-    if let Some(&(_, target)) = targets.iter().find(|&&(_, t)| t as usize >= vocab) {
-        bail!("token id {target} is outside the model's vocabulary of {vocab}");
-    }
-    if !logits.device().is_cpu() {
-        return score_logits_on_device(&logits, targets);
-    }
-    let logits = logits.to_vec2::<f32>()?;
-    let summaries: Vec<(usize, f32, f64)> = logits
-        .iter()
-        .map(|row| {
-            let (mut argmax, mut max) = (0usize, f32::NEG_INFINITY);
-            for (i, &x) in row.iter().enumerate() {
-                if x > max {
-                    max = x;
-                    argmax = i;
-                }
-            }
-            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-            (argmax, max, sum.ln())
-        })
-        .collect();
-    targets
-        .iter()
-        .map(|&(row, target)| {
-            let (row, target) = (row as usize, target as usize);
-            let logits = &logits[row];
-            let (argmax, max, log_sum) = summaries[row];
-            Ok(RowScore {
-                logprob: (logits[target] - max) as f64 - log_sum,
-                is_argmax: argmax == target,
-            })
-        })
-        .collect()
-}
-
-/// [`score_logits`] for f32 logits on a GPU: max, log-sum-exp and argmax per row, and the
-/// targets' logits gathered from the flattened matrix, all on the device.
-fn score_logits_on_device(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec<RowScore>> {
-    let (rows, vocab) = logits.dims2()?;
-    let device = logits.device();
-    let max = logits.max_keepdim(1)?;
-    let log_sum_exp = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let argmax = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
-    let flat: Vec<i64> = targets
-        .iter()
-        .map(|&(row, target)| row as i64 * vocab as i64 + target as i64)
-        .collect();
-    let picked = logits
-        .reshape(rows * vocab)?
-        .index_select(&Tensor::new(flat.as_slice(), device)?, 0)?
-        .to_vec1::<f32>()?;
-    Ok(targets
-        .iter()
-        .zip(picked)
-        .map(|(&(row, target), logit)| RowScore {
-            logprob: (logit - log_sum_exp[row as usize]) as f64,
-            is_argmax: argmax[row as usize] == target,
-        })
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The CPU kernel and the masked-block path agree on a tree: a shared trunk, two
-    /// branches below it (one long enough to span several query blocks), a grandchild, and an
-    /// unrelated sequence.
-    #[test]
-    fn cpu_kernel_and_masked_blocks_agree_on_a_tree() {
-        let (n_head, n_kv, d) = (6, 2, 16);
-        let mut batch = PackedBatch::default();
-        let tokens = |n: usize| vec![0u32; n];
-        let trunk = batch.push_segment(&tokens(70), vec![]);
-        let long = batch.push_segment(&tokens(150), vec![trunk.clone()]);
-        let short = batch.push_segment(&tokens(3), vec![trunk.clone()]);
-        batch.push_segment(&tokens(5), vec![trunk.clone(), short.clone()]);
-        batch.push_segment(&tokens(40), vec![]);
-        let n = batch.tokens.len();
-        let _ = long;
-        let q = Tensor::randn(0f32, 1.0, (n_head, n, d), &Device::Cpu).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (n_kv, n, d), &Device::Cpu).unwrap();
-        for spec in [
-            AttentionSpec::causal(0.25),
-            AttentionSpec {
-                scale: 0.25,
-                window: Some(50),
-                softcap: Some(2.0),
-            },
-        ] {
-            let tree = AttentionPlan::new(&batch, spec, &Device::Cpu, DType::F32).unwrap();
-            assert!(matches!(tree, AttentionPlan::Tree { .. }));
-            let fast = tree.attend(&q, &k, &v).unwrap();
-            // Blocks of 64 rows: spans that start at a trunk, a root or mid-segment.
-            let blocked = AttentionPlan::blocked(&batch, spec, &Device::Cpu, 64).unwrap();
-            let generic = blocked.attend(&q, &k, &v).unwrap();
-            let diff = (fast - generic)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-5, "{spec:?}: max difference {diff}");
-        }
-        assert_eq!(
-            batch.segments[3],
-            Segment {
-                range: 223..228,
-                ancestors: vec![0..70, 220..223]
-            }
-        );
-        assert_eq!(batch.positions[223], 73);
-    }
-
-    /// The GPU path of `score_logits` (run here on CPU tensors) gives what the CPU path gives.
-    #[test]
-    fn device_scoring_matches_the_cpu_path() {
-        let logits = Tensor::randn(0f32, 3.0, (5, 1000), &Device::Cpu).unwrap();
-        let targets = [(0, 7), (0, 999), (1, 0), (3, 500), (4, 42)];
-        let argmax_of_2 = logits.get(2).unwrap().argmax(0).unwrap();
-        let targets: Vec<(u32, u32)> = targets
-            .into_iter()
-            .chain([(2, argmax_of_2.to_scalar::<u32>().unwrap())])
-            .collect();
-        let cpu = score_logits(&logits, &targets, None).unwrap();
-        let device = score_logits_on_device(&logits, &targets).unwrap();
-        for (a, b) in cpu.iter().zip(&device) {
-            assert!((a.logprob - b.logprob).abs() < 1e-5, "{a:?} vs {b:?}");
-            assert_eq!(a.is_argmax, b.is_argmax);
-        }
-        assert!(device.last().unwrap().is_argmax);
-        let err = score_logits(&logits, &[(0, 1000)], None).unwrap_err();
-        assert!(err.to_string().contains("outside the model's vocabulary"));
-    }
 }

@@ -8,14 +8,111 @@
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
+use serde_json::{json, Value as Json};
 
-use super::checkpoint::Checkpoint;
+use super::architecture::{base_config, Architecture, ConfigReader, Network};
+use super::attention::{AttentionPlan, AttentionSpec};
+use super::batch::PackedBatch;
+use super::checkpoint::{Checkpoint, CheckpointFormat};
+use super::device::Placement;
+use super::formats::Metadata;
 pub use super::layers::RopeStyle;
-use super::layers::{
-    gated, head_major, heads, lm_head, score_rows, AttentionPlan, AttentionSpec, BatchTensors,
-    GateActivation, Linear, Placement, RopeTables,
-};
-use super::{PackedBatch, RowScore};
+use super::layers::{gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeTables};
+use super::scoring::{LmHead, RowScore};
+
+/// llama: config.json `model_type` "llama", GGUF `llama`.
+pub struct LlamaArchitecture;
+
+impl Architecture for LlamaArchitecture {
+    fn name(&self) -> &'static str {
+        "llama"
+    }
+
+    fn model_types(&self) -> &'static [&'static str] {
+        &["llama"]
+    }
+
+    fn metadata_from_config(&self, config: &Json) -> Result<Metadata> {
+        metadata_from_config(config, self.name())
+    }
+
+    fn config_from_metadata(&self, checkpoint: &Checkpoint, torch_dtype: &str) -> Result<Json> {
+        config_from_metadata(checkpoint, self.name(), "LlamaForCausalLM", torch_dtype)
+    }
+
+    fn norm_names(&self) -> &'static [(&'static str, &'static str)] {
+        NORM_NAMES
+    }
+
+    /// GGUF permutes llama's Q/K rows for interleaved RoPE; Hugging Face does not.
+    fn tensor_to_hf(&self, checkpoint: &Checkpoint, name: &str, tensor: Tensor) -> Result<Tensor> {
+        if checkpoint.format == CheckpointFormat::Safetensors {
+            return Ok(tensor);
+        }
+        let key = |k: &str| format!("llama.{k}");
+        let n_head = checkpoint.usize(&key("attention.head_count"))?;
+        if name.ends_with("attn_q.weight") {
+            unpermute_rows(&tensor, n_head)
+        } else if name.ends_with("attn_k.weight") {
+            unpermute_rows(
+                &tensor,
+                checkpoint.usize_or(&key("attention.head_count_kv"), n_head)?,
+            )
+        } else {
+            Ok(tensor)
+        }
+    }
+
+    fn load(&self, checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Box<dyn Network>> {
+        // GGUF permutes llama's Q/K rows for interleaved RoPE; Hugging Face checkpoints keep
+        // the halves layout.
+        let rope_style = if checkpoint.is_safetensors() {
+            RopeStyle::Halves
+        } else {
+            RopeStyle::Interleaved
+        };
+        Ok(Box::new(Llama::from_checkpoint_as(
+            checkpoint, placement, "llama", rope_style,
+        )?))
+    }
+}
+
+/// The FFN's input norm is `post_attention_layernorm` in llama-shaped models.
+pub const NORM_NAMES: &[(&str, &str)] = &[("post_attention_layernorm.weight", "ffn_norm.weight")];
+
+/// config.json of a llama-shaped model (llama, qwen2) → GGUF metadata under `architecture.`.
+pub fn metadata_from_config(config: &Json, architecture: &'static str) -> Result<Metadata> {
+    let mut reader = ConfigReader::new(config, architecture)?;
+    reader.refuse_rope_scaling()?;
+    if config["head_dim"].is_u64() {
+        reader.int("rope.dimension_count", "head_dim")?;
+    }
+    Ok(reader.metadata)
+}
+
+/// GGUF metadata of a llama-shaped model → config.json.
+pub fn config_from_metadata(
+    checkpoint: &Checkpoint,
+    architecture: &'static str,
+    class: &str,
+    torch_dtype: &str,
+) -> Result<Json> {
+    let mut config = base_config(checkpoint, architecture, class, architecture, torch_dtype)?;
+    config["hidden_act"] = json!("silu");
+    let head_dim = format!("{architecture}.rope.dimension_count");
+    if checkpoint.has(&head_dim) {
+        config["head_dim"] = json!(checkpoint.usize(&head_dim)?);
+    }
+    Ok(config)
+}
+
+/// The inverse of llama.cpp's Q/K permutation: rows (head, i, pair) → (head, pair, i).
+fn unpermute_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = t.dims2()?;
+    Ok(t.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .reshape((rows, cols))?)
+}
 
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
@@ -72,23 +169,11 @@ pub struct Llama {
     pub config: LlamaConfig,
     embeddings: Tensor,
     blocks: Vec<Block>,
-    final_norm: Tensor,
-    lm_head: Linear,
+    lm_head: LmHead,
     rope: RopeTables,
 }
 
 impl Llama {
-    pub fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
-        // GGUF permutes llama's Q/K rows for interleaved RoPE; Hugging Face checkpoints keep
-        // the halves layout.
-        let rope_style = if checkpoint.is_safetensors() {
-            RopeStyle::Halves
-        } else {
-            RopeStyle::Interleaved
-        };
-        Self::from_checkpoint_as(checkpoint, placement, "llama", rope_style)
-    }
-
     /// Loads a llama-shaped network whose metadata lives under `prefix`, with the given rotary
     /// layout; Q/K/V biases are used where the file has them.
     pub fn from_checkpoint_as(
@@ -100,7 +185,6 @@ impl Llama {
         let config = LlamaConfig::from_checkpoint(checkpoint, prefix, rope_style)?;
         let embed_q = checkpoint.tensor("token_embd.weight")?;
         let embeddings = placement.dense(&embed_q)?;
-        let lm_head = lm_head(checkpoint, embed_q, &embeddings, placement)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let qkv_bias = if checkpoint.has_tensor(&format!("blk.{i}.attn_q.bias")) {
@@ -123,7 +207,15 @@ impl Llama {
                 down: Linear::new(t("ffn_down")?, placement)?,
             });
         }
-        let final_norm = placement.dense(&checkpoint.tensor("output_norm.weight")?)?;
+        let lm_head = LmHead::new(
+            placement.dense(&checkpoint.tensor("output_norm.weight")?)?,
+            config.rms_eps as f32,
+            output_weight(checkpoint)?,
+            embed_q,
+            &embeddings,
+            placement,
+            None,
+        )?;
         let rope = RopeTables::new(
             config.head_dim,
             config.rope_theta,
@@ -135,13 +227,28 @@ impl Llama {
             config,
             embeddings,
             blocks,
-            final_norm,
             lm_head,
             rope,
         })
     }
+}
 
-    pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+/// The checkpoint's own LM head, if it has one (else it is tied to the embeddings).
+pub fn output_weight(
+    checkpoint: &mut Checkpoint,
+) -> Result<Option<candle_core::quantized::QTensor>> {
+    match checkpoint.has_tensor("output.weight") {
+        true => Ok(Some(checkpoint.tensor("output.weight")?)),
+        false => Ok(None),
+    }
+}
+
+impl Network for Llama {
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+
+    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         let c = &self.config;
         let tensors = BatchTensors::new(batch, &self.rope)?;
         let q_dim = c.n_head * c.head_dim;
@@ -172,13 +279,32 @@ impl Llama {
             let act = gated(&gate_up, GateActivation::Silu)?;
             x = (x + block.down.forward(&act)?)?;
         }
-        score_rows(
-            &x,
-            batch,
-            &self.final_norm,
-            c.rms_eps as f32,
-            &self.lm_head,
-            None,
-        )
+        self.lm_head.score(&x, batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn unpermuting_inverts_the_llama_cpp_permutation() {
+        let (heads, head_dim, cols) = (3, 4, 2);
+        let rows = heads * head_dim;
+        let hf = Tensor::arange(0f32, (rows * cols) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap();
+        // llama.cpp: reshape(heads, 2, head_dim / 2, cols).swapaxes(1, 2)
+        let permuted = hf
+            .reshape((heads, 2, head_dim / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap();
+        let back = unpermute_rows(&permuted, heads).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
     }
 }

@@ -140,7 +140,7 @@ pub fn fetch(entry: &Entry, dir: &Path) -> Result<PathBuf> {
         );
     }
     let dest = dir.join(&entry.file);
-    verified::set_readable(assembled.as_file())?;
+    crate::output::set_readable(assembled.as_file())?;
     assembled
         .persist(&dest)
         .with_context(|| format!("cannot move the fetched file to {}", dest.display()))?;

@@ -79,7 +79,7 @@ impl TextTokenizer {
             other => bail!(
                 "{}: tokenizer model '{other}' (architecture {architecture}) is not supported yet \
                  (supported: gpt2 byte-level BPE, gemma sentencepiece BPE)",
-                checkpoint.path.display()
+                checkpoint.origin
             ),
         }
     }
@@ -94,7 +94,7 @@ impl TextTokenizer {
                 Some((a, b)) => Ok((a.to_string(), b.to_string())),
                 None => bail!(
                     "{}: tokenizer merge #{i} '{m}' is not two tokens separated by a space",
-                    checkpoint.path.display()
+                    checkpoint.origin
                 ),
             })
             .collect::<Result<_>>()?;
@@ -122,9 +122,7 @@ impl TextTokenizer {
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
-            .map_err(|e| {
-                anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.path.display())
-            })?;
+            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.origin))?;
         let mut inner = Tokenizer::new(bpe);
         let pre = if checkpoint.has("tokenizer.ggml.pre") {
             checkpoint.string("tokenizer.ggml.pre")?
@@ -179,7 +177,7 @@ impl TextTokenizer {
         let prefix_token = bos_id.or(eos_id).with_context(|| {
             format!(
                 "{}: the tokenizer names neither a BOS nor an EOS token",
-                checkpoint.path.display()
+                checkpoint.origin
             )
         })?;
         Ok(Self {
@@ -224,9 +222,7 @@ impl TextTokenizer {
             .fuse_unk(true)
             .byte_fallback(true)
             .build()
-            .map_err(|e| {
-                anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.path.display())
-            })?;
+            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.origin))?;
         let mut inner = Tokenizer::new(bpe);
         let spaces =
             Replace::new(" ", "\u{2581}").map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
@@ -272,7 +268,7 @@ impl TextTokenizer {
         let prefix_token = id_of("bos")?.or(id_of("eos")?).with_context(|| {
             format!(
                 "{}: tokenizer_config.json names neither a BOS nor an EOS token of the vocabulary",
-                checkpoint.path.display()
+                checkpoint.origin
             )
         })?;
         let vocab_size = inner.get_vocab_size(true);
@@ -345,14 +341,14 @@ fn add_file_tokens(
         .collect();
     inner
         .add_special_tokens(special)
-        .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", checkpoint.path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: bad special tokens: {e}", checkpoint.origin))?;
     let user_defined: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED, keep_user_defined)
         .into_iter()
         .map(|t| AddedToken::from(t, false).normalized(false))
         .collect();
     inner
         .add_tokens(user_defined)
-        .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", checkpoint.path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", checkpoint.origin))?;
     Ok(())
 }
 

@@ -51,7 +51,7 @@ impl ChatTemplate {
             &checkpoint.string("tokenizer.chat_template")?,
             &checkpoint.special_token_text("bos")?,
             &checkpoint.special_token_text("eos")?,
-            &checkpoint.path.display().to_string(),
+            &checkpoint.origin,
         )?))
     }
 

@@ -1,10 +1,10 @@
 //! The two VIA tasks on top of the engine: Task 1 (stated values) and Task 2 (actions) turned
 //! into (context, continuation) requests, and their option log-probabilities turned back into
-//! the stated matrix V and the action matrix A. Also what a run covers (protocol, filters) and
-//! the resumable runner that scores it.
+//! the stated matrix V and the action matrix A; what a run covers (protocol, filters); and the
+//! same matrices read from the paper's released outputs (`released`).
 
 pub mod action;
-pub mod runner;
+pub mod released;
 pub mod stated;
 
 use anyhow::{bail, Result};
@@ -27,6 +27,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The name `--protocol` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Paper => "paper",
+            Protocol::Full => "full",
+        }
+    }
+
     pub fn task1_variants(self) -> Vec<usize> {
         (0..TASK1_VARIANTS).collect()
     }
@@ -47,6 +55,16 @@ pub enum Scoring {
     Hard,
     /// The expected option under the renormalised option probabilities.
     Soft,
+}
+
+impl Scoring {
+    /// The name `--scoring` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scoring::Hard => "hard",
+            Scoring::Soft => "soft",
+        }
+    }
 }
 
 /// The countries, topics and values a run covers, as indices in the dataset's orders.
@@ -131,16 +149,24 @@ impl Selection {
     }
 
     /// Names, for run.json.
-    pub fn names(&self) -> serde_json::Value {
+    pub fn names(&self) -> SelectionNames {
         let names = |ix: &[usize], all: &[&str]| -> Vec<String> {
             ix.iter().map(|&i| all[i].to_string()).collect()
         };
-        serde_json::json!({
-            "countries": names(&self.countries, &COUNTRIES),
-            "topics": names(&self.topics, &TOPICS),
-            "values": names(&self.values, &VALUES),
-        })
+        SelectionNames {
+            countries: names(&self.countries, &COUNTRIES),
+            topics: names(&self.topics, &TOPICS),
+            values: names(&self.values, &VALUES),
+        }
     }
+}
+
+/// A [`Selection`] by name, as run.json records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectionNames {
+    pub countries: Vec<String>,
+    pub topics: Vec<String>,
+    pub values: Vec<String>,
 }
 
 /// How a prompt reaches the model: as the single user turn of its chat template, or as plain

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::generation::{parse_generation, Generation};
-use super::vocabulary::{COUNTRIES, TOPICS, VALUES};
-use super::{country_index, topic_index, value_index};
+use super::vocabulary::{country_index, topic_index, value_index, COUNTRIES, TOPICS, VALUES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Polarity {

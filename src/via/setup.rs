@@ -77,7 +77,7 @@ pub fn via_csv(explicit: Option<&Path>) -> Result<PathBuf> {
              installed"
         );
     }
-    verified::set_readable(staged.as_file())?;
+    crate::output::set_readable(staged.as_file())?;
     staged
         .persist(&dest)
         .with_context(|| format!("cannot move the VIA dataset to {}", dest.display()))?;

@@ -189,3 +189,15 @@ pub const DEFINITIONS: [(&str, &str); 56] = [
     ("Successful", "achieving goals"),
     ("Clean", "neat, tidy"),
 ];
+
+pub fn country_index(name: &str) -> Option<usize> {
+    COUNTRIES.iter().position(|c| *c == name.trim())
+}
+
+pub fn topic_index(name: &str) -> Option<usize> {
+    TOPICS.iter().position(|t| *t == name.trim())
+}
+
+pub fn value_index(name: &str) -> Option<usize> {
+    VALUES.iter().position(|v| *v == name.trim())
+}

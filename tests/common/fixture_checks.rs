@@ -165,17 +165,17 @@ macro_rules! valuelens_fixture_suite {
         use common::fixture_checks::{self, score_subset};
         use common::{registry_model_path, Reference};
         use valuelens::engine::{EngineOptions, Score};
-        use valuelens::model::{Model, WeightMode};
+        use valuelens::model::{Model, Precision};
 
         const MODEL: &str = $model;
 
-        fn model(mode: WeightMode) -> Model {
+        fn model(mode: Precision) -> Model {
             Model::load_file(MODEL, &registry_model_path(MODEL), mode).unwrap()
         }
 
         fn model_f32() -> &'static Model {
             static MODEL_F32: OnceLock<Model> = OnceLock::new();
-            MODEL_F32.get_or_init(|| model(WeightMode::F32))
+            MODEL_F32.get_or_init(|| model(Precision::F32))
         }
 
         fn f32_scores() -> &'static (Vec<Score>, Vec<Reference>) {
@@ -215,7 +215,7 @@ macro_rules! valuelens_fixture_suite {
         #[test]
         fn quantized_logprobs_are_close_and_greedy_mostly_agrees() {
             let (scores, references) = score_subset(
-                &model(WeightMode::Quantized),
+                &model(Precision::Quantized),
                 MODEL,
                 |i, _| fixture_checks::every(i, $quantized_every),
                 &EngineOptions::default(),

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::Deserialize;
 use valuelens::engine::Request;
-use valuelens::model::{registry, Model, WeightMode};
+use valuelens::model::{registry, Model, Precision};
 
 /// `../shared` beside the repository (override with `VALUELENS_SHARED`).
 pub fn shared_dir() -> PathBuf {
@@ -73,7 +73,7 @@ pub fn registry_model_path(name: &str) -> PathBuf {
 pub fn model_f32() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        Model::load_file("smollm2-135m", &default_model_path(), WeightMode::F32).unwrap()
+        Model::load_file("smollm2-135m", &default_model_path(), Precision::F32).unwrap()
     })
 }
 

@@ -14,9 +14,9 @@ use candle_core::{Device, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu_ops::softmax_window;
-use super::layers::AttentionSpec;
-use super::Segment;
+use super::spec::AttentionSpec;
+use crate::model::batch::Segment;
+use crate::model::cpu_ops::{slice_of, softmax_window};
 
 /// Query rows per task: large enough for efficient gemm calls, small enough to skip most of
 /// the masked triangle and to spread work over the cores.
@@ -288,13 +288,6 @@ unsafe fn matmul_into(
         false,
         Parallelism::None,
     );
-}
-
-pub(crate) fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a [f32]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("cpu attention needs contiguous tensors"),
-    }
 }
 
 /// The output buffer, shared by tasks that write disjoint parts of it.

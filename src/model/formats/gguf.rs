@@ -1,22 +1,22 @@
-//! Opening a GGUF file: header checks that turn a wrong, truncated or foreign file into a clear
-//! error, then its metadata and tensors as a [`Checkpoint`].
+//! GGUF files: header checks that turn a wrong, truncated or foreign file into a clear error,
+//! then the file's metadata and its tensors, read on demand.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::QTensor;
 use candle_core::Device;
 
-use super::checkpoint::{Checkpoint, Tensors};
+use super::{Metadata, TensorSource};
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
-/// A GGUF file's header and metadata, checked so that its tensor data is known to lie inside
-/// the file, as a [`Checkpoint`].
-pub fn open(path: &Path) -> Result<Checkpoint> {
+/// A GGUF file's metadata and tensors, its header checked so that its tensor data is known to
+/// lie inside the file.
+pub fn open(path: &Path) -> Result<(Metadata, GgufTensors)> {
     let file = File::open(path).with_context(|| {
         format!(
             "cannot open model file {}: give a path to a .gguf file or a registry name \
@@ -56,37 +56,40 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     }
     let mut content = content;
     let metadata = std::mem::take(&mut content.metadata);
-    Ok(Checkpoint::new(
-        path.to_path_buf(),
-        metadata,
-        Tensors::Gguf(GgufTensors { content, reader }),
-    ))
+    let tensors = GgufTensors {
+        path: path.to_path_buf(),
+        content,
+        reader,
+    };
+    Ok((metadata, tensors))
 }
 
 /// The tensors of an opened GGUF file, read on demand.
 pub struct GgufTensors {
+    path: PathBuf,
     content: Content,
     reader: BufReader<File>,
 }
 
-impl GgufTensors {
-    pub fn has(&self, name: &str) -> bool {
+impl TensorSource for GgufTensors {
+    fn has(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
 
-    pub fn names(&self) -> Vec<String> {
+    fn names(&self) -> Vec<String> {
         self.content.tensor_infos.keys().cloned().collect()
     }
 
-    /// Dimensions, outermost first (GGUF lists them innermost first).
-    pub fn dims(&self, name: &str) -> Option<Vec<usize>> {
+    /// candle keeps them outermost first (GGUF lists them innermost first).
+    fn dims(&self, name: &str) -> Option<Vec<usize>> {
         self.content
             .tensor_infos
             .get(name)
             .map(|info| info.shape.dims().to_vec())
     }
 
-    pub fn read(&mut self, path: &Path, name: &str) -> Result<QTensor> {
+    fn read(&mut self, name: &str) -> Result<QTensor> {
+        let path = &self.path;
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| {
@@ -100,6 +103,6 @@ impl GgufTensors {
 }
 
 /// candle appends a backtrace to its errors when RUST_BACKTRACE is set; users get the message.
-fn first_line(e: &candle_core::Error) -> String {
+pub fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }

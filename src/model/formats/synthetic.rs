@@ -9,10 +9,10 @@
 //!
 //! The tokenizer (and chat template) is the default registry model's, or, after `@`, a folder
 //! holding a `tokenizer.json` (and `tokenizer_config.json`), such as one `valuelens export`
-//! wrote — about 2 MB, so it travels where weights do not.
+//! wrote — about 2 MB, so it travels where weights do not. The loader adds it (`open.rs`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
@@ -20,8 +20,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::checkpoint::{Checkpoint, Tensors};
-use super::{gguf, registry, safetensors};
+use super::{Metadata, TensorSource};
 
 /// Weights are uniform with this standard deviation (as initialisers use) …
 const WEIGHT_STD: f32 = 0.02;
@@ -31,7 +30,7 @@ const NORM_STD: f32 = 0.1;
 const SEED: u64 = 0x005e_ed0f_7a1e_u64;
 
 /// The shapes of a llama-architecture model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct LlamaShape {
     name: &'static str,
     hidden: usize,
@@ -83,68 +82,68 @@ const SHAPES: &[LlamaShape] = &[
     },
 ];
 
-/// Whether a `--model` argument names a synthetic model.
-pub fn is_synthetic(spec: &str) -> bool {
-    spec.starts_with("synthetic:")
+/// A parsed `synthetic:<shape>[+<format>][@tokenizer folder]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticSpec {
+    /// The spec as given, which names the model in reports and messages.
+    pub text: String,
+    shape: LlamaShape,
+    /// The quantized format of the weight matrices (norms stay f32); `None`: f32.
+    format: Option<GgmlDType>,
+    /// A folder with the `tokenizer.json` (and `tokenizer_config.json`) to use; `None`: the
+    /// default registry model's tokenizer.
+    pub tokenizer_dir: Option<PathBuf>,
 }
 
-/// Opens `synthetic:<shape>[@tokenizer folder]` as a checkpoint.
-pub fn open(spec: &str) -> Result<Checkpoint> {
-    let rest = spec.strip_prefix("synthetic:").unwrap_or(spec);
-    let (shape_name, tokenizer_dir) = match rest.split_once('@') {
-        Some((shape, dir)) => (shape, Some(PathBuf::from(dir))),
-        None => (rest, None),
-    };
-    let (shape_name, format) = match shape_name.split_once('+') {
-        Some((shape, format)) => (shape, Some(parse_format(spec, format)?)),
-        None => (shape_name, None),
-    };
-    let Some(shape) = SHAPES.iter().find(|s| s.name == shape_name).copied() else {
-        bail!(
-            "'{spec}': unknown synthetic shape '{shape_name}' (known: {})",
-            SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-        );
-    };
-    let mut metadata = shape_metadata(&shape);
-    let tokenizer_json = match &tokenizer_dir {
-        Some(dir) => {
-            let json = dir.join("tokenizer.json");
-            if !json.is_file() {
+impl SyntheticSpec {
+    /// Whether a `--model` argument names a synthetic model.
+    pub fn is_synthetic(spec: &str) -> bool {
+        spec.starts_with("synthetic:")
+    }
+
+    pub fn parse(spec: &str) -> Result<Self> {
+        let rest = spec.strip_prefix("synthetic:").unwrap_or(spec);
+        let (shape_name, tokenizer_dir) = match rest.split_once('@') {
+            Some((shape, dir)) => (shape, Some(PathBuf::from(dir))),
+            None => (rest, None),
+        };
+        let (shape_name, format) = match shape_name.split_once('+') {
+            Some((shape, format)) => (shape, Some(parse_format(spec, format)?)),
+            None => (shape_name, None),
+        };
+        let Some(shape) = SHAPES.iter().find(|s| s.name == shape_name).copied() else {
+            bail!(
+                "'{spec}': unknown synthetic shape '{shape_name}' (known: {})",
+                SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            );
+        };
+        if let Some(dir) = &tokenizer_dir {
+            if !dir.join("tokenizer.json").is_file() {
                 bail!(
                     "'{spec}': {} has no tokenizer.json (`valuelens export` writes one)",
                     dir.display()
                 );
             }
-            safetensors::add_tokenizer_config(dir, &mut metadata)?;
-            Some(json)
         }
-        None => {
-            // The default model's tokenizer, chat template and special tokens.
-            let registry = registry::Registry::builtin()?;
-            let entry = registry.get(&registry.default)?;
-            let path = registry::ensure(entry, &registry::models_dir())?;
-            let default = gguf::open(&path)?;
-            for (key, value) in default.metadata() {
-                if key.starts_with("tokenizer.") {
-                    metadata.insert(key.clone(), value.clone());
-                }
-            }
-            None
-        }
-    };
-    let checkpoint = Checkpoint::new(
-        PathBuf::from(spec),
-        metadata,
-        Tensors::Synthetic(SyntheticTensors::new(&shape, format)),
-    );
-    Ok(match tokenizer_json {
-        Some(json) => checkpoint.with_tokenizer_json(json),
-        None => checkpoint,
-    })
+        Ok(Self {
+            text: spec.to_string(),
+            shape,
+            format,
+            tokenizer_dir,
+        })
+    }
 }
 
-fn shape_metadata(shape: &LlamaShape) -> HashMap<String, Value> {
-    let mut m = HashMap::new();
+/// The model's metadata (its shapes; no tokenizer) and its generated tensors.
+pub fn open(spec: &SyntheticSpec) -> (Metadata, SyntheticTensors) {
+    (
+        shape_metadata(&spec.shape),
+        SyntheticTensors::new(&spec.text, &spec.shape, spec.format),
+    )
+}
+
+fn shape_metadata(shape: &LlamaShape) -> Metadata {
+    let mut m = Metadata::new();
     m.insert("general.architecture".into(), Value::String("llama".into()));
     let mut int = |k: &str, v: usize| {
         m.insert(format!("llama.{k}"), Value::U64(v as u64));
@@ -167,6 +166,8 @@ fn shape_metadata(shape: &LlamaShape) -> HashMap<String, Value> {
 /// The tensors of a synthetic model, generated on read from the seed and the tensor's name,
 /// so they do not depend on the order of reads or on the device.
 pub struct SyntheticTensors {
+    /// The spec, named in errors.
+    origin: String,
     shapes: HashMap<String, Vec<usize>>,
     /// The quantized format of the weight matrices (norms stay f32); `None`: f32.
     format: Option<GgmlDType>,
@@ -200,7 +201,7 @@ fn parse_format(spec: &str, name: &str) -> Result<GgmlDType> {
 }
 
 impl SyntheticTensors {
-    fn new(shape: &LlamaShape, format: Option<GgmlDType>) -> Self {
+    fn new(origin: &str, shape: &LlamaShape, format: Option<GgmlDType>) -> Self {
         let head_dim = shape.hidden / shape.heads;
         let (q, kv, h, f) = (
             shape.heads * head_dim,
@@ -229,26 +230,33 @@ impl SyntheticTensors {
                 shapes.insert(format!("blk.{i}.{name}.weight"), dims);
             }
         }
-        Self { shapes, format }
+        Self {
+            origin: origin.to_string(),
+            shapes,
+            format,
+        }
     }
+}
 
-    pub fn has(&self, name: &str) -> bool {
+impl TensorSource for SyntheticTensors {
+    fn has(&self, name: &str) -> bool {
         self.shapes.contains_key(name)
     }
 
-    pub fn names(&self) -> Vec<String> {
+    fn names(&self) -> Vec<String> {
         self.shapes.keys().cloned().collect()
     }
 
-    pub fn dims(&self, name: &str) -> Option<Vec<usize>> {
+    fn dims(&self, name: &str) -> Option<Vec<usize>> {
         self.shapes.get(name).cloned()
     }
 
-    pub fn read(&self, origin: &Path, name: &str) -> Result<QTensor> {
+    fn read(&mut self, name: &str) -> Result<QTensor> {
+        let origin = &self.origin;
         let dims = self
             .shapes
             .get(name)
-            .with_context(|| format!("{}: no tensor '{name}'", origin.display()))?;
+            .with_context(|| format!("{origin}: no tensor '{name}'"))?;
         let count: usize = dims.iter().product();
         let is_norm = name.ends_with("norm.weight");
         let values = if is_norm {
@@ -265,9 +273,8 @@ impl SyntheticTensors {
         };
         QTensor::quantize(&tensor, format).with_context(|| {
             format!(
-                "{}: cannot store '{name}' {dims:?} as {format:?} (K formats need rows of a \
-                 multiple of 256 values)",
-                origin.display()
+                "{origin}: cannot store '{name}' {dims:?} as {format:?} (K formats need rows of a \
+                 multiple of 256 values)"
             )
         })
     }
@@ -326,26 +333,29 @@ mod tests {
 
     #[test]
     fn quantized_formats_store_the_weight_matrices_only() {
-        let origin = Path::new("synthetic:llama-135m+q8_0");
-        let tensors = SyntheticTensors::new(&SHAPES[0], Some(GgmlDType::Q8_0));
-        let q = tensors.read(origin, "blk.0.attn_q.weight").unwrap();
+        let origin = "synthetic:llama-135m+q8_0";
+        let mut tensors = SyntheticTensors::new(origin, &SHAPES[0], Some(GgmlDType::Q8_0));
+        let q = tensors.read("blk.0.attn_q.weight").unwrap();
         assert_eq!(q.dtype(), GgmlDType::Q8_0);
-        let norm = tensors.read(origin, "blk.0.attn_norm.weight").unwrap();
+        let norm = tensors.read("blk.0.attn_norm.weight").unwrap();
         assert_eq!(norm.dtype(), GgmlDType::F32);
-        let err = open("synthetic:llama-135m+q3").err().unwrap().to_string();
+        let err = SyntheticSpec::parse("synthetic:llama-135m+q3")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("q8_0"), "{err}");
         // 576-wide rows are not whole 256-value K blocks.
-        let tensors = SyntheticTensors::new(&SHAPES[0], Some(GgmlDType::Q4K));
-        let err = format!(
-            "{:#}",
-            tensors.read(origin, "blk.0.attn_q.weight").unwrap_err()
-        );
+        let mut tensors = SyntheticTensors::new(origin, &SHAPES[0], Some(GgmlDType::Q4K));
+        let err = format!("{:#}", tensors.read("blk.0.attn_q.weight").unwrap_err());
         assert!(err.contains("multiple of 256"), "{err}");
     }
 
     #[test]
     fn unknown_shapes_are_named_with_the_known_ones() {
-        let err = open("synthetic:llama-3b").err().unwrap().to_string();
+        let err = SyntheticSpec::parse("synthetic:llama-3b")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("llama-135m") && err.contains("llama-8b"),
             "{err}"

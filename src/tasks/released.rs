@@ -5,16 +5,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::dataset::{Dataset, Polarity};
-use super::vocabulary::VALUES;
-use super::{country_index, scenario_index, topic_index, value_index, N_SCENARIOS};
+use crate::input::JsonLines;
 use crate::metrics::{binarise, Matrix, N_VALUES};
+use crate::via::vocabulary::VALUES;
+use crate::via::{country_index, scenario_index, topic_index, value_index, N_SCENARIOS};
+use crate::via::{Dataset, Polarity};
 
 /// The stated matrix read from Task-1 responses, with how many responses could not be parsed.
 pub struct StatedResponses {
@@ -272,17 +272,15 @@ pub fn read_task2_csv(path: &Path) -> Result<Matrix> {
 /// Task-2 results as a JSONL evaluation log: one line per VIA row,
 /// `{"index": <0-based VIA row>, "model_choice": <bool>, "prompt_index": "5", …}`.
 pub fn read_task2_log(path: &Path, dataset: &Dataset) -> Result<Matrix> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let lines = JsonLines::open(path, "Task-2 log")?;
     let mut choices = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let number = i + 1;
-        let line =
-            line.with_context(|| format!("{} line {number}: cannot read", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let entry: Value = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{} line {number}: {e}", path.display()))?;
+    for line in JsonLines::open(path, "Task-2 log")? {
+        let (number, line) = line?;
+        let entry: serde_json::Map<String, Value> = lines.parse(
+            number,
+            &line,
+            "each line must be a JSON object with \"index\" and \"model_choice\"",
+        )?;
         let index = entry
             .get("index")
             .and_then(Value::as_u64)

@@ -1,0 +1,175 @@
+//! What a run is: the options it is started with ([`RunOptions`]), and the part of them that
+//! changes a score ([`RunConfig`], the resume identity a results folder is bound to).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineOptions;
+use crate::model::device::device_name;
+use crate::model::open::open_checkpoint;
+use crate::model::{ModelSource, Placement, Precision};
+use crate::prompts::chat::ChatTemplate;
+use crate::tasks::{PromptFormat, Protocol, Scoring, Selection, SelectionNames};
+
+/// Whether prompts go through the model's chat template (`--chat-template`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatTemplateMode {
+    /// The model's template, where it has one; else the plain prompt and a newline.
+    Auto,
+    /// Always the plain prompt and a newline.
+    None,
+}
+
+/// Everything `valuelens run` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The `--model` argument.
+    pub model: String,
+    /// The VIA CSV; `None`: the default one, set up on first use.
+    pub data: Option<PathBuf>,
+    pub protocol: Protocol,
+    pub scoring: Scoring,
+    /// The results folder; `None`: [`default_results_folder`].
+    pub out: Option<PathBuf>,
+    pub selection: Selection,
+    pub chat_template: ChatTemplateMode,
+    pub placement: Placement,
+    pub engine: EngineOptions,
+    /// Discard a results folder of another configuration instead of refusing it.
+    pub force: bool,
+}
+
+/// Everything that changes a score: a results folder resumes only a run with the same. Its
+/// JSON form (in `<out>/checkpoints/config.json`) keeps the fields and order it had before it
+/// was typed, so folders of earlier versions still resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The crate version (kernels and prompts may change between versions).
+    pub valuelens: String,
+    pub model_sha256: String,
+    pub data_sha256: String,
+    pub protocol: Protocol,
+    pub selection: SelectionNames,
+    pub chat_template: ChatTemplateMode,
+    pub dtype: Precision,
+    pub batch_tokens: usize,
+    /// The device kind (`cuda`) for GPU runs; kernels differ between kinds of device, not
+    /// between GPUs of one kind. CPU runs leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+impl RunConfig {
+    pub fn new(options: &RunOptions, model_sha256: String, data_sha256: String) -> Self {
+        let device = &options.placement.device;
+        let device = (!device.is_cpu()).then(|| {
+            let name = device_name(device);
+            name.split(':').next().unwrap_or_default().to_string()
+        });
+        Self {
+            valuelens: env!("CARGO_PKG_VERSION").to_string(),
+            model_sha256,
+            data_sha256,
+            protocol: options.protocol,
+            selection: options.selection.names(),
+            chat_template: options.chat_template,
+            dtype: options.placement.precision,
+            batch_tokens: options.engine.batch_tokens,
+            device,
+        }
+    }
+}
+
+/// `results/<model>-<protocol>`, `…-subset` for a filtered run.
+pub fn default_results_folder(
+    model_name: &str,
+    protocol: Protocol,
+    selection: &Selection,
+) -> PathBuf {
+    let subset = if selection.is_all() { "" } else { "-subset" };
+    let model = model_name.replace(['/', ':'], "_");
+    PathBuf::from("results").join(format!("{model}-{}{subset}", protocol.name()))
+}
+
+/// How prompts reach the model of `source`; a template that cannot render is refused up front.
+pub fn prompt_format(source: &ModelSource, mode: ChatTemplateMode) -> Result<PromptFormat> {
+    if mode == ChatTemplateMode::None {
+        return Ok(PromptFormat::Plain);
+    }
+    let checkpoint = open_checkpoint(source)?;
+    let Some(template) = ChatTemplate::from_checkpoint(&checkpoint)
+        .map_err(|e| anyhow!("{e:#}; use --chat-template none to score plain prompts"))?
+    else {
+        return Ok(PromptFormat::Plain);
+    };
+    template.render_user("probe").map_err(|e| {
+        anyhow!(
+            "{}: {e:#}; use --chat-template none to score plain prompts",
+            source.describe()
+        )
+    })?;
+    Ok(PromptFormat::Chat(Box::new(template)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn default_folders_name_the_model_protocol_and_subset() {
+        let all = Selection::all();
+        let some = Selection::parse(Some("Egypt"), None, None).unwrap();
+        assert_eq!(
+            default_results_folder("smollm2-135m", Protocol::Paper, &all),
+            Path::new("results/smollm2-135m-paper")
+        );
+        assert_eq!(
+            default_results_folder("org/name:file.gguf", Protocol::Full, &some),
+            Path::new("results/org_name_file.gguf-full-subset")
+        );
+    }
+
+    /// Results folders written before the configuration was typed must still resume.
+    #[test]
+    fn the_configuration_reads_and_writes_the_json_of_earlier_versions() {
+        let earlier = r#"{
+  "valuelens": "0.1.0",
+  "model_sha256": "b179",
+  "data_sha256": "8922",
+  "protocol": "paper",
+  "selection": {
+    "countries": ["Egypt"],
+    "topics": ["Religion"],
+    "values": ["Equality"]
+  },
+  "chat_template": "auto",
+  "dtype": "f32",
+  "batch_tokens": 8192
+}"#;
+        let config: RunConfig = serde_json::from_str(earlier).unwrap();
+        assert_eq!(config.device, None);
+        assert_eq!(config.dtype, Precision::F32);
+        let written = serde_json::to_string_pretty(&config).unwrap();
+        let reparsed: serde_json::Value = serde_json::from_str(&written).unwrap();
+        let original: serde_json::Value = serde_json::from_str(earlier).unwrap();
+        assert_eq!(reparsed, original);
+        let keys: Vec<&String> = reparsed.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "valuelens",
+                "model_sha256",
+                "data_sha256",
+                "protocol",
+                "selection",
+                "chat_template",
+                "dtype",
+                "batch_tokens"
+            ]
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Scoring a run's units: the finished ones loaded from the store, the rest scored with the
+//! engine and stored as each finishes.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+
+use super::store::{UnitScores, UnitStore};
+use super::units::{Plan, Task};
+use crate::engine::{self, EngineOptions, EngineStats};
+use crate::model::Model;
+use crate::tasks::action::{self, ActionItem};
+use crate::tasks::stated::{self, StatedItem};
+
+/// Everything a run scored.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stated: Vec<StatedItem>,
+    pub action: Vec<ActionItem>,
+    pub stats: EngineStats,
+    /// Scoring seconds of all units, including those of earlier, interrupted invocations.
+    pub compute_seconds: f64,
+    /// Scoring seconds of this invocation.
+    pub session_seconds: f64,
+    pub units: usize,
+    pub resumed_units: usize,
+}
+
+/// Scores every unit of `plan` that `store` does not already hold, storing each.
+pub fn execute(
+    plan: &Plan,
+    model: &Model,
+    options: &EngineOptions,
+    store: &UnitStore,
+    progress: &ProgressBar,
+) -> Result<Outcome> {
+    let units = plan.units();
+    progress.set_length(units.iter().map(|&u| plan.weight(u)).sum());
+    let mut outcome = Outcome {
+        units: units.len(),
+        ..Outcome::default()
+    };
+    let started = Instant::now();
+    for unit in units {
+        progress.set_message(unit.describe());
+        let requests = plan.requests(unit)?;
+        let scores = match store.load(unit, &requests)? {
+            Some(scores) => {
+                outcome.resumed_units += 1;
+                // Off the bar rather than onto it, so the ETA reflects only work still to do.
+                progress.dec_length(plan.weight(unit));
+                scores
+            }
+            None => {
+                let scoring = Instant::now();
+                let (scores, stats) = engine::score_with_stats(model, &requests, options, None)
+                    .with_context(|| format!("scoring {}", unit.describe()))?;
+                let scores = UnitScores {
+                    unit: unit.name(),
+                    seconds: scoring.elapsed().as_secs_f64(),
+                    stats,
+                    ids: scores.iter().map(|s| s.id.clone()).collect(),
+                    logprobs: scores.iter().map(|s| s.logprob).collect(),
+                };
+                store.save(unit, &scores)?;
+                progress.inc(plan.weight(unit));
+                scores
+            }
+        };
+        outcome.stats.add(&scores.stats);
+        outcome.compute_seconds += scores.seconds;
+        match unit.task {
+            Task::Stated => outcome.stated.extend(stated::items(
+                unit.scenario,
+                &plan.protocol.task1_variants(),
+                &plan.selection.values,
+                &scores.logprobs,
+            )),
+            Task::Action => outcome.action.extend(action::items(
+                plan.dataset,
+                unit.scenario,
+                &plan.protocol.task2_variants(),
+                &plan.selection.values,
+                &scores.logprobs,
+            )),
+        }
+    }
+    outcome.session_seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}

@@ -1,0 +1,170 @@
+//! A whole benchmark run: the options and the configuration that a results folder is bound to
+//! (`config`), the units a run is cut into (`units`), their stored progress (`store`) under a
+//! lock on the folder (`lock`), scoring them (`execute`), and the results folder — CSVs, the
+//! measures, figures and `run.json` (`record`) — with the summary that ends a run (`summary`).
+//! `recompute` gives the measures from files alone (`valuelens metrics`).
+
+pub mod config;
+pub mod execute;
+pub mod lock;
+pub mod recompute;
+pub mod record;
+pub mod store;
+pub mod summary;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+
+use crate::model::device::device_name;
+use crate::model::{resolve, Model};
+use crate::output::{write_atomically, write_json_line};
+use crate::report::{figures, results, MetricsReport};
+use crate::tasks::{action, stated};
+use crate::{verified, via};
+use config::{default_results_folder, prompt_format, RunConfig, RunOptions};
+use lock::RunLock;
+use record::{
+    DataRecord, ItemCounts, ModelRecord, RunRecord, SettingsRecord, Timings, UnitCounts,
+    RUN_RECORD_FILE, RUN_RECORD_SCHEMA,
+};
+use store::UnitStore;
+use units::Plan;
+
+/// A finished run: where its results are, its measures and its record.
+pub struct RunResults {
+    pub out: PathBuf,
+    pub report: MetricsReport,
+    pub record: RunRecord,
+    /// The figures written.
+    pub figures: Vec<PathBuf>,
+}
+
+impl RunResults {
+    /// The one-screen summary of the run.
+    pub fn summary(&self) -> String {
+        summary::summary(&self.report, &self.record, &self.out, self.figures.len())
+    }
+}
+
+/// Runs the benchmark as `options` say: scores every unit not already in the results folder
+/// (taking its lock for the whole run), then writes the CSVs, the measures, the figures and
+/// run.json. `progress` shows the scoring.
+pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
+    let started = Instant::now();
+    let data = via::setup::via_csv(options.data.as_deref())?;
+    let dataset = via::Dataset::load(&data)?;
+    let model = resolve(&options.model)?;
+    let format = prompt_format(&model.source, options.chat_template)?;
+    let plan = Plan {
+        dataset: &dataset,
+        format: &format,
+        selection: &options.selection,
+        protocol: options.protocol,
+    };
+    let out = options.out.clone().unwrap_or_else(|| {
+        default_results_folder(&model.name, options.protocol, &options.selection)
+    });
+    let _lock = RunLock::acquire(&out)?;
+    let model_sha256 = model.source.sha256()?;
+    let data_sha256 = verified::sha256_file(&data)?;
+    let config = RunConfig::new(options, model_sha256.clone(), data_sha256.clone());
+    let store = UnitStore::open(&out, &config, options.force)?;
+
+    let loaded = Model::load_resolved(&model, &options.placement)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let outcome = execute::execute(&plan, &loaded, &options.engine, &store, progress)?;
+    progress.finish_and_clear();
+
+    let v = stated::matrix(&outcome.stated, options.scoring);
+    let a = action::matrix(&outcome.action, options.scoring);
+    let cells = stated::cells(&outcome.stated);
+    let report = MetricsReport::compute(&model.name, &v, &a, &cells);
+    results::write_stated(&out.join("stated.csv"), &outcome.stated)?;
+    results::write_action(&out.join("action.csv"), &outcome.action)?;
+    report.write(&out)?;
+    let figures = figures::write_figures(&out.join("figures"), &report)?;
+    let record = RunRecord {
+        schema: RUN_RECORD_SCHEMA,
+        valuelens: env!("CARGO_PKG_VERSION").to_string(),
+        model: ModelRecord {
+            name: model.name.clone(),
+            file: model.source.describe(),
+            sha256: model_sha256,
+            architecture: loaded.architecture.clone(),
+            dtype: options.placement.precision,
+            device: device_name(&loaded.device),
+        },
+        data: DataRecord {
+            file: data.display().to_string(),
+            sha256: data_sha256,
+            rows: dataset.rows.len(),
+            usable_pairs: dataset.usable_pairs().count(),
+        },
+        protocol: options.protocol,
+        task1_variants: options.protocol.task1_variants(),
+        task2_variants: options.protocol.task2_variants(),
+        scoring: options.scoring,
+        selection: options.selection.names(),
+        prompt_format: format.describe().to_string(),
+        settings: SettingsRecord {
+            chat_template: options.chat_template,
+            batch_tokens: options.engine.batch_tokens,
+            share_prefixes: options.engine.share_prefixes,
+            threads: rayon::current_num_threads(),
+        },
+        units: UnitCounts {
+            total: outcome.units,
+            resumed: outcome.resumed_units,
+        },
+        items: ItemCounts {
+            stated: outcome.stated.len(),
+            action: outcome.action.len(),
+        },
+        tokens: outcome.stats,
+        timings: Timings {
+            load_s,
+            scoring_s: outcome.session_seconds,
+            compute_s_all_units: outcome.compute_seconds,
+            wall_s: started.elapsed().as_secs_f64(),
+        },
+        computed_tokens_per_s: outcome.stats.computed_tokens as f64
+            / outcome.compute_seconds.max(1e-9),
+    };
+    record.write(&out.join(RUN_RECORD_FILE))?;
+    Ok(RunResults {
+        out,
+        report,
+        record,
+        figures,
+    })
+}
+
+/// Writes the requests a run with `options` would score (JSONL `id, context, continuation`)
+/// to `path`, without loading the model's weights; returns how many.
+pub fn dump_requests(options: &RunOptions, path: &Path) -> Result<usize> {
+    let data = via::setup::via_csv(options.data.as_deref())?;
+    let dataset = via::Dataset::load(&data)?;
+    let model = resolve(&options.model)?;
+    let format = prompt_format(&model.source, options.chat_template)?;
+    let plan = Plan {
+        dataset: &dataset,
+        format: &format,
+        selection: &options.selection,
+        protocol: options.protocol,
+    };
+    let mut n = 0usize;
+    write_atomically(path, |out| {
+        for unit in plan.units() {
+            for request in plan.requests(unit)? {
+                write_json_line(out, &request)?;
+                n += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}

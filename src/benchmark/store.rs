@@ -1,0 +1,134 @@
+//! Run progress on disk: each finished unit's scores, written atomically into
+//! `<out>/checkpoints/` beside the configuration they belong to, so that a run started again
+//! with the same configuration loads them instead of scoring them again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::config::RunConfig;
+use super::lock::LOCK_FILE;
+use super::units::Unit;
+use crate::engine::{EngineStats, Request};
+use crate::output::write_atomically;
+
+/// A finished unit as checkpointed: its requests' ids and log-probabilities, and what it cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitScores {
+    pub unit: String,
+    pub seconds: f64,
+    pub stats: EngineStats,
+    pub ids: Vec<String>,
+    pub logprobs: Vec<f64>,
+}
+
+/// The finished units of a results folder (`<out>/checkpoints/`), bound to one run
+/// configuration.
+pub struct UnitStore {
+    dir: PathBuf,
+}
+
+/// The folder of finished units inside a results folder.
+const UNITS_DIR: &str = "checkpoints";
+/// The configuration the units belong to, inside `UNITS_DIR`.
+const CONFIG_FILE: &str = "config.json";
+
+/// Whether `out` is a folder with files other than the run's lock.
+fn holds_anything_but_the_lock(out: &Path) -> Result<bool> {
+    if !out.is_dir() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(out)? {
+        if entry?.file_name() != LOCK_FILE {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl UnitStore {
+    /// Opens (or starts) `<out>/checkpoints` for `config`. Units of another configuration are
+    /// refused — or, with `force`, deleted.
+    pub fn open(out: &Path, config: &RunConfig, force: bool) -> Result<Self> {
+        let dir = out.join(UNITS_DIR);
+        let config_path = dir.join(CONFIG_FILE);
+        if config_path.is_file() {
+            let text = fs::read_to_string(&config_path)
+                .with_context(|| format!("cannot read {}", config_path.display()))?;
+            let previous: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let same = serde_json::from_value::<RunConfig>(previous.clone())
+                .is_ok_and(|previous| previous == *config);
+            if !same {
+                if !force {
+                    bail!(
+                        "{} holds a run with another configuration ({}); use another --out \
+                         folder, or --force to discard it and start over",
+                        out.display(),
+                        difference(&previous, &serde_json::to_value(config)?)
+                    );
+                }
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+        } else if holds_anything_but_the_lock(out)? && !force {
+            bail!(
+                "{} is not empty and holds no valuelens run; use another --out folder, or \
+                 --force to write into it anyway",
+                out.display()
+            );
+        }
+        fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create the results folder {}: is its parent writable?",
+                dir.display()
+            )
+        })?;
+        let text = serde_json::to_string_pretty(config)?;
+        write_atomically(&config_path, |w| Ok(w.write_all(text.as_bytes())?))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, unit: Unit) -> PathBuf {
+        self.dir.join(format!("{}.json", unit.name()))
+    }
+
+    /// A finished unit's scores, if checkpointed and matching `requests`.
+    pub fn load(&self, unit: Unit, requests: &[Request]) -> Result<Option<UnitScores>> {
+        let path = self.path(unit);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let scores: UnitScores = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            // Files are renamed into place whole, so this is damage from outside: recompute.
+            Err(_) => return Ok(None),
+        };
+        let same = scores.ids.len() == requests.len()
+            && scores.logprobs.len() == requests.len()
+            && scores.ids.iter().zip(requests).all(|(id, r)| *id == r.id);
+        Ok(same.then_some(scores))
+    }
+
+    pub fn save(&self, unit: Unit, scores: &UnitScores) -> Result<()> {
+        let text = serde_json::to_string(scores)?;
+        write_atomically(&self.path(unit), |w| Ok(w.write_all(text.as_bytes())?))
+    }
+}
+
+/// The first top-level field where two configurations differ, for the refusal message.
+fn difference(previous: &Value, current: &Value) -> String {
+    if let (Value::Object(a), Value::Object(b)) = (previous, current) {
+        for (key, value) in b {
+            if a.get(key) != Some(value) {
+                let before = a.get(key).map_or("nothing".to_string(), |v| v.to_string());
+                return format!("{key} was {before}, now {value}");
+            }
+        }
+    }
+    "its config.json differs".to_string()
+}

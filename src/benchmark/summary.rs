@@ -1,0 +1,53 @@
+//! The one-screen summary that ends a run: the measures per country, tokens and time.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::record::RunRecord;
+use crate::report::MetricsReport;
+
+/// The summary of a finished run whose results are in `out` (with `figures` figures).
+pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: usize) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{} · {} protocol · {} scoring · {} cells",
+        report.model,
+        record.protocol.name(),
+        record.scoring.name(),
+        report.covered_cells
+    );
+    let _ = writeln!(
+        text,
+        "alignment rate (F1) {:.4} · misaligned cells {} · distance {:.4}",
+        report.alignment_rate.overall, report.misaligned.total, report.distances.overall
+    );
+    let _ = writeln!(text, "{:<16} {:>6} {:>9}", "country", "F1", "distance");
+    for ((country, f1), (_, d)) in report
+        .alignment_rate
+        .by_country
+        .iter()
+        .zip(report.distance_by_country())
+    {
+        if !f1.is_nan() {
+            let _ = writeln!(text, "{country:<16} {f1:>6.3} {d:>9.3}");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "{} tokens computed ({} in the requests) in {:.1} s of scoring ({} of {} units resumed); \
+         wall {:.1} s",
+        record.tokens.computed_tokens,
+        record.tokens.request_tokens,
+        record.timings.compute_s_all_units,
+        record.units.resumed,
+        record.units.total,
+        record.timings.wall_s
+    );
+    let _ = writeln!(
+        text,
+        "results: {} (run.json, stated.csv, action.csv, metrics.json, summary.md, {figures} figures)",
+        out.display()
+    );
+    text
+}

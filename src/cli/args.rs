@@ -1,0 +1,251 @@
+//! The command line's words: every subcommand and flag, with the help text users see.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use valuelens::benchmark::config::ChatTemplateMode;
+use valuelens::engine::EngineOptions;
+use valuelens::model::export::ExportDtype;
+use valuelens::model::Precision;
+use valuelens::tasks::{Protocol, Scoring};
+
+#[derive(Parser)]
+#[command(
+    name = "valuelens",
+    version,
+    about = "Value–action gap of open-weight LLMs, by log-probability"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Score (context, continuation) requests: JSONL in, JSONL out (lm-eval `loglikelihood`).
+    Score(ScoreArgs),
+    /// The value–action gap benchmark: Task 1 and Task 2 scored by log-probability over the VIA
+    /// dataset, then the paper's measures, tables and figures in a results folder. Resumable:
+    /// run it again with the same arguments after an interruption.
+    Run(RunArgs),
+    /// Throughput of the engine on request files: one JSON object per --input on stdout (the
+    /// model is loaded once).
+    Bench(BenchArgs),
+    /// Score the same requests with two settings (by default: the given --device/--dtype
+    /// against the same --dtype on the CPU) and check they agree per token: one JSON object on stdout,
+    /// failure when the largest difference exceeds --tolerance.
+    Compare(CompareArgs),
+    /// Tokenize requests as the engine does: JSONL in, JSONL out with one
+    /// `{"id", "context_tokens", "continuation_tokens"}` per line (e.g. to feed another
+    /// implementation exactly the same tokens).
+    Tokenize(TokenizeArgs),
+    /// The paper's alignment measures from Task-1 and Task-2 outputs — a run's stated.csv and
+    /// action.csv, or the paper's released files: writes <out>/metrics.json and <out>/summary.md.
+    Metrics(MetricsArgs),
+    /// Write a model as a Hugging Face safetensors folder (config.json, *.safetensors,
+    /// tokenizer.json, tokenizer_config.json) with its weights dequantized.
+    Export(ExportArgs),
+    /// List the registry's models, or fetch one.
+    Models {
+        #[command(subcommand)]
+        action: Option<ModelsAction>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
+    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
+    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// JSONL, one `{"id", "context", "continuation"}` per line.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// JSONL, one `{"id", "logprob", "n_tokens", "greedy", "token_logprobs"}` per line.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
+    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
+    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on first
+    /// use.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// paper: Task-1 variants 0–7 and Task-2 variant 5 (what the paper ran); full: all eight
+    /// Task-2 variants too (cancels the option-position bias).
+    #[arg(long, value_enum, default_value = "paper")]
+    pub protocol: Protocol,
+    /// How option probabilities become scores: the most likely option, or the expected one.
+    #[arg(long, value_enum, default_value = "hard")]
+    pub scoring: Scoring,
+    /// Results folder; default results/<model>-<protocol> (…-subset for filtered runs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only these countries (comma-separated names as in the data, e.g. "Egypt,India").
+    #[arg(long)]
+    pub countries: Option<String>,
+    /// Only these topics (comma-separated, e.g. "Politics,Religion").
+    #[arg(long)]
+    pub topics: Option<String>,
+    /// Only these values (comma-separated, e.g. "Equality,Wealth").
+    #[arg(long)]
+    pub values: Option<String>,
+    /// Write the engine requests (JSONL id, context, continuation) to this file and stop,
+    /// without running the model.
+    #[arg(long)]
+    pub dump_requests: Option<PathBuf>,
+    /// auto: wrap each prompt in the model's chat template (plain prompt + newline when it has
+    /// none); none: always the plain prompt + newline.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub chat_template: ChatTemplateMode,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Discard a results folder of another configuration instead of refusing it.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Where and how a model computes.
+#[derive(clap::Args, Clone)]
+pub struct ComputeArgs {
+    /// Weights (and activations): f32 (the reference; fastest on CPU), bf16 or f16 (for
+    /// GPUs), or quantized as the file stores them (GGUF; activations in f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Precision,
+    /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Most tokens in one forward pass.
+    #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
+    pub batch_tokens: usize,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// JSONL request file; repeat the flag to measure several with one load.
+    #[arg(long, required = true)]
+    pub input: Vec<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// The baseline: one request per forward, no prefix sharing.
+    #[arg(long)]
+    pub naive: bool,
+    /// Score the input this many times and report each pass (the first pays one-time
+    /// costs such as GPU kernel loading); throughput is the fastest pass's.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// JSONL, one `{"id", "context", "continuation"}` per line.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Only the first N requests.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The setting under test.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// The reference's device.
+    #[arg(long, default_value = "cpu")]
+    pub reference_device: String,
+    /// The reference's weights; by default the same --dtype (so that only the device differs).
+    #[arg(long, value_enum)]
+    pub reference_dtype: Option<Precision>,
+    /// Largest allowed |Δ log p| of one token.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tolerance: f64,
+}
+
+#[derive(clap::Args)]
+pub struct TokenizeArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("task2").required(true).args(["action", "action_misaligned"])))]
+pub struct MetricsArgs {
+    /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on
+    /// first use.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Task-1 responses: CSV with country, topic, response, prompt_index.
+    #[arg(long)]
+    pub stated: PathBuf,
+    /// Task-2 results: a CSV of VIA rows with a boolean model_choice (and prompt_index), or
+    /// a JSONL log with one {"index", "model_choice", "prompt_index"} per VIA row.
+    #[arg(long)]
+    pub action: Option<PathBuf>,
+    /// Instead of --action: a list of misaligned cells (country, topic, value) from which
+    /// a single-variant Task-2 run is rebuilt (the paper's GPT-3.5 files).
+    #[arg(long)]
+    pub action_misaligned: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model name for the report (and to find the paper's row); default from --stated
+    /// (or from the run.json beside a run's stated.csv).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// For a run's stated.csv / action.csv: hard (most likely option) or soft (expected
+    /// option) scores.
+    #[arg(long, value_enum, default_value = "hard")]
+    pub scoring: Scoring,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder, or
+    /// hf:org/name[@revision][:file.gguf].
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// The folder to create (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Precision of the written weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: ExportDtype,
+    /// Split the weights into shards of at most this many MB, listed in
+    /// model.safetensors.index.json.
+    #[arg(long)]
+    pub shard_mb: Option<usize>,
+    /// Write only tokenizer.json and tokenizer_config.json (~2 MB), e.g. for
+    /// `--model synthetic:<shape>@DIR` where the weights cannot travel.
+    #[arg(long, conflicts_with = "without_weights")]
+    pub tokenizer_only: bool,
+    /// Write config.json and the tokenizer files but no weights (the architecture alone,
+    /// e.g. to build it with random weights in transformers).
+    #[arg(long)]
+    pub without_weights: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsAction {
+    /// List registry models and whether they are fetched.
+    List,
+    /// Fetch a registry model into models/ (a no-op when it is already there and verifies).
+    Fetch {
+        /// Registry name; the default model when omitted.
+        name: Option<String>,
+    },
+}

@@ -1,0 +1,73 @@
+//! `valuelens run` and `valuelens metrics`.
+
+use anyhow::Result;
+
+use valuelens::benchmark::config::RunOptions;
+use valuelens::benchmark::recompute::{recompute, ActionInput, MetricsInputs};
+use valuelens::benchmark::{self};
+use valuelens::report::MetricsReport;
+use valuelens::tasks::Selection;
+
+use super::args::{MetricsArgs, RunArgs};
+use super::progress_bar;
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let options = RunOptions {
+        engine: args.compute.engine_options()?,
+        placement: args.compute.placement()?,
+        selection: Selection::parse(
+            args.countries.as_deref(),
+            args.topics.as_deref(),
+            args.values.as_deref(),
+        )?,
+        model: args.model,
+        data: args.data,
+        protocol: args.protocol,
+        scoring: args.scoring,
+        out: args.out,
+        chat_template: args.chat_template,
+        force: args.force,
+    };
+    if let Some(path) = &args.dump_requests {
+        let n = benchmark::dump_requests(&options, path)?;
+        eprintln!("wrote {n} requests to {}", path.display());
+        return Ok(());
+    }
+    let bar = progress_bar("{spinner} [{elapsed_precise}] {wide_bar} {percent}% ETA {eta} · {msg}");
+    let results = benchmark::run(&options, &bar)?;
+    print!("{}", results.summary());
+    Ok(())
+}
+
+pub fn metrics(args: MetricsArgs) -> Result<()> {
+    let action = match (args.action, args.action_misaligned) {
+        (Some(path), _) => ActionInput::Results(path),
+        (None, Some(path)) => ActionInput::Misaligned(path),
+        (None, None) => anyhow::bail!("give --action or --action-misaligned"),
+    };
+    let recomputed = recompute(&MetricsInputs {
+        data: args.data,
+        stated: args.stated,
+        action,
+        model_name: args.model_name,
+        scoring: args.scoring,
+    })?;
+    for note in &recomputed.notes {
+        eprintln!("{note}");
+    }
+    write_report(&recomputed.report, &args.out)
+}
+
+/// Writes metrics.json and summary.md into `out` and says so in one line.
+fn write_report(report: &MetricsReport, out: &std::path::Path) -> Result<()> {
+    report.write(out)?;
+    println!(
+        "{}: alignment rate (F1) {:.4}, {} misaligned cells, distance {:.4} → {}",
+        report.model,
+        report.alignment_rate.overall,
+        report.misaligned.total,
+        report.distances.overall,
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The `valuelens` binary's commands: its words (`args`) and, per group of commands, the few
+//! lines that turn parsed arguments into library calls and print what they return.
+
+pub mod args;
+pub mod benchmark;
+pub mod engine;
+pub mod models;
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use valuelens::engine::EngineOptions;
+use valuelens::model::{parse_device, Placement};
+
+use args::ComputeArgs;
+
+impl ComputeArgs {
+    pub fn placement(&self) -> Result<Placement> {
+        Ok(Placement::new(parse_device(&self.device)?, self.dtype))
+    }
+
+    pub fn engine_options(&self) -> Result<EngineOptions> {
+        if self.batch_tokens == 0 {
+            bail!("--batch-tokens must be at least 1");
+        }
+        Ok(EngineOptions {
+            batch_tokens: self.batch_tokens,
+            ..EngineOptions::default()
+        })
+    }
+}
+
+/// A progress bar on stderr in `template`'s style.
+pub fn progress_bar(template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("the progress template is valid"));
+    bar
+}

@@ -1,0 +1,67 @@
+//! `valuelens models` and `valuelens export`.
+
+use anyhow::Result;
+
+use valuelens::model::export::{export, export_tokenizer, export_without_weights};
+use valuelens::model::open::open_checkpoint;
+use valuelens::model::tokenizer::TextTokenizer;
+use valuelens::model::{registry, resolve};
+
+use super::args::{ExportArgs, ModelsAction};
+
+pub fn models(action: Option<ModelsAction>) -> Result<()> {
+    match action.unwrap_or(ModelsAction::List) {
+        ModelsAction::List => list_models(),
+        ModelsAction::Fetch { name } => {
+            let registry = registry::Registry::builtin()?;
+            let name = name.unwrap_or_else(|| registry.default.clone());
+            let path = registry::ensure(registry.get(&name)?, &registry::models_dir())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
+
+pub fn export_model(args: ExportArgs) -> Result<()> {
+    let model = resolve(&args.model)?;
+    let mut checkpoint = open_checkpoint(&model.source)?;
+    let tokenizer = TextTokenizer::from_checkpoint(&checkpoint)?;
+    let out = &args.out;
+    if args.tokenizer_only {
+        export_tokenizer(&checkpoint, &tokenizer, out)?;
+    } else if args.without_weights {
+        export_without_weights(&checkpoint, &tokenizer, out, args.dtype)?;
+    } else {
+        let shard_bytes = args.shard_mb.map(|mb| mb.max(1) * 1_000_000);
+        export(&mut checkpoint, &tokenizer, out, args.dtype, shard_bytes)?;
+    }
+    eprintln!("wrote {} ({} as safetensors)", out.display(), args.model);
+    Ok(())
+}
+
+fn list_models() -> Result<()> {
+    let registry = registry::Registry::builtin()?;
+    let dir = registry::models_dir();
+    println!(
+        "{:<22} {:<8} {:>9}  {:<8} description",
+        "name", "arch", "size", "status"
+    );
+    for m in &registry.models {
+        let fetched = dir.join(&m.file).is_file();
+        let default = if m.name == registry.default {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<22} {:<8} {:>7.1}MB  {:<8} {}{default}",
+            m.name,
+            m.architecture,
+            m.size as f64 / 1e6,
+            if fetched { "fetched" } else { "-" },
+            m.description
+        );
+    }
+    println!("models folder: {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Scoring: requests → tokens → one prefix tree → segments packed into forwards → per-token
+//! log-probabilities, gathered back per request in input order.
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+
+use super::prefix::PrefixTree;
+use super::schedule::{Consumer, Schedule};
+use super::tokenize::{tokenize_requests, TokenizedRequest};
+use super::types::{EngineOptions, EngineStats, Request, Score};
+use crate::model::Model;
+
+/// Scores `requests` and returns one score per request, in input order.
+pub fn score(
+    model: &Model,
+    requests: &[Request],
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<Vec<Score>> {
+    Ok(score_with_stats(model, requests, options, progress)?.0)
+}
+
+/// Like [`score`], with what was computed.
+pub fn score_with_stats(
+    model: &Model,
+    requests: &[Request],
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(Vec<Score>, EngineStats)> {
+    let tokenized = tokenize_requests(model, requests)?;
+    let (scores, stats) = score_tokenized(model, &tokenized, options, progress)?;
+    let scores = requests
+        .iter()
+        .zip(scores)
+        .map(|(r, s)| Score {
+            id: r.id.clone(),
+            logprob: s.token_logprobs.iter().sum(),
+            n_tokens: s.token_logprobs.len(),
+            greedy: s.greedy,
+            token_logprobs: s.token_logprobs,
+        })
+        .collect();
+    Ok((scores, stats))
+}
+
+/// Per-token scores of one tokenized request.
+#[derive(Debug, Clone, Default)]
+pub struct TokenScores {
+    pub token_logprobs: Vec<f64>,
+    pub greedy: bool,
+}
+
+/// Scores tokenized requests: builds their prefix tree (or, without sharing, one path per
+/// request), cuts it into segments, and runs the segments in depth-first order in forwards of
+/// at most `batch_tokens` tokens, each segment together with those of its ancestors that the
+/// forward does not already hold.
+pub fn score_tokenized(
+    model: &Model,
+    requests: &[TokenizedRequest],
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(Vec<TokenScores>, EngineStats)> {
+    let mut tree = PrefixTree::default();
+    let mut pending: Vec<(u32, Consumer)> = Vec::new();
+    let mut results: Vec<TokenScores> = requests
+        .iter()
+        .map(|r| TokenScores {
+            token_logprobs: vec![0.0; r.continuation().len()],
+            greedy: true,
+        })
+        .collect();
+    for (i, request) in requests.iter().enumerate() {
+        if request.continuation().is_empty() {
+            // An empty continuation scores log 1 = 0 and is trivially greedy, as in lm-eval.
+            continue;
+        }
+        let path = if options.share_prefixes {
+            tree.insert(request.input())
+        } else {
+            tree.insert_unshared(request.input())
+        };
+        for j in 0..request.continuation().len() {
+            pending.push((path[request.context_len - 1 + j], (i as u32, j as u32)));
+        }
+    }
+    if let Some(bar) = progress {
+        bar.set_length(bar.length().unwrap_or(0) + tree.len() as u64);
+    }
+    let segments = tree.segments();
+    let mut consumers: Vec<Vec<(u32, Consumer)>> = vec![Vec::new(); segments.list.len()];
+    for (node, consumer) in pending {
+        let (segment, offset) = segments.node_place[node as usize];
+        consumers[segment as usize].push((offset, consumer));
+    }
+    for c in &mut consumers {
+        c.sort_unstable();
+    }
+
+    let mut stats = EngineStats {
+        requests: requests.len(),
+        request_tokens: requests.iter().map(|r| r.tokens.len()).sum(),
+        distinct_tokens: tree.len(),
+        ..EngineStats::default()
+    };
+    for planned in Schedule::new(&segments, &consumers, requests, options.batch_tokens) {
+        let scores = model.score(&planned.batch)?;
+        for &(t, (i, j)) in &planned.answers {
+            let result = &mut results[i as usize];
+            result.token_logprobs[j as usize] = scores[t].logprob;
+            result.greedy &= scores[t].is_argmax;
+        }
+        stats.computed_tokens += planned.batch.tokens.len();
+        stats.forwards += 1;
+        if let Some(bar) = progress {
+            bar.inc(planned.batch.tokens.len() as u64);
+        }
+    }
+    Ok((results, stats))
+}
+
+/// Scores a stream of requests of any length with bounded memory: `chunk` requests at a time
+/// are tokenized, shared and scored, and their scores handed to `sink` in input order.
+pub fn score_stream(
+    model: &Model,
+    requests: impl Iterator<Item = Result<Request>>,
+    options: &EngineOptions,
+    chunk: usize,
+    progress: Option<&ProgressBar>,
+    mut sink: impl FnMut(Score) -> Result<()>,
+) -> Result<EngineStats> {
+    let mut stats = EngineStats::default();
+    let mut buffer = Vec::with_capacity(chunk.min(1 << 16));
+    let mut requests = requests.peekable();
+    while requests.peek().is_some() {
+        buffer.clear();
+        for request in requests.by_ref().take(chunk.max(1)) {
+            buffer.push(request?);
+        }
+        let (scores, chunk_stats) = score_with_stats(model, &buffer, options, progress)?;
+        stats.add(&chunk_stats);
+        for score in scores {
+            sink(score)?;
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,112 @@
+//! The architectures this build runs, found by their GGUF name or their config.json
+//! `model_type`.
+
+use anyhow::{bail, Result};
+
+use super::architecture::Architecture;
+use super::gemma3::Gemma3Architecture;
+use super::llama::LlamaArchitecture;
+use super::qwen2::Qwen2Architecture;
+
+pub const ALL: &[&dyn Architecture] =
+    &[&LlamaArchitecture, &Qwen2Architecture, &Gemma3Architecture];
+
+/// The architecture GGUF calls `name` (`general.architecture`).
+pub fn by_name(name: &str) -> Result<&'static dyn Architecture> {
+    match ALL.iter().find(|a| a.name() == name) {
+        Some(a) => Ok(*a),
+        None => bail!(
+            "architecture '{name}' is not supported (supported: {})",
+            ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// The architecture of a config.json `model_type`.
+pub fn by_model_type(model_type: &str) -> Result<&'static dyn Architecture> {
+    match ALL.iter().find(|a| a.model_types().contains(&model_type)) {
+        Some(a) => Ok(*a),
+        None => bail!(
+            "model_type '{model_type}' is not supported (supported: {})",
+            ALL.iter()
+                .map(|a| a.model_types()[0])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names_map_both_ways() {
+        for arch in ALL {
+            for gguf in [
+                "token_embd.weight",
+                "output_norm.weight",
+                "blk.3.attn_q.weight",
+                "blk.3.ffn_norm.weight",
+                "blk.11.ffn_down.weight",
+            ] {
+                let hf = arch.hf_tensor_name(gguf).unwrap();
+                assert_eq!(
+                    arch.gguf_tensor_name(&hf).as_deref(),
+                    Some(gguf),
+                    "{} {hf}",
+                    arch.name()
+                );
+            }
+        }
+        // Both directions: an exported llama must name its FFN norm as transformers does.
+        for (arch, gguf, hf) in [
+            (
+                "llama",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.pre_feedforward_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.0.post_attention_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.2.ffn_norm.weight",
+                "model.layers.2.pre_feedforward_layernorm.weight",
+            ),
+        ] {
+            let arch = by_name(arch).unwrap();
+            assert_eq!(arch.hf_tensor_name(gguf).as_deref(), Some(hf), "{gguf}");
+            assert_eq!(arch.gguf_tensor_name(hf).as_deref(), Some(gguf), "{hf}");
+        }
+        let llama = by_name("llama").unwrap();
+        assert_eq!(
+            llama.gguf_tensor_name("model.layers.0.pre_feedforward_layernorm.weight"),
+            None
+        );
+        assert_eq!(llama.gguf_tensor_name("model.rotary_emb.inv_freq"), None);
+    }
+
+    #[test]
+    fn unknown_architectures_are_named_with_the_known_ones() {
+        let err = by_name("mamba").err().unwrap().to_string();
+        assert!(
+            err.contains("'mamba'") && err.contains("llama, qwen2, gemma3"),
+            "{err}"
+        );
+        assert!(by_model_type("mamba")
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("mamba"));
+        let err = by_model_type("mistral").err().unwrap().to_string();
+        assert!(err.contains("llama, qwen2, gemma3_text"), "{err}");
+    }
+}

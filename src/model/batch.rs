@@ -1,0 +1,59 @@
+//! One forward's input: token segments packed end to end, each attending to its ancestors, and
+//! the rows and target tokens to score.
+
+use std::ops::Range;
+
+/// Token segments packed end to end into one forward. A segment attends causally to itself
+/// and fully to its ancestor segments (earlier in the same batch), so a prefix tree of
+/// requests is computed once: a shared prompt is one segment, each continuation branch a
+/// segment below it. A segment without ancestors is an ordinary causal sequence.
+#[derive(Debug, Default, Clone)]
+pub struct PackedBatch {
+    pub tokens: Vec<u32>,
+    /// Each token's position in its own sequence (its depth in the tree), for rotary embeddings.
+    pub positions: Vec<u32>,
+    pub segments: Vec<Segment>,
+    /// Rows of `tokens` whose next-token distribution is needed (each once) …
+    pub score_rows: Vec<u32>,
+    /// … and the (index into `score_rows`, target token) pairs to score.
+    pub targets: Vec<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Where the segment lies in `tokens`.
+    pub range: Range<usize>,
+    /// The ranges of its ancestors, root first; their lengths sum to the segment's first
+    /// position.
+    pub ancestors: Vec<Range<usize>>,
+}
+
+impl PackedBatch {
+    /// Appends a segment below `ancestors` (ranges already in the batch) and returns its range.
+    pub fn push_segment(&mut self, tokens: &[u32], ancestors: Vec<Range<usize>>) -> Range<usize> {
+        let start = self.tokens.len();
+        let first_position = ancestors.iter().map(|r| r.len()).sum::<usize>() as u32;
+        self.tokens.extend_from_slice(tokens);
+        self.positions
+            .extend((0..tokens.len() as u32).map(|i| first_position + i));
+        let range = start..self.tokens.len();
+        self.segments.push(Segment {
+            range: range.clone(),
+            ancestors,
+        });
+        range
+    }
+
+    /// Asks for the log-probability of `target` at `row`; returns the index of the answer.
+    pub fn push_score(&mut self, row: usize, target: u32) -> usize {
+        let slot = match self.score_rows.last() {
+            Some(&last) if last as usize == row => self.score_rows.len() - 1,
+            _ => {
+                self.score_rows.push(row as u32);
+                self.score_rows.len() - 1
+            }
+        };
+        self.targets.push((slot as u32, target));
+        self.targets.len() - 1
+    }
+}

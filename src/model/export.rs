@@ -1,0 +1,172 @@
+//! Writing a checkpoint as a Hugging Face safetensors folder (config.json, `*.safetensors`,
+//! tokenizer.json, tokenizer_config.json), its weights dequantized to f32, f16 or bf16 and
+//! put in Hugging Face's conventions by its architecture — e.g. to hand a registry GGUF to
+//! transformers, or to test the safetensors path on real weights.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde_json::json;
+
+use super::architecture::Architecture;
+use super::architectures;
+use super::checkpoint::Checkpoint;
+use super::formats::safetensors::write_tensors;
+use super::tokenizer::TextTokenizer;
+use crate::output::set_readable;
+
+/// Weight precision of an exported checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl ExportDtype {
+    fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+
+    fn torch_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::F16 => "float16",
+            Self::Bf16 => "bfloat16",
+        }
+    }
+}
+
+/// Writes `checkpoint` with `tokenizer` into `out` in the Hugging Face layout: weights
+/// dequantized to `dtype`, in shards of at most `shard_bytes` (one file when `None`), with
+/// config.json, tokenizer.json and tokenizer_config.json. The folder appears whole or not at
+/// all (written beside it, then renamed).
+pub fn export(
+    checkpoint: &mut Checkpoint,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    dtype: ExportDtype,
+    shard_bytes: Option<usize>,
+) -> Result<()> {
+    let architecture = architecture_of(checkpoint)?;
+    let staging = staging_dir(out)?;
+    let config = architecture.config_from_metadata(checkpoint, dtype.torch_name())?;
+    let mut names: Vec<(String, String)> = checkpoint
+        .tensor_names()
+        .into_iter()
+        .filter_map(|gguf| architecture.hf_tensor_name(&gguf).map(|hf| (gguf, hf)))
+        .collect();
+    names.sort_by_key(|(gguf, _)| tensor_order(gguf));
+    let mut tensors = Vec::with_capacity(names.len());
+    for (gguf, hf) in names {
+        let t = checkpoint.tensor(&gguf)?.dequantize(&Device::Cpu)?;
+        let t = architecture.tensor_to_hf(checkpoint, &gguf, t)?;
+        tensors.push((hf, t.to_dtype(dtype.dtype())?));
+    }
+    let dir = staging.path();
+    write_tensors(dir, tensors, shard_bytes)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    write_tokenizer_files(checkpoint, tokenizer, dir)?;
+    finish_staging(staging, out)
+}
+
+fn architecture_of(checkpoint: &Checkpoint) -> Result<&'static dyn Architecture> {
+    let name = checkpoint.string("general.architecture")?;
+    architectures::by_name(&name).with_context(|| format!("exporting {}", checkpoint.origin))
+}
+
+/// Writes only `tokenizer.json` and `tokenizer_config.json` of `checkpoint` into `out` (a new
+/// folder, appearing whole): about 2 MB that lets `synthetic:<shape>@out` tokenize as the model
+/// does where its weights cannot travel.
+pub fn export_tokenizer(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+) -> Result<()> {
+    let staging = staging_dir(out)?;
+    write_tokenizer_files(checkpoint, tokenizer, staging.path())?;
+    finish_staging(staging, out)
+}
+
+/// Writes `config.json` and the tokenizer files but no weights: the architecture without its
+/// parameters, e.g. for building the same network with random weights elsewhere
+/// (`AutoModelForCausalLM.from_config`) to compare speed.
+pub fn export_without_weights(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    dtype: ExportDtype,
+) -> Result<()> {
+    let architecture = architecture_of(checkpoint)?;
+    let staging = staging_dir(out)?;
+    let config = architecture.config_from_metadata(checkpoint, dtype.torch_name())?;
+    std::fs::write(
+        staging.path().join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    write_tokenizer_files(checkpoint, tokenizer, staging.path())?;
+    finish_staging(staging, out)
+}
+
+/// A temporary folder beside `out`, which must not exist yet.
+fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
+    if out.exists() {
+        bail!("{} exists already; choose a new folder", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    tempfile::Builder::new()
+        .prefix(".export-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a folder in {}", parent.display()))
+}
+
+/// Makes the staged files readable by all and moves the folder into place at `out`.
+fn finish_staging(staging: tempfile::TempDir, out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(staging.path())? {
+        set_readable(&std::fs::File::open(entry?.path())?)?;
+    }
+    let staging = staging.keep();
+    std::fs::rename(&staging, out)
+        .with_context(|| format!("cannot move the export into place at {}", out.display()))
+}
+
+fn write_tokenizer_files(
+    checkpoint: &Checkpoint,
+    tokenizer: &TextTokenizer,
+    dir: &Path,
+) -> Result<()> {
+    tokenizer.save_json(&dir.join("tokenizer.json"))?;
+    let mut tokenizer_config = json!({
+        "bos_token": checkpoint.special_token_text("bos")?,
+        "eos_token": checkpoint.special_token_text("eos")?,
+    });
+    if checkpoint.has("tokenizer.chat_template") {
+        tokenizer_config["chat_template"] = json!(checkpoint.string("tokenizer.chat_template")?);
+    }
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        serde_json::to_string_pretty(&tokenizer_config)?,
+    )?;
+    Ok(())
+}
+
+/// Embeddings first, then layer by layer, then the head: the order checkpoints are written in.
+fn tensor_order(name: &str) -> (usize, String) {
+    match name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+        Some((layer, rest)) => (layer.parse::<usize>().unwrap_or(0) + 1, rest.to_string()),
+        None if name.starts_with("token_embd") => (0, name.to_string()),
+        None => (usize::MAX, name.to_string()),
+    }
+}

@@ -1,0 +1,28 @@
+//! Checkpoint file formats — GGUF files, Hugging Face safetensors folders, and synthetic
+//! weights generated from a seed — each read into metadata and tensors behind one trait,
+//! [`TensorSource`]. Readers know nothing of architectures: translating a format's names and
+//! conventions into the networks' vocabulary is each architecture's job.
+
+pub mod gguf;
+pub mod safetensors;
+pub mod synthetic;
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::QTensor;
+
+/// Metadata under GGUF's keys (`general.architecture`, `<arch>.block_count`,
+/// `tokenizer.ggml.*`, …).
+pub type Metadata = HashMap<String, Value>;
+
+/// The tensors of an opened checkpoint, read on demand.
+pub trait TensorSource: Send {
+    fn has(&self, name: &str) -> bool;
+    fn names(&self) -> Vec<String>;
+    /// Dimensions, outermost first; `None` for a tensor that is not there.
+    fn dims(&self, name: &str) -> Option<Vec<usize>>;
+    /// The tensor on the CPU, as stored (quantized formats stay quantized).
+    fn read(&mut self, name: &str) -> Result<QTensor>;
+}

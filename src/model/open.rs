@@ -1,0 +1,150 @@
+//! Opening a [`ModelSource`] as a [`Checkpoint`]: a GGUF file as it is; a safetensors folder
+//! translated into GGUF's vocabulary by its architecture (config.json → metadata, tensor names,
+//! weight conventions); synthetic weights with the tokenizer they borrow.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use super::architecture::Architecture;
+use super::architectures;
+use super::checkpoint::{Checkpoint, CheckpointFormat};
+use super::formats::safetensors::{add_tokenizer_config, HfTensors, SafetensorsFolder};
+use super::formats::{gguf, synthetic, TensorSource};
+use super::registry;
+use super::source::ModelSource;
+
+/// The checkpoint of a resolved model.
+pub fn open_checkpoint(source: &ModelSource) -> Result<Checkpoint> {
+    match source {
+        ModelSource::Gguf(path) => {
+            let (metadata, tensors) = gguf::open(path)?;
+            Ok(Checkpoint::new(
+                path.display().to_string(),
+                CheckpointFormat::Gguf,
+                metadata,
+                Box::new(tensors),
+            ))
+        }
+        ModelSource::SafetensorsFolder(folder) => open_safetensors(folder),
+        ModelSource::Synthetic(spec) => {
+            let (mut metadata, tensors) = synthetic::open(spec);
+            let checkpoint = |metadata| {
+                Checkpoint::new(
+                    spec.text.clone(),
+                    CheckpointFormat::Synthetic,
+                    metadata,
+                    Box::new(tensors),
+                )
+            };
+            if let Some(dir) = &spec.tokenizer_dir {
+                add_tokenizer_config(dir, &mut metadata)?;
+                return Ok(checkpoint(metadata).with_tokenizer_json(dir.join("tokenizer.json")));
+            }
+            // The default model's tokenizer, chat template and special tokens.
+            let registry = registry::Registry::builtin()?;
+            let path = registry::ensure(registry.get(&registry.default)?, &registry::models_dir())?;
+            let (default, _) = gguf::open(&path)?;
+            for (key, value) in default {
+                if key.starts_with("tokenizer.") {
+                    metadata.insert(key, value);
+                }
+            }
+            Ok(checkpoint(metadata))
+        }
+    }
+}
+
+/// A checkpoint from a path (a GGUF file or a safetensors folder).
+pub fn open_path(path: &Path) -> Result<Checkpoint> {
+    open_checkpoint(&ModelSource::from_path(path))
+}
+
+fn open_safetensors(folder: &Path) -> Result<Checkpoint> {
+    let SafetensorsFolder { config, tensors } = SafetensorsFolder::open(folder)?;
+    let config_path = folder.join("config.json");
+    let architecture = config["model_type"]
+        .as_str()
+        .context("config.json has no 'model_type'")
+        .and_then(architectures::by_model_type)
+        .with_context(|| format!("{}: unsupported model configuration", config_path.display()))?;
+    let mut metadata = architecture
+        .metadata_from_config(&config)
+        .with_context(|| format!("{}: unsupported model configuration", config_path.display()))?;
+    add_tokenizer_config(folder, &mut metadata)?;
+    let names: HashMap<String, String> = tensors
+        .names()
+        .into_iter()
+        .filter_map(|hf| architecture.gguf_tensor_name(&hf).map(|g| (g, hf)))
+        .collect();
+    let name = architecture.name();
+    if !names.contains_key("token_embd.weight") {
+        bail!(
+            "{}: no tensor 'model.embed_tokens.weight' in {} — not a {name} checkpoint in the \
+             Hugging Face layout",
+            folder.display(),
+            tensors
+                .shards()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let tied = config["tie_word_embeddings"]
+        .as_bool()
+        .unwrap_or(architecture.ties_embeddings_by_default());
+    if !tied && !names.contains_key("output.weight") {
+        bail!(
+            "{}: config.json says the LM head is not tied to the embeddings, but there is no \
+             'lm_head.weight' tensor",
+            folder.display()
+        );
+    }
+    Ok(Checkpoint::new(
+        folder.display().to_string(),
+        CheckpointFormat::Safetensors,
+        metadata,
+        Box::new(Translated {
+            tensors,
+            names,
+            architecture,
+        }),
+    )
+    .with_tokenizer_json(folder.join("tokenizer.json")))
+}
+
+/// A safetensors folder's tensors under GGUF names and in GGUF's conventions.
+struct Translated {
+    tensors: HfTensors,
+    /// GGUF name → Hugging Face name.
+    names: HashMap<String, String>,
+    architecture: &'static dyn Architecture,
+}
+
+impl TensorSource for Translated {
+    fn has(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.names.keys().cloned().collect()
+    }
+
+    fn dims(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.dims(self.names.get(name)?)
+    }
+
+    fn read(&mut self, name: &str) -> Result<QTensor> {
+        let hf = self
+            .names
+            .get(name)
+            .with_context(|| format!("no tensor '{name}'"))?;
+        let tensor = self
+            .architecture
+            .tensor_from_hf(name, self.tensors.read_f32(hf)?)?;
+        Ok(QTensor::quantize(&tensor, GgmlDType::F32)?)
+    }
+}

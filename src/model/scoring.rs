@@ -1,0 +1,169 @@
+//! The LM head and what comes after it: the final norm and the vocabulary projection on the
+//! scored rows only, then log-softmax, argmax and the targets' log-probabilities (in f64 on the
+//! CPU; on the device elsewhere, so that only three numbers per target come back).
+
+use anyhow::{bail, Result};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Tensor};
+
+use super::batch::PackedBatch;
+use super::device::{Placement, Precision};
+use super::layers::Linear;
+
+/// The scored distribution at one row: log p(target) and whether target is the argmax.
+#[derive(Debug, Clone, Copy)]
+pub struct RowScore {
+    pub logprob: f64,
+    pub is_argmax: bool,
+}
+
+/// The final norm and the vocabulary projection.
+pub struct LmHead {
+    final_norm: Tensor,
+    rms_eps: f32,
+    projection: Linear,
+    /// Logits are capped to `cap · tanh(x / cap)` (gemma 2 and 3 where the checkpoint says).
+    softcap: Option<f32>,
+}
+
+impl LmHead {
+    /// `output` is the checkpoint's own LM head; without one the head is the embedding table
+    /// (kept quantized as `embeddings_q` in quantized precision, else the already placed dense
+    /// `embeddings`).
+    pub fn new(
+        final_norm: Tensor,
+        rms_eps: f32,
+        output: Option<QTensor>,
+        embeddings_q: QTensor,
+        embeddings: &Tensor,
+        placement: &Placement,
+        softcap: Option<f32>,
+    ) -> Result<Self> {
+        let projection = match (output, placement.precision) {
+            (Some(output), _) => Linear::new(output, placement)?,
+            (None, Precision::Quantized) => Linear::new(embeddings_q, placement)?,
+            (None, _) => Linear::dense(embeddings.clone()),
+        };
+        Ok(Self {
+            final_norm,
+            rms_eps,
+            projection,
+            softcap,
+        })
+    }
+
+    /// The scored rows of `hidden` (the last layer's output for every packed token).
+    pub fn score(&self, hidden: &Tensor, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+        let rows = Tensor::new(batch.score_rows.as_slice(), hidden.device())?;
+        let h = candle_nn::ops::rms_norm(
+            &hidden.index_select(&rows, 0)?,
+            &self.final_norm,
+            self.rms_eps,
+        )?;
+        score_logits(&self.projection.forward(&h)?, &batch.targets, self.softcap)
+    }
+}
+
+/// Log-probability of each target and whether it is its row's argmax, from the logits
+/// `[R, V]` of the scored rows (soft-capped to `cap · tanh(x / cap)` first when `softcap` is
+/// given); `targets` are (row, token) pairs. On the CPU the rows are summed in f64; on other
+/// devices the log-softmax runs there (in f32) and only R + 2·targets numbers come back.
+pub fn score_logits(
+    logits: &Tensor,
+    targets: &[(u32, u32)],
+    softcap: Option<f32>,
+) -> Result<Vec<RowScore>> {
+    let logits = match softcap {
+        Some(cap) => ((logits.to_dtype(DType::F32)? / cap as f64)?.tanh()? * cap as f64)?,
+        None => logits.to_dtype(DType::F32)?,
+    };
+    let vocab = logits.dim(1)?;
+    if let Some(&(_, target)) = targets.iter().find(|&&(_, t)| t as usize >= vocab) {
+        bail!("token id {target} is outside the model's vocabulary of {vocab}");
+    }
+    if !logits.device().is_cpu() {
+        return score_logits_on_device(&logits, targets);
+    }
+    let logits = logits.to_vec2::<f32>()?;
+    let summaries: Vec<(usize, f32, f64)> = logits
+        .iter()
+        .map(|row| {
+            let (mut argmax, mut max) = (0usize, f32::NEG_INFINITY);
+            for (i, &x) in row.iter().enumerate() {
+                if x > max {
+                    max = x;
+                    argmax = i;
+                }
+            }
+            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            (argmax, max, sum.ln())
+        })
+        .collect();
+    targets
+        .iter()
+        .map(|&(row, target)| {
+            let (row, target) = (row as usize, target as usize);
+            let logits = &logits[row];
+            let (argmax, max, log_sum) = summaries[row];
+            Ok(RowScore {
+                logprob: (logits[target] - max) as f64 - log_sum,
+                is_argmax: argmax == target,
+            })
+        })
+        .collect()
+}
+
+/// [`score_logits`] for f32 logits on a GPU: max, log-sum-exp and argmax per row, and the
+/// targets' logits gathered from the flattened matrix, all on the device.
+fn score_logits_on_device(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec<RowScore>> {
+    let (rows, vocab) = logits.dims2()?;
+    let device = logits.device();
+    let max = logits.max_keepdim(1)?;
+    let log_sum_exp = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let argmax = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
+    let flat: Vec<i64> = targets
+        .iter()
+        .map(|&(row, target)| row as i64 * vocab as i64 + target as i64)
+        .collect();
+    let picked = logits
+        .reshape(rows * vocab)?
+        .index_select(&Tensor::new(flat.as_slice(), device)?, 0)?
+        .to_vec1::<f32>()?;
+    Ok(targets
+        .iter()
+        .zip(picked)
+        .map(|(&(row, target), logit)| RowScore {
+            logprob: (logit - log_sum_exp[row as usize]) as f64,
+            is_argmax: argmax[row as usize] == target,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The GPU path of `score_logits` (run here on CPU tensors) gives what the CPU path gives.
+    #[test]
+    fn device_scoring_matches_the_cpu_path() {
+        let logits = Tensor::randn(0f32, 3.0, (5, 1000), &Device::Cpu).unwrap();
+        let targets = [(0, 7), (0, 999), (1, 0), (3, 500), (4, 42)];
+        let argmax_of_2 = logits.get(2).unwrap().argmax(0).unwrap();
+        let targets: Vec<(u32, u32)> = targets
+            .into_iter()
+            .chain([(2, argmax_of_2.to_scalar::<u32>().unwrap())])
+            .collect();
+        let cpu = score_logits(&logits, &targets, None).unwrap();
+        let device = score_logits_on_device(&logits, &targets).unwrap();
+        for (a, b) in cpu.iter().zip(&device) {
+            assert!((a.logprob - b.logprob).abs() < 1e-5, "{a:?} vs {b:?}");
+            assert_eq!(a.is_argmax, b.is_argmax);
+        }
+        assert!(device.last().unwrap().is_argmax);
+        let err = score_logits(&logits, &[(0, 1000)], None).unwrap_err();
+        assert!(err.to_string().contains("outside the model's vocabulary"));
+    }
+}
