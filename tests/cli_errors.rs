@@ -14,16 +14,21 @@ struct Failure {
     stderr: String,
 }
 
-/// Runs `valuelens score` and checks the failure contract; returns stderr for more checks.
-fn score_fails(model: &str, input: &Path, dir: &Path) -> Failure {
-    let output = dir.join("scores.jsonl");
-    let run = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+/// Runs `valuelens score`.
+fn score(model: &str, input: &Path, output: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_valuelens"))
         .args(["score", "--model", model, "--input"])
         .arg(input)
         .arg("--output")
-        .arg(&output)
+        .arg(output)
         .output()
-        .expect("the binary runs");
+        .expect("the binary runs")
+}
+
+/// Runs `valuelens score` and checks the failure contract; returns stderr for more checks.
+fn score_fails(model: &str, input: &Path, dir: &Path) -> Failure {
+    let output = dir.join("scores.jsonl");
+    let run = score(model, input, &output);
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(
         !run.status.success(),
@@ -196,14 +201,50 @@ fn context_longer_than_the_window() {
 fn unwritable_output_folder() {
     let dir = tempfile::tempdir().unwrap();
     let input = good_requests(dir.path());
-    let run = Command::new(env!("CARGO_BIN_EXE_valuelens"))
-        .args(["score", "--model", &model_path(), "--input"])
-        .arg(&input)
-        .args(["--output", "/no/such/folder/scores.jsonl"])
-        .output()
-        .unwrap();
+    let run = score(
+        &model_path(),
+        &input,
+        Path::new("/no/such/folder/scores.jsonl"),
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/no/such/folder"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn request_line_that_is_a_json_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("arrays.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"context\": \"x\", \"continuation\": \" y\"}\n[\"b\", \"x\", \" y\"]\n",
+    )
+    .unwrap();
+    let f = score_fails(&model_path(), &input, dir.path());
+    assert!(f.stderr.contains("arrays.jsonl line 2"), "{}", f.stderr);
+    assert!(f.stderr.contains("not a JSON object"), "{}", f.stderr);
+}
+
+/// `--output` naming the input file (by any path) would replace the user's requests with the
+/// scores: refused before the model is even looked for, the input untouched.
+#[test]
+fn output_that_is_the_input_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = good_requests(dir.path());
+    let before = std::fs::read_to_string(&input).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let same_file = dir.path().join("sub/../requests.jsonl");
+    for output in [&input, &same_file] {
+        let run = score("/no/such/model.gguf", &input, output);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("same file as --input"), "{stderr}");
+        assert!(stderr.contains("requests.jsonl"), "{stderr}");
+        assert!(
+            !stderr.contains("/no/such/model.gguf"),
+            "before the model: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), before);
+    }
 }

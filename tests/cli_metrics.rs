@@ -232,3 +232,77 @@ fn task2_log_index_out_of_range() {
         &["t2.jsonl line 2", "index 14784 is out of range"],
     );
 }
+
+/// A copy of `source` in `dir` with a UTF-8 byte-order mark before its first byte.
+fn with_byte_order_mark(source: &Path, dir: &Path) -> PathBuf {
+    let path = dir.join(source.file_name().unwrap());
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(std::fs::read(source).unwrap());
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// CSV and JSONL files saved by common Windows tools start with a byte-order mark: the VIA CSV,
+/// the Task-1 responses, the misaligned cells and a Task-2 log all read as without it.
+#[test]
+fn files_with_a_byte_order_mark_read_as_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let marked = dir.path().join("marked");
+    std::fs::create_dir(&marked).unwrap();
+    let data = via::setup::via_csv(None).unwrap();
+    let stated = evaluation_file("gpt-3.5-turbo_t1.csv");
+    let misaligned = evaluation_file("chatgpt_misaligned_example.csv");
+    let log_text = "{\"index\": 0, \"model_choice\": true, \"prompt_index\": \"5\"}\n{\"index\": 1, \"model_choice\": false, \"prompt_index\": \"5\"}\n";
+    let log = Path::new(&write(dir.path(), "t2.jsonl", log_text)).to_path_buf();
+    let metrics_json = |args: &[&Path], flag: &str, out: &str| -> String {
+        let out = dir.path().join(out);
+        let run = metrics(
+            &[
+                "--data",
+                args[0].to_str().unwrap(),
+                "--stated",
+                args[1].to_str().unwrap(),
+                flag,
+                args[2].to_str().unwrap(),
+            ],
+            &out,
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read_to_string(out.join("metrics.json")).unwrap()
+    };
+    let marked_files: Vec<PathBuf> = [&data, &stated, &misaligned, &log]
+        .iter()
+        .map(|p| with_byte_order_mark(p, &marked))
+        .collect();
+    assert_eq!(
+        metrics_json(
+            &[&marked_files[0], &marked_files[1], &marked_files[2]],
+            "--action-misaligned",
+            "m1"
+        ),
+        metrics_json(&[&data, &stated, &misaligned], "--action-misaligned", "p1")
+    );
+    assert_eq!(
+        metrics_json(
+            &[&marked_files[0], &marked_files[1], &marked_files[3]],
+            "--action",
+            "m2"
+        ),
+        metrics_json(&[&data, &stated, &log], "--action", "p2")
+    );
+}
+
+#[test]
+fn task2_log_line_that_is_a_json_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let stated = evaluation_file("gpt-3.5-turbo_t1.csv");
+    let log = write(dir.path(), "t2.jsonl", "[0, true, \"5\"]\n");
+    fails(
+        &["--stated", stated.to_str().unwrap(), "--action", &log],
+        &["t2.jsonl line 1", "not a JSON object"],
+    );
+}

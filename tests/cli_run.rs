@@ -145,10 +145,8 @@ fn task1_logprobs_equal_valuelens_score_on_the_dumped_requests() {
     assert_eq!(compared, 2 * 8 * 2 * 4);
 }
 
-#[test]
-fn metrics_json_equals_valuelens_metrics_on_the_runs_csvs() {
-    let run = baseline().join("run");
-    let dir = tempfile::tempdir().unwrap();
+/// `valuelens metrics` on the stated.csv and action.csv in `run`, into `out`.
+fn metrics_of_run(run: &Path, out: &Path) {
     succeed(valuelens(
         &["metrics", "--stated"],
         &[
@@ -156,9 +154,16 @@ fn metrics_json_equals_valuelens_metrics_on_the_runs_csvs() {
             Path::new("--action"),
             &run.join("action.csv"),
             Path::new("--out"),
-            dir.path(),
+            out,
         ],
     ));
+}
+
+#[test]
+fn metrics_json_equals_valuelens_metrics_on_the_runs_csvs() {
+    let run = baseline().join("run");
+    let dir = tempfile::tempdir().unwrap();
+    metrics_of_run(&run, dir.path());
     assert_eq!(
         read(&dir.path().join("metrics.json")),
         read(&run.join("metrics.json"))
@@ -469,4 +474,119 @@ fn model_whose_template_fails_to_render() {
         first.context
     );
     assert!(first.context.contains("option.\n{\""), "{}", first.context);
+}
+
+/// `bytes` with a UTF-8 byte-order mark before them, as common Windows tools save files.
+fn with_byte_order_mark(bytes: &[u8]) -> Vec<u8> {
+    let mut marked = "\u{feff}".as_bytes().to_vec();
+    marked.extend_from_slice(bytes);
+    marked
+}
+
+#[test]
+fn a_via_csv_and_run_csvs_with_a_byte_order_mark_read_as_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = valuelens::via::setup::via_csv(None).unwrap();
+    let marked_data = dir.path().join("via.csv");
+    std::fs::write(
+        &marked_data,
+        with_byte_order_mark(&std::fs::read(&data).unwrap()),
+    )
+    .unwrap();
+    let dump = |data: &Path, requests: &Path| {
+        succeed(valuelens(
+            &[
+                "run",
+                "--countries",
+                "Egypt",
+                "--topics",
+                "Religion",
+                "--data",
+            ],
+            &[data, Path::new("--dump-requests"), requests],
+        ));
+        read(requests)
+    };
+    let plain = dump(&data, &dir.path().join("plain.jsonl"));
+    assert!(plain.lines().count() > 1000);
+    assert_eq!(dump(&marked_data, &dir.path().join("marked.jsonl")), plain);
+
+    let run = baseline().join("run");
+    let copy = dir.path().join("run");
+    std::fs::create_dir(&copy).unwrap();
+    for file in ["stated.csv", "action.csv", "run.json"] {
+        let bytes = std::fs::read(run.join(file)).unwrap();
+        std::fs::write(copy.join(file), with_byte_order_mark(&bytes)).unwrap();
+    }
+    let out = dir.path().join("metrics");
+    metrics_of_run(&copy, &out);
+    assert_eq!(
+        read(&out.join("metrics.json")),
+        read(&run.join("metrics.json"))
+    );
+}
+
+/// A second run into a results folder that a run is using is refused, naming the folder and
+/// the process that holds it.
+#[test]
+fn a_results_folder_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _held = valuelens::benchmark::lock::RunLock::acquire(&out).unwrap();
+    run_fails(
+        &["run", "--countries", "Egypt", "--topics", "Religion"],
+        &out,
+        &format!(
+            "{} is in use by another valuelens run (process {} on",
+            out.display(),
+            std::process::id()
+        ),
+    );
+    assert!(!out.join("checkpoints").exists(), "nothing was started");
+}
+
+/// The lock of a run that was killed is released with its process: the next run proceeds.
+#[test]
+fn a_killed_run_leaves_no_lock_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let lock = out.join(valuelens::benchmark::lock::LOCK_FILE);
+    let args = [
+        "run",
+        "--countries",
+        "Egypt",
+        "--topics",
+        "Religion",
+        "--values",
+        "Equality",
+        "--out",
+    ];
+    common::default_model_path();
+    let mut child = valuelens(&args, &[&out])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = format!("process {} on", child.id());
+    let started = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|text| text.starts_with(&holder)) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it took the lock"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no lock taken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        read(&lock).starts_with(&holder),
+        "the lock file stays behind"
+    );
+    let done = succeed(valuelens(&args, &[&out]));
+    let summary = String::from_utf8_lossy(&done.stdout);
+    assert!(summary.contains("alignment rate"), "{summary}");
 }

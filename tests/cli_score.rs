@@ -45,3 +45,23 @@ fn scores_a_request_file_in_input_order() {
     );
     assert!(lines[0]["logprob"].as_f64().unwrap() > lines[2]["logprob"].as_f64().unwrap());
 }
+
+/// Files written by common Windows tools start with a UTF-8 byte-order mark; it is skipped.
+#[test]
+fn a_byte_order_mark_before_the_first_request_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = concat!(
+        "{\"id\": \"a\", \"context\": \"The sky is\", \"continuation\": \" blue\"}\n",
+        "{\"id\": \"b\", \"context\": \"The grass is\", \"continuation\": \" green\"}\n",
+    );
+    let plain = dir.path().join("plain.jsonl");
+    let marked = dir.path().join("marked.jsonl");
+    std::fs::write(&plain, lines).unwrap();
+    std::fs::write(&marked, format!("\u{feff}{lines}")).unwrap();
+    let (plain_out, marked_out) = (dir.path().join("p.out"), dir.path().join("m.out"));
+    common::run_score(&plain, &plain_out);
+    common::run_score(&marked, &marked_out);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&marked_out), read(&plain_out));
+    assert_eq!(read(&marked_out).lines().count(), 2);
+}

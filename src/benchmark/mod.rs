@@ -20,10 +20,10 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 
 use crate::model::device::device_name;
-use crate::model::{resolve, Model};
+use crate::model::{resolve, Model, ResolvedModel};
 use crate::output::{write_atomically, write_json_line};
 use crate::report::{figures, results, MetricsReport};
-use crate::tasks::{action, stated};
+use crate::tasks::{action, stated, PromptFormat};
 use crate::{verified, via};
 use config::{default_results_folder, prompt_format, RunConfig, RunOptions};
 use lock::RunLock;
@@ -50,15 +50,40 @@ impl RunResults {
     }
 }
 
+/// What a run reads before it scores: the data, and the model's source and prompt format.
+struct Inputs {
+    data: PathBuf,
+    dataset: via::Dataset,
+    model: ResolvedModel,
+    format: PromptFormat,
+}
+
+impl Inputs {
+    fn of(options: &RunOptions) -> Result<Self> {
+        let data = via::setup::via_csv(options.data.as_deref())?;
+        let dataset = via::Dataset::load(&data)?;
+        let model = resolve(&options.model)?;
+        let format = prompt_format(&model.source, options.chat_template)?;
+        Ok(Self {
+            data,
+            dataset,
+            model,
+            format,
+        })
+    }
+}
+
 /// Runs the benchmark as `options` say: scores every unit not already in the results folder
 /// (taking its lock for the whole run), then writes the CSVs, the measures, the figures and
 /// run.json. `progress` shows the scoring.
 pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
     let started = Instant::now();
-    let data = via::setup::via_csv(options.data.as_deref())?;
-    let dataset = via::Dataset::load(&data)?;
-    let model = resolve(&options.model)?;
-    let format = prompt_format(&model.source, options.chat_template)?;
+    let Inputs {
+        data,
+        dataset,
+        model,
+        format,
+    } = Inputs::of(options)?;
     let plan = Plan {
         dataset: &dataset,
         format: &format,
@@ -146,13 +171,10 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
 /// Writes the requests a run with `options` would score (JSONL `id, context, continuation`)
 /// to `path`, without loading the model's weights; returns how many.
 pub fn dump_requests(options: &RunOptions, path: &Path) -> Result<usize> {
-    let data = via::setup::via_csv(options.data.as_deref())?;
-    let dataset = via::Dataset::load(&data)?;
-    let model = resolve(&options.model)?;
-    let format = prompt_format(&model.source, options.chat_template)?;
+    let inputs = Inputs::of(options)?;
     let plan = Plan {
-        dataset: &dataset,
-        format: &format,
+        dataset: &inputs.dataset,
+        format: &inputs.format,
         selection: &options.selection,
         protocol: options.protocol,
     };

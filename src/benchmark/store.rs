@@ -1,6 +1,7 @@
 //! Run progress on disk: each finished unit's scores, written atomically into
-//! `<out>/checkpoints/` beside the configuration they belong to, so that a run started again
-//! with the same configuration loads them instead of scoring them again.
+//! `<out>/checkpoints/` (the folder's name on disk since the first version) beside the
+//! configuration they belong to, so that a run started again with the same configuration
+//! loads them instead of scoring them again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use super::units::Unit;
 use crate::engine::{EngineStats, Request};
 use crate::output::write_atomically;
 
-/// A finished unit as checkpointed: its requests' ids and log-probabilities, and what it cost.
+/// A finished unit as stored: its requests' ids and log-probabilities, and what it cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitScores {
     pub unit: String,
@@ -95,7 +96,7 @@ impl UnitStore {
         self.dir.join(format!("{}.json", unit.name()))
     }
 
-    /// A finished unit's scores, if checkpointed and matching `requests`.
+    /// A finished unit's scores, if stored and matching `requests`.
     pub fn load(&self, unit: Unit, requests: &[Request]) -> Result<Option<UnitScores>> {
         let path = self.path(unit);
         if !path.is_file() {

@@ -22,7 +22,7 @@ pub enum Task {
     Action,
 }
 
-/// One task in one scenario: the grain of scoring and of checkpoints.
+/// One task in one scenario: the grain of scoring and of stored progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unit {
     pub task: Task,

@@ -55,11 +55,8 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
-    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
-    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
-    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// JSONL, one `{"id", "context", "continuation"}` per line.
     #[arg(long)]
     pub input: PathBuf,
@@ -72,11 +69,8 @@ pub struct ScoreArgs {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
-    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
-    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// The VIA CSV; by default data/value_action_gap_full_data_generation.csv, set up on first
     /// use.
     #[arg(long)]
@@ -115,6 +109,16 @@ pub struct RunArgs {
     pub force: bool,
 }
 
+/// Which model.
+#[derive(clap::Args, Clone)]
+pub struct ModelArg {
+    /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
+    /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
+    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+}
+
 /// Where and how a model computes.
 #[derive(clap::Args, Clone)]
 pub struct ComputeArgs {
@@ -132,8 +136,8 @@ pub struct ComputeArgs {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// JSONL request file; repeat the flag to measure several with one load.
     #[arg(long, required = true)]
     pub input: Vec<PathBuf>,
@@ -150,8 +154,8 @@ pub struct BenchArgs {
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// JSONL, one `{"id", "context", "continuation"}` per line.
     #[arg(long)]
     pub input: PathBuf,
@@ -174,8 +178,8 @@ pub struct CompareArgs {
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArg,
     #[arg(long)]
     pub input: PathBuf,
     #[arg(long)]

@@ -20,7 +20,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             args.topics.as_deref(),
             args.values.as_deref(),
         )?,
-        model: args.model,
+        model: args.model.model,
         data: args.data,
         protocol: args.protocol,
         scoring: args.scoring,

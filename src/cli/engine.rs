@@ -13,7 +13,7 @@ use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{parse_device, resolve, Model, Placement};
 use valuelens::output::{refuse_overwriting_input, write_atomically, write_json_line};
 
-use super::args::{BenchArgs, CompareArgs, ScoreArgs, TokenizeArgs};
+use super::args::{BenchArgs, CompareArgs, ModelArg, ScoreArgs, TokenizeArgs};
 use super::progress_bar;
 
 /// Requests scored together (and sharing prefixes) at a time: bounds memory for any input.
@@ -21,7 +21,7 @@ const STREAM_CHUNK: usize = 8192;
 
 pub fn score(args: ScoreArgs) -> Result<()> {
     let ScoreArgs {
-        model,
+        model: ModelArg { model },
         input,
         output,
         compute,
@@ -71,7 +71,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let BenchArgs {
-        model,
+        model: ModelArg { model },
         input: inputs,
         compute,
         naive,
@@ -148,7 +148,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     );
     let tested = args.compute.placement()?;
     let run = |placement: &Placement| -> Result<(Vec<engine::Score>, Setting)> {
-        let model = Model::load_on(&args.model, placement)?;
+        let model = Model::load_on(&args.model.model, placement)?;
         let started = Instant::now();
         let scores = engine::score(&model, &requests, &options, None)?;
         let setting = Setting {
@@ -161,7 +161,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let (expected, reference) = run(&reference)?;
     let (actual, tested) = run(&tested)?;
     let comparison = Comparison::new(
-        args.model.clone(),
+        args.model.model.clone(),
         args.input.display().to_string(),
         reference,
         tested,
@@ -176,7 +176,7 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
     let (input, output) = (args.input.as_path(), args.output.as_path());
     refuse_overwriting_input(input, output, ("--input", "--output"))?;
     requests::validate_requests(input)?;
-    let model = resolve(&args.model)?;
+    let model = resolve(&args.model.model)?;
     let tokenizer = TextTokenizer::from_checkpoint(&open_checkpoint(&model.source)?)?;
     let mut n = 0usize;
     write_atomically(output, |out| {

@@ -1,5 +1,6 @@
-//! The gemma3 architecture (Gemma 3 text models, e.g. gemma-3-270m) from GGUF weights, with the
-//! same packed, selected-rows forward as llama.
+//! The gemma3 architecture (Gemma 3 text models, e.g. gemma-3-270m): its config.json ↔ GGUF
+//! translation and weight conventions, and its network — the same packed, selected-rows forward
+//! as llama.
 //!
 //! Math, top to bottom: x = embed(ids) · √hidden; per layer
 //! x += n_post_attn(Wo·attn(rope(n_q(Wq·n(x))), rope(n_k(Wk·n(x))), Wv·n(x)));

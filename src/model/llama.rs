@@ -1,5 +1,6 @@
-//! The llama architecture (SmolLM2, Llama 2/3, TinyLlama, …) from GGUF weights, with a forward
-//! pass over packed sequences that returns log-probabilities for the scored rows only.
+//! The llama architecture (SmolLM2, Llama 2/3, TinyLlama, …): its config.json ↔ GGUF
+//! translation and weight conventions, and a forward pass over packed sequences that returns
+//! log-probabilities for the scored rows only.
 //!
 //! Math, top to bottom, per layer: x += Wo·attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x));
 //! x += Wdown·(silu(Wgate·n(x)) ⊙ Wup·n(x)), with n = RMSNorm. GGUF stores llama's Q and K

@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use super::architecture::Architecture;
 use super::architectures;
 use super::checkpoint::{Checkpoint, CheckpointFormat};
-use super::formats::safetensors::{add_tokenizer_config, HfTensors, SafetensorsFolder};
+use super::formats::safetensors::{add_tokenizer_config, read_config, HfTensors};
 use super::formats::{gguf, synthetic, TensorSource};
 use super::registry;
 use super::source::ModelSource;
@@ -63,7 +63,7 @@ pub fn open_path(path: &Path) -> Result<Checkpoint> {
 }
 
 fn open_safetensors(folder: &Path) -> Result<Checkpoint> {
-    let SafetensorsFolder { config, tensors } = SafetensorsFolder::open(folder)?;
+    let config = read_config(folder)?;
     let config_path = folder.join("config.json");
     let architecture = config["model_type"]
         .as_str()
@@ -74,6 +74,7 @@ fn open_safetensors(folder: &Path) -> Result<Checkpoint> {
         .metadata_from_config(&config)
         .with_context(|| format!("{}: unsupported model configuration", config_path.display()))?;
     add_tokenizer_config(folder, &mut metadata)?;
+    let tensors = HfTensors::open(folder)?;
     let names: HashMap<String, String> = tensors
         .names()
         .into_iter()

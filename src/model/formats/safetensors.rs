@@ -15,46 +15,24 @@ use serde_json::{json, Value as Json};
 use super::{Metadata, TensorSource};
 use crate::input::read_json;
 
-/// An opened folder: its config.json and its tensors.
-pub struct SafetensorsFolder {
-    pub config: Json,
-    pub tensors: HfTensors,
-}
-
-impl SafetensorsFolder {
-    /// Opens `folder`, which must hold config.json, tokenizer.json and the weights.
-    pub fn open(folder: &Path) -> Result<Self> {
-        let config_path = folder.join("config.json");
-        if !config_path.is_file() {
-            bail!(
-                "{}: a model folder needs config.json, *.safetensors and tokenizer.json \
-                 (the Hugging Face layout); config.json is missing",
-                folder.display()
-            );
-        }
-        if !folder.join("tokenizer.json").is_file() {
-            bail!(
-                "{}: tokenizer.json is missing; valuelens reads the tokenizer from it",
-                folder.display()
-            );
-        }
-        let config = read_json(&config_path)?;
-        let shards = shard_files(folder)?;
-        // SAFETY: the files are mapped read-only; valuelens does not modify them while loaded
-        // (the same contract as every mmap-based loader, e.g. candle's and transformers').
-        let files = unsafe { MmapedSafetensors::multi(&shards) }
-            .with_context(|| format!("{}: cannot read the safetensors files", folder.display()))?;
-        let names = files.tensors().into_iter().map(|(name, _)| name).collect();
-        Ok(Self {
-            config,
-            tensors: HfTensors {
-                folder: folder.to_path_buf(),
-                shards,
-                files,
-                names,
-            },
-        })
+/// The config.json of a model folder, which must also hold tokenizer.json (and the weights,
+/// which [`HfTensors::open`] reads).
+pub fn read_config(folder: &Path) -> Result<Json> {
+    let config_path = folder.join("config.json");
+    if !config_path.is_file() {
+        bail!(
+            "{}: a model folder needs config.json, *.safetensors and tokenizer.json \
+             (the Hugging Face layout); config.json is missing",
+            folder.display()
+        );
     }
+    if !folder.join("tokenizer.json").is_file() {
+        bail!(
+            "{}: tokenizer.json is missing; valuelens reads the tokenizer from it",
+            folder.display()
+        );
+    }
+    read_json(&config_path)
 }
 
 /// The tensors of a safetensors folder (all shards memory-mapped), under their own names.
@@ -66,6 +44,22 @@ pub struct HfTensors {
 }
 
 impl HfTensors {
+    /// The weights of `folder`: `model.safetensors`, or the shards its index lists.
+    pub fn open(folder: &Path) -> Result<Self> {
+        let shards = shard_files(folder)?;
+        // SAFETY: the files are mapped read-only; valuelens does not modify them while loaded
+        // (the same contract as every mmap-based loader, e.g. candle's and transformers').
+        let files = unsafe { MmapedSafetensors::multi(&shards) }
+            .with_context(|| format!("{}: cannot read the safetensors files", folder.display()))?;
+        let names = files.tensors().into_iter().map(|(name, _)| name).collect();
+        Ok(Self {
+            folder: folder.to_path_buf(),
+            shards,
+            files,
+            names,
+        })
+    }
+
     /// A tensor widened to f32 (from f16 or bf16 where stored so).
     pub fn read_f32(&self, name: &str) -> Result<Tensor> {
         self.files
