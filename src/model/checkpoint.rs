@@ -210,6 +210,14 @@ impl Checkpoint {
         }
     }
 
+    /// The tensor `name` if the checkpoint has it (e.g. an LM head that may be tied instead).
+    pub fn optional_tensor(&mut self, name: &str) -> Result<Option<QTensor>> {
+        match self.has_tensor(name) {
+            true => Ok(Some(self.tensor(name)?)),
+            false => Ok(None),
+        }
+    }
+
     pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
         if !self.has_tensor(name) {
             bail!(

@@ -24,7 +24,6 @@ use super::formats::Metadata;
 use super::layers::{
     gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeStyle, RopeTables,
 };
-use super::llama::output_weight;
 use super::scoring::{LmHead, RowScore};
 
 /// Layers per group of which the last is global, when the file does not say
@@ -327,7 +326,7 @@ impl Gemma3 {
         let lm_head = LmHead::new(
             placement.dense(&checkpoint.tensor("output_norm.weight")?)?,
             config.rms_eps,
-            output_weight(checkpoint)?,
+            checkpoint.optional_tensor("output.weight")?,
             embed_q,
             &embeddings,
             placement,

@@ -211,7 +211,7 @@ impl Llama {
         let lm_head = LmHead::new(
             placement.dense(&checkpoint.tensor("output_norm.weight")?)?,
             config.rms_eps as f32,
-            output_weight(checkpoint)?,
+            checkpoint.optional_tensor("output.weight")?,
             embed_q,
             &embeddings,
             placement,
@@ -231,16 +231,6 @@ impl Llama {
             lm_head,
             rope,
         })
-    }
-}
-
-/// The checkpoint's own LM head, if it has one (else it is tied to the embeddings).
-pub fn output_weight(
-    checkpoint: &mut Checkpoint,
-) -> Result<Option<candle_core::quantized::QTensor>> {
-    match checkpoint.has_tensor("output.weight") {
-        true => Ok(Some(checkpoint.tensor("output.weight")?)),
-        false => Ok(None),
     }
 }
 

@@ -12,7 +12,8 @@ use super::architecture::Architecture;
 use super::architectures;
 use super::checkpoint::{Checkpoint, CheckpointFormat};
 use super::formats::safetensors::{add_tokenizer_config, read_config, HfTensors};
-use super::formats::{gguf, synthetic, TensorSource};
+use super::formats::synthetic::{self, SyntheticSpec};
+use super::formats::{gguf, TensorSource};
 use super::registry;
 use super::source::ModelSource;
 
@@ -29,32 +30,41 @@ pub fn open_checkpoint(source: &ModelSource) -> Result<Checkpoint> {
             ))
         }
         ModelSource::SafetensorsFolder(folder) => open_safetensors(folder),
-        ModelSource::Synthetic(spec) => {
-            let (mut metadata, tensors) = synthetic::open(spec);
-            let checkpoint = |metadata| {
-                Checkpoint::new(
-                    spec.text.clone(),
-                    CheckpointFormat::Synthetic,
-                    metadata,
-                    Box::new(tensors),
-                )
-            };
-            if let Some(dir) = &spec.tokenizer_dir {
-                add_tokenizer_config(dir, &mut metadata)?;
-                return Ok(checkpoint(metadata).with_tokenizer_json(dir.join("tokenizer.json")));
-            }
-            // The default model's tokenizer, chat template and special tokens.
+        ModelSource::Synthetic(spec) => open_synthetic(spec),
+    }
+}
+
+/// Generated weights, with the tokenizer of the spec's folder or, without one, the default
+/// registry model's tokenizer, chat template and special tokens.
+fn open_synthetic(spec: &SyntheticSpec) -> Result<Checkpoint> {
+    let (mut metadata, tensors) = synthetic::open(spec);
+    let tokenizer_json = match &spec.tokenizer_dir {
+        Some(dir) => {
+            add_tokenizer_config(dir, &mut metadata)?;
+            Some(dir.join("tokenizer.json"))
+        }
+        None => {
             let registry = registry::Registry::builtin()?;
             let path = registry::ensure(registry.get(&registry.default)?, &registry::models_dir())?;
             let (default, _) = gguf::open(&path)?;
-            for (key, value) in default {
-                if key.starts_with("tokenizer.") {
-                    metadata.insert(key, value);
-                }
-            }
-            Ok(checkpoint(metadata))
+            metadata.extend(
+                default
+                    .into_iter()
+                    .filter(|(key, _)| key.starts_with("tokenizer.")),
+            );
+            None
         }
-    }
+    };
+    let checkpoint = Checkpoint::new(
+        spec.text.clone(),
+        CheckpointFormat::Synthetic,
+        metadata,
+        Box::new(tensors),
+    );
+    Ok(match tokenizer_json {
+        Some(json) => checkpoint.with_tokenizer_json(json),
+        None => checkpoint,
+    })
 }
 
 /// A checkpoint from a path (a GGUF file or a safetensors folder).
