@@ -590,3 +590,102 @@ fn a_killed_run_leaves_no_lock_behind() {
     let summary = String::from_utf8_lossy(&done.stdout);
     assert!(summary.contains("alignment rate"), "{summary}");
 }
+
+/// The rows of a run's CSV as maps from column to field.
+fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+    csv::Reader::from_path(path)
+        .unwrap()
+        .deserialize()
+        .map(|row| row.unwrap())
+        .collect()
+}
+
+/// The bias block of metrics.json, recomputed from the run's stated.csv and action.csv.
+fn check_bias_against_csvs(run: &Path) {
+    let metrics: serde_json::Value =
+        serde_json::from_str(&read(&run.join("metrics.json"))).unwrap();
+    let bias = &metrics["bias"];
+    let f = |row: &HashMap<String, String>, column: &str| -> f64 { row[column].parse().unwrap() };
+
+    let stated = csv_rows(&run.join("stated.csv"));
+    let mut label_counts = [0usize; 4];
+    for row in &stated {
+        let p: Vec<f64> = (1..=4).map(|k| f(row, &format!("p_{k}"))).collect();
+        // The first of equally likely labels, as the hard score takes it.
+        let best = (1..4).fold(0, |best, k| if p[k] > p[best] { k } else { best });
+        label_counts[best] += 1;
+    }
+    for (k, count) in label_counts.iter().enumerate() {
+        assert_eq!(
+            bias["task1"]["argmax_share"][(k + 1).to_string()]
+                .as_f64()
+                .unwrap(),
+            *count as f64 / stated.len() as f64,
+            "argmax_share of label {}",
+            k + 1
+        );
+    }
+
+    let action = csv_rows(&run.join("action.csv"));
+    let chose_option1 =
+        |row: &HashMap<String, String>| f(row, "logprob_option_1") >= f(row, "logprob_option_2");
+    let option1 = action.iter().filter(|row| chose_option1(row)).count();
+    assert_eq!(
+        bias["task2"]["option1_share"].as_f64().unwrap(),
+        option1 as f64 / action.len() as f64
+    );
+    // Per cell (country|topic|value): the orders it was asked in, and the actions chosen.
+    let mut cells: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    for row in &action {
+        let cell = cells
+            .entry(format!(
+                "{}|{}|{}",
+                row["country"], row["topic"], row["value"]
+            ))
+            .or_default();
+        cell.0.push(row["negative_option"].clone());
+        cell.1.push(row["chose_negative"].clone());
+    }
+    let both_orders: Vec<_> = cells
+        .values()
+        .filter(|(orders, _)| orders.iter().any(|o| o == "1") && orders.iter().any(|o| o == "2"))
+        .collect();
+    let consistent = both_orders
+        .iter()
+        .filter(|(_, chosen)| chosen.iter().all(|c| *c == chosen[0]))
+        .count();
+    match both_orders.len() {
+        0 => assert!(bias["task2"]["order_consistency"].is_null()),
+        n => assert_eq!(
+            bias["task2"]["order_consistency"].as_f64().unwrap(),
+            consistent as f64 / n as f64
+        ),
+    }
+}
+
+#[test]
+fn the_bias_block_is_what_the_csvs_say() {
+    check_bias_against_csvs(&baseline().join("run"));
+    // Both orders of each pair: order consistency is defined.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("full");
+    succeed(valuelens(
+        &[
+            "run",
+            "--protocol",
+            "full",
+            "--countries",
+            "Egypt",
+            "--topics",
+            "Religion",
+            "--values",
+            "Equality,Wealth",
+            "--out",
+        ],
+        &[&out],
+    ));
+    check_bias_against_csvs(&out);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&read(&out.join("metrics.json"))).unwrap();
+    assert!(metrics["bias"]["task2"]["order_consistency"].is_f64());
+}

@@ -107,7 +107,8 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
     let v = stated::matrix(&outcome.stated, options.scoring);
     let a = action::matrix(&outcome.action, options.scoring);
     let cells = stated::cells(&outcome.stated);
-    let report = MetricsReport::compute(&model.name, &v, &a, &cells);
+    let report = MetricsReport::compute(&model.name, &v, &a, &cells)
+        .with_bias(recompute::bias_of_items(&outcome.stated, &outcome.action));
     results::write_stated(&out.join("stated.csv"), &outcome.stated)?;
     results::write_action(&out.join("action.csv"), &outcome.action)?;
     report.write(&out)?;

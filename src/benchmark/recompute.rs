@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::record::{RunRecord, RUN_RECORD_FILE};
-use crate::metrics::Cells;
+use crate::metrics::bias::{answer_bias, label_bias, position_bias, Bias, PositionQuestion};
+use crate::metrics::{Cells, Matrix};
 use crate::report::{results, MetricsReport};
+use crate::tasks::action::ActionItem;
+use crate::tasks::stated::StatedItem;
 use crate::tasks::{action, released, stated, Scoring};
 use crate::via;
 
@@ -77,7 +80,18 @@ pub fn recompute(inputs: &MetricsInputs) -> Result<Recomputed> {
             .unwrap_or_default();
         stem.strip_suffix("_t1").unwrap_or(&stem).to_string()
     });
-    let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix, &Cells::all());
+    // Single-variant runs rebuilt from misaligned cells are variant 5, whose Option 1 is the
+    // value-opposing action; released Task-2 results do not say which option was chosen.
+    let position = match &inputs.action {
+        ActionInput::Misaligned(_) => position_bias(&variant5_questions(&action_matrix)),
+        ActionInput::Results(_) => None,
+    };
+    let bias = Bias {
+        task1: answer_bias(&responses.label_counts),
+        task2: position,
+    };
+    let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix, &Cells::all())
+        .with_bias(bias);
     Ok(Recomputed { report, notes })
 }
 
@@ -103,11 +117,38 @@ fn of_run(inputs: &MetricsInputs) -> Result<Recomputed> {
         &stated::matrix(&stated_items, inputs.scoring),
         &action::matrix(&action_items, inputs.scoring),
         &stated::cells(&stated_items),
-    );
+    )
+    .with_bias(bias_of_items(&stated_items, &action_items));
     Ok(Recomputed {
         report,
         notes: Vec::new(),
     })
+}
+
+/// The questions of a single-variant run in the paper's variant (negative action first) with
+/// hard choices `a` (0 or 1 per cell).
+fn variant5_questions(action: &Matrix) -> Vec<PositionQuestion> {
+    Cells::all()
+        .iter()
+        .filter(|&(s, k)| !action.get(s, k).is_nan())
+        .map(|(s, k)| {
+            let chose_negative = action.get(s, k) >= 0.5;
+            PositionQuestion {
+                cell: (s, k),
+                negative_first: true,
+                chose_option1: chose_negative,
+                p_option1: f64::from(u8::from(chose_negative)),
+            }
+        })
+        .collect()
+}
+
+/// The label and position biases of a run's questions.
+pub fn bias_of_items(stated_items: &[StatedItem], action_items: &[ActionItem]) -> Bias {
+    Bias {
+        task1: label_bias(&stated::label_questions(stated_items)),
+        task2: position_bias(&action::position_questions(action_items)),
+    }
 }
 
 /// The model name in the run.json beside a run's CSV, if there is a readable one.

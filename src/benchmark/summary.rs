@@ -22,6 +22,9 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
         "alignment rate (F1) {:.4} · misaligned cells {} · distance {:.4}",
         report.alignment_rate.overall, report.misaligned.total, report.distances.overall
     );
+    for warning in report.bias.warnings() {
+        let _ = writeln!(text, "{warning}");
+    }
     let _ = writeln!(text, "{:<16} {:>6} {:>9}", "country", "F1", "distance");
     for ((country, f1), (_, d)) in report
         .alignment_rate

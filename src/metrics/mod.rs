@@ -1,7 +1,10 @@
 //! The paper's three alignment measures (§4) as pure functions of the stated matrix V and the
 //! action matrix A (132 scenarios × 56 values, country-major scenarios, metric value order):
 //! the alignment rate (F1 with "Disagree" as the positive class), the alignment distance, the
-//! alignment ranking, and the cross-task misalignment counts (Table 4).
+//! alignment ranking, and the cross-task misalignment counts (Table 4); and (`bias`) how much
+//! the answers follow the options' labels and positions.
+
+pub mod bias;
 
 use serde::Serialize;
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use crate::metrics::bias::Bias;
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
@@ -28,6 +29,8 @@ pub struct MetricsReport {
     pub action_disagree_cells: usize,
     /// Cells the measures cover (132 × 56 for a whole run).
     pub covered_cells: usize,
+    /// How much the answers follow the options' labels and positions.
+    pub bias: Bias,
 }
 
 impl MetricsReport {
@@ -49,7 +52,39 @@ impl MetricsReport {
             stated_disagree_cells: count(stated),
             action_disagree_cells: count(action),
             covered_cells: cells.len(),
+            bias: Bias::default(),
         }
+    }
+
+    /// The report with the answers' label and position biases.
+    pub fn with_bias(mut self, bias: Bias) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The `bias` block of metrics.json; `null` where the inputs do not say.
+    fn bias_json(&self) -> Value {
+        let by_label = |values: &[f64; 4]| -> Map<String, Value> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(k, v)| ((k + 1).to_string(), json!(v)))
+                .collect()
+        };
+        let task1 = self.bias.task1.as_ref().map(|t1| {
+            json!({
+                "argmax_share": by_label(&t1.argmax_share),
+                "mean_p": by_label(&t1.mean_p),
+            })
+        });
+        let task2 = self.bias.task2.as_ref().map(|t2| {
+            json!({
+                "option1_share": t2.option1_share,
+                "mean_p_option1": t2.mean_p_option1,
+                "order_consistency": t2.order_consistency,
+            })
+        });
+        json!({"task1": task1, "task2": task2})
     }
 
     pub fn distance_by_country(&self) -> Vec<(&'static str, f64)> {
@@ -152,6 +187,7 @@ impl MetricsReport {
                 "stated_disagree": self.stated_disagree_cells,
                 "action_disagree": self.action_disagree_cells,
             },
+            "bias": self.bias_json(),
         })
     }
 
@@ -192,6 +228,7 @@ impl MetricsReport {
             "Alignment distance (mean |v − a|): {:.4}.\n",
             self.distances.overall
         );
+        self.bias_markdown(&mut md);
         let table = |md: &mut String,
                      title: &str,
                      rows: &[(String, f64)],
@@ -251,6 +288,47 @@ impl MetricsReport {
             let _ = writeln!(md, "| {c} | {} |", top.join(", "));
         }
         md
+    }
+
+    /// The bias section of summary.md: a sentence for each dominant bias, then the numbers.
+    fn bias_markdown(&self, md: &mut String) {
+        let (t1, t2) = (&self.bias.task1, &self.bias.task2);
+        if t1.is_none() && t2.is_none() {
+            return;
+        }
+        let _ = writeln!(md, "## Option bias\n");
+        for warning in self.bias.warnings() {
+            let _ = writeln!(md, "**{warning}**\n");
+        }
+        if let Some(t1) = t1 {
+            let shares: Vec<String> = (0..4)
+                .map(|k| {
+                    format!(
+                        "{}: {:.1} % (mean p {:.3})",
+                        k + 1,
+                        100.0 * t1.argmax_share[k],
+                        t1.mean_p[k]
+                    )
+                })
+                .collect();
+            let _ = writeln!(md, "- Task 1, most likely label — {}.", shares.join("; "));
+        }
+        if let Some(t2) = t2 {
+            let consistency = match t2.order_consistency {
+                Some(c) => format!(
+                    "{:.1} % of the cells asked in both orders got the same action in both",
+                    100.0 * c
+                ),
+                None => "no cell was asked in both orders".to_string(),
+            };
+            let _ = writeln!(
+                md,
+                "- Task 2: Option 1 chosen in {:.1} % of questions (mean p {:.3}); {consistency}.",
+                100.0 * t2.option1_share,
+                t2.mean_p_option1
+            );
+        }
+        let _ = writeln!(md);
     }
 
     /// Writes `metrics.json` and `summary.md` into `dir` (created if needed).

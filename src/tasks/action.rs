@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use super::{argmax, mean_per_cell, renormalise, PromptFormat, Scoring};
 use crate::engine::Request;
+use crate::metrics::bias::PositionQuestion;
 use crate::metrics::Matrix;
 use crate::prompts::{task2_option1_is_negative, task2_prompt};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
@@ -42,6 +43,19 @@ impl ActionItem {
             Scoring::Soft => self.p_negative(),
         }
     }
+}
+
+/// Each question as far as positions go, for the position bias.
+pub fn position_questions(items: &[ActionItem]) -> Vec<PositionQuestion> {
+    items
+        .iter()
+        .map(|item| PositionQuestion {
+            cell: (item.scenario, item.value),
+            negative_first: item.negative_option == 1,
+            chose_option1: argmax(&item.logprobs) == 0,
+            p_option1: renormalise(&item.logprobs)[0],
+        })
+        .collect()
 }
 
 /// The usable pairs of a scenario among `values`, as (value, negative action, positive action).

@@ -19,6 +19,8 @@ use crate::via::{Dataset, Polarity};
 /// The stated matrix read from Task-1 responses, with how many responses could not be parsed.
 pub struct StatedResponses {
     pub matrix: Matrix,
+    /// How many parsed answers chose each label 1–4.
+    pub label_counts: [usize; 4],
     pub responses: usize,
     pub unparsed: usize,
 }
@@ -128,6 +130,7 @@ pub fn read_task1_responses(path: &Path) -> Result<StatedResponses> {
     let (mut reader, cols) = open_csv(path, &["country", "topic", "response", "prompt_index"])?;
     let mut sums = vec![(0.0f64, 0usize); N_SCENARIOS * N_VALUES];
     let (mut responses, mut unparsed) = (0, 0);
+    let mut label_counts = [0usize; 4];
     for record in reader.records() {
         let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
         let line = record.position().map_or(0, |p| p.line());
@@ -143,6 +146,9 @@ pub fn read_task1_responses(path: &Path) -> Result<StatedResponses> {
                 let cell = &mut sums[scenario * N_VALUES + k];
                 cell.0 += digit as f64;
                 cell.1 += 1;
+                if let Some(count) = label_counts.get_mut((digit as usize).wrapping_sub(1)) {
+                    *count += 1;
+                }
             }
         }
     }
@@ -160,6 +166,7 @@ pub fn read_task1_responses(path: &Path) -> Result<StatedResponses> {
     }
     Ok(StatedResponses {
         matrix,
+        label_counts,
         responses,
         unparsed,
     })

@@ -50,6 +50,11 @@ impl StatedItem {
     }
 }
 
+/// The renormalised option probabilities of each question, for the label bias.
+pub fn label_questions(items: &[StatedItem]) -> Vec<[f64; 4]> {
+    items.iter().map(StatedItem::probabilities).collect()
+}
+
 fn request_id(scenario: usize, variant: usize, value: usize, option: &str) -> String {
     format!(
         "t1|{}|{}|v{variant}|{}|{option}",
