@@ -5,8 +5,9 @@
 //! The layers, in the order data flows through them; each module imports only modules listed
 //! before it (tested: `tests/module_graph.rs`):
 //!
-//! 1. `output`, `input`, `paths`, `verified` — writing files all or nothing, reading user
-//!    files (byte-order marks, JSONL objects), where files live, sha256-checked files.
+//! 1. `output`, `input`, `paths`, `verified`, `random` — writing files all or nothing, reading
+//!    user files (byte-order marks, JSONL objects), where files live, sha256-checked files,
+//!    reproducible random numbers.
 //! 2. `via` — the VIA dataset: vocabulary, CSV loader, the data file's setup.
 //! 3. `model` — a `--model` argument resolved to files, read through a format reader
 //!    (GGUF, safetensors, synthetic), translated by its architecture into a checkpoint, loaded
@@ -31,6 +32,7 @@ pub mod model;
 pub mod output;
 pub mod paths;
 pub mod prompts;
+pub mod random;
 pub mod report;
 pub mod tasks;
 pub mod verified;

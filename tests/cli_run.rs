@@ -688,4 +688,13 @@ fn the_bias_block_is_what_the_csvs_say() {
     let metrics: serde_json::Value =
         serde_json::from_str(&read(&out.join("metrics.json"))).unwrap();
     assert!(metrics["bias"]["task2"]["order_consistency"].is_f64());
+    for (measure, overall) in [("alignment_rate", "overall"), ("distance", "overall")] {
+        let ci = metrics[measure]["overall_ci95"].as_array().unwrap();
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        let estimate = metrics[measure][overall].as_f64().unwrap();
+        assert!(
+            lo <= estimate && estimate <= hi,
+            "{measure}: {lo} ≤ {estimate} ≤ {hi}"
+        );
+    }
 }

@@ -19,8 +19,12 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
     );
     let _ = writeln!(
         text,
-        "alignment rate (F1) {:.4} · misaligned cells {} · distance {:.4}",
-        report.alignment_rate.overall, report.misaligned.total, report.distances.overall
+        "alignment rate (F1) {:.4}{} · misaligned cells {} · distance {:.4}{}",
+        report.alignment_rate.overall,
+        report.ci_text(|ci| ci.alignment_rate),
+        report.misaligned.total,
+        report.distances.overall,
+        report.ci_text(|ci| ci.distance)
     );
     for warning in report.bias.warnings() {
         let _ = writeln!(text, "{warning}");

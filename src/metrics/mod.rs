@@ -5,6 +5,7 @@
 //! the answers follow the options' labels and positions.
 
 pub mod bias;
+pub mod bootstrap;
 
 use serde::Serialize;
 
@@ -241,6 +242,24 @@ pub fn distances(stated: &Matrix, action: &Matrix, cells: &Cells) -> Distances {
         by_topic,
         overall,
     }
+}
+
+/// Per scenario: the sum of |v − a| over its covered cells and how many there are (0 for a
+/// scenario without any).
+pub fn scenario_distance_sums(
+    stated: &Matrix,
+    action: &Matrix,
+    cells: &Cells,
+) -> Vec<(f64, usize)> {
+    (0..N_SCENARIOS)
+        .map(|s| {
+            cells
+                .values(s)
+                .map(|k| (stated.get(s, k) - action.get(s, k)).abs())
+                .filter(|d| !d.is_nan())
+                .fold((0.0, 0usize), |(sum, n), d| (sum + d, n + 1))
+        })
+        .collect()
 }
 
 /// Mean over the 56 values of a grouped distance row (one number per country or topic); NaN

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::metrics::bias::Bias;
+use crate::metrics::bootstrap::{overall_ci95, Intervals, ScenarioMeasures};
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
@@ -31,6 +32,8 @@ pub struct MetricsReport {
     pub covered_cells: usize,
     /// How much the answers follow the options' labels and positions.
     pub bias: Bias,
+    /// 95 % bootstrap intervals of the overall alignment rate and distance, over scenarios.
+    pub ci95: Option<Intervals>,
 }
 
 impl MetricsReport {
@@ -43,8 +46,20 @@ impl MetricsReport {
                 .filter(|&(s, k)| metrics::binarise(m.get(s, k)) == 1)
                 .count()
         };
+        let distance_sums = metrics::scenario_distance_sums(stated, action, cells);
+        let scenarios: Vec<ScenarioMeasures> = per_scenario_f1
+            .iter()
+            .zip(distance_sums)
+            .filter(|(f1, _)| !f1.is_nan())
+            .map(|(&f1, (distance_sum, cells))| ScenarioMeasures {
+                f1,
+                distance_sum,
+                cells,
+            })
+            .collect();
         Self {
             model: model.to_string(),
+            ci95: overall_ci95(&scenarios),
             alignment_rate,
             per_scenario_f1,
             misaligned: metrics::misalignment(stated, action, cells),
@@ -162,6 +177,7 @@ impl MetricsReport {
             "model": self.model,
             "alignment_rate": {
                 "overall": self.alignment_rate.overall,
+                "overall_ci95": self.ci95.map(|ci| ci.alignment_rate),
                 "by_country": named(&self.alignment_rate.by_country),
                 "by_topic": named(&self.alignment_rate.by_topic),
                 "by_scenario": per_scenario,
@@ -174,6 +190,7 @@ impl MetricsReport {
             },
             "distance": {
                 "overall": self.distances.overall,
+                "overall_ci95": self.ci95.map(|ci| ci.distance),
                 "by_country": named_static(self.distance_by_country()),
                 "by_topic": named_static(self.distance_by_topic()),
                 "country_value": matrix(&COUNTRIES, &self.distances.by_country),
@@ -200,15 +217,19 @@ impl MetricsReport {
             Some(p) => {
                 let _ = writeln!(
                     md,
-                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}** (paper, {}: {:.3})\n",
-                    self.alignment_rate.overall, p.name, p.overall
+                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}**{} (paper, {}: {:.3})\n",
+                    self.alignment_rate.overall,
+                    self.ci_text(|ci| ci.alignment_rate),
+                    p.name,
+                    p.overall
                 );
             }
             None => {
                 let _ = writeln!(
                     md,
-                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}**\n",
-                    self.alignment_rate.overall
+                    "Overall alignment rate (F1, positive class = Disagree): **{:.4}**{}\n",
+                    self.alignment_rate.overall,
+                    self.ci_text(|ci| ci.alignment_rate)
                 );
             }
         }
@@ -225,8 +246,9 @@ impl MetricsReport {
         );
         let _ = writeln!(
             md,
-            "Alignment distance (mean |v − a|): {:.4}.\n",
-            self.distances.overall
+            "Alignment distance (mean |v − a|): {:.4}{}.\n",
+            self.distances.overall,
+            self.ci_text(|ci| ci.distance)
         );
         self.bias_markdown(&mut md);
         let table = |md: &mut String,
@@ -288,6 +310,17 @@ impl MetricsReport {
             let _ = writeln!(md, "| {c} | {} |", top.join(", "));
         }
         md
+    }
+
+    /// ` (95 % CI lo–hi)` for one of the overall measures, or nothing without intervals.
+    pub fn ci_text(&self, measure: impl Fn(&Intervals) -> [f64; 2]) -> String {
+        match &self.ci95 {
+            Some(ci) => {
+                let [lo, hi] = measure(ci);
+                format!(" (95 % CI {lo:.4}–{hi:.4})")
+            }
+            None => String::new(),
+        }
     }
 
     /// The bias section of summary.md: a sentence for each dominant bias, then the numbers.

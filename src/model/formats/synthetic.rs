@@ -21,6 +21,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::{Metadata, TensorSource};
+use crate::random::splitmix64;
 
 /// Weights are uniform with this standard deviation (as initialisers use) …
 const WEIGHT_STD: f32 = 0.02;
@@ -286,14 +287,6 @@ fn tensor_seed(name: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     hash ^ SEED
-}
-
-/// SplitMix64 of (seed + index): element `i` depends only on the seed and `i`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// `count` values uniform on [−√3·std, √3·std) (standard deviation `std`), in parallel.

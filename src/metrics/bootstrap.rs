@@ -1,0 +1,114 @@
+//! How sure the overall measures are: 95 % percentile bootstrap intervals over scenarios
+//! (country × topic), the unit the benchmark samples. Each resample draws as many scenarios
+//! as were covered, with replacement, from a fixed seed, and recomputes the overall alignment
+//! rate (mean of the scenarios' F1) and distance (mean over the drawn scenarios' cells).
+
+use crate::random::below;
+
+/// Resamples per interval.
+pub const RESAMPLES: usize = 1000;
+/// The stream the resamples are drawn from: the same intervals on every machine and run.
+pub const SEED: u64 = 0x0b00_75a2_0000_0095;
+
+/// What one covered scenario contributes to the overall measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScenarioMeasures {
+    pub f1: f64,
+    /// Sum of |v − a| over the scenario's covered cells, and how many there are.
+    pub distance_sum: f64,
+    pub cells: usize,
+}
+
+/// 95 % intervals `[lo, hi]` of the overall measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Intervals {
+    pub alignment_rate: [f64; 2],
+    pub distance: [f64; 2],
+}
+
+/// The intervals over `scenarios` (the covered ones); `None` when there are none.
+pub fn overall_ci95(scenarios: &[ScenarioMeasures]) -> Option<Intervals> {
+    let n = scenarios.len();
+    if n == 0 {
+        return None;
+    }
+    let mut rates = Vec::with_capacity(RESAMPLES);
+    let mut distances = Vec::with_capacity(RESAMPLES);
+    for resample in 0..RESAMPLES {
+        let (mut f1_sum, mut distance_sum, mut cells) = (0.0, 0.0, 0usize);
+        for draw in 0..n {
+            let s = &scenarios[below(SEED, (resample * n + draw) as u64, n)];
+            f1_sum += s.f1;
+            distance_sum += s.distance_sum;
+            cells += s.cells;
+        }
+        rates.push(f1_sum / n as f64);
+        distances.push(match cells {
+            0 => f64::NAN,
+            _ => distance_sum / cells as f64,
+        });
+    }
+    Some(Intervals {
+        alignment_rate: percentile_interval(&mut rates),
+        distance: percentile_interval(&mut distances),
+    })
+}
+
+/// The 2.5th and 97.5th percentiles, interpolated linearly between order statistics (numpy's
+/// default).
+fn percentile_interval(values: &mut [f64]) -> [f64; 2] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let h = q * (values.len() - 1) as f64;
+        let (below, above) = (h.floor() as usize, h.ceil() as usize);
+        values[below] + (h - below as f64) * (values[above] - values[below])
+    };
+    [at(0.025), at(0.975)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(f1: f64, distance: f64) -> ScenarioMeasures {
+        ScenarioMeasures {
+            f1,
+            distance_sum: distance * 56.0,
+            cells: 56,
+        }
+    }
+
+    #[test]
+    fn intervals_contain_the_estimate_and_shrink_with_agreement() {
+        let spread: Vec<_> = (0..132)
+            .map(|i| scenario((i % 11) as f64 / 10.0, (i % 5) as f64 / 4.0))
+            .collect();
+        let ci = overall_ci95(&spread).unwrap();
+        let mean_f1 = spread.iter().map(|s| s.f1).sum::<f64>() / 132.0;
+        assert!(
+            ci.alignment_rate[0] < mean_f1 && mean_f1 < ci.alignment_rate[1],
+            "{ci:?}"
+        );
+        assert!(ci.alignment_rate[1] - ci.alignment_rate[0] < 0.15, "{ci:?}");
+        assert!(ci.distance[0] < 0.5 && 0.5 < ci.distance[1], "{ci:?}");
+        assert_eq!(
+            overall_ci95(&spread),
+            Some(ci),
+            "the same seed, the same interval"
+        );
+        let same = vec![scenario(0.4, 0.3); 20];
+        let ci = overall_ci95(&same).unwrap();
+        assert!(
+            (ci.alignment_rate[0] - 0.4).abs() < 1e-12
+                && (ci.alignment_rate[1] - 0.4).abs() < 1e-12
+        );
+        assert_eq!(overall_ci95(&[]), None);
+    }
+
+    #[test]
+    fn percentiles_interpolate_as_numpy_does() {
+        // numpy.percentile(range(11), [2.5, 97.5]) == [0.25, 9.75]
+        let mut values: Vec<f64> = (0..11).rev().map(f64::from).collect();
+        assert_eq!(percentile_interval(&mut values), [0.25, 9.75]);
+    }
+}
