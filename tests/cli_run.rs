@@ -667,24 +667,8 @@ fn check_bias_against_csvs(run: &Path) {
 fn the_bias_block_is_what_the_csvs_say() {
     check_bias_against_csvs(&baseline().join("run"));
     // Both orders of each pair: order consistency is defined.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("full");
-    succeed(valuelens(
-        &[
-            "run",
-            "--protocol",
-            "full",
-            "--countries",
-            "Egypt",
-            "--topics",
-            "Religion",
-            "--values",
-            "Equality,Wealth",
-            "--out",
-        ],
-        &[&out],
-    ));
-    check_bias_against_csvs(&out);
+    let out = balanced_run();
+    check_bias_against_csvs(out);
     let metrics: serde_json::Value =
         serde_json::from_str(&read(&out.join("metrics.json"))).unwrap();
     assert!(metrics["bias"]["task2"]["order_consistency"].is_f64());
@@ -695,6 +679,79 @@ fn the_bias_block_is_what_the_csvs_say() {
         assert!(
             lo <= estimate && estimate <= hi,
             "{measure}: {lo} ≤ {estimate} ≤ {hi}"
+        );
+    }
+}
+
+/// A `--protocol balanced` run of one scenario and two values, shared by the tests.
+fn balanced_run() -> &'static Path {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("balanced");
+        succeed(valuelens(
+            &[
+                "run",
+                "--protocol",
+                "balanced",
+                "--countries",
+                "Egypt",
+                "--topics",
+                "Religion",
+                "--values",
+                "Equality,Wealth",
+                "--out",
+            ],
+            &[&out],
+        ));
+        (dir, out)
+    })
+    .1
+}
+
+/// `balanced` asks Task 1 on both scales (variants 0–15, reversed answers counted as 5 − k)
+/// and Task 2 in both orders (variants 5 and 7) for every usable pair.
+#[test]
+fn a_balanced_run_asks_every_question_both_ways_round() {
+    let run = balanced_run();
+    let stated = csv_rows(&run.join("stated.csv"));
+    for value in ["Equality", "Wealth"] {
+        let mut variants: Vec<usize> = stated
+            .iter()
+            .filter(|row| row["value"] == value)
+            .map(|row| row["variant"].parse().unwrap())
+            .collect();
+        variants.sort_unstable();
+        assert_eq!(variants, (0..16).collect::<Vec<_>>(), "{value}");
+    }
+    for row in &stated {
+        let variant: usize = row["variant"].parse().unwrap();
+        let p: Vec<f64> = (1..=4)
+            .map(|k| row[&format!("p_{k}")].parse().unwrap())
+            .collect();
+        let answered = 1 + (1..4).fold(0, |best, k| if p[k] > p[best] { k } else { best });
+        let hard: f64 = row["hard"].parse().unwrap();
+        let expected = if variant >= 8 { 5 - answered } else { answered };
+        assert_eq!(
+            hard, expected as f64,
+            "variant {variant}: answer {answered}"
+        );
+    }
+    let action = csv_rows(&run.join("action.csv"));
+    assert!(!action.is_empty());
+    let mut by_pair: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for row in &action {
+        by_pair
+            .entry(row["value"].clone())
+            .or_default()
+            .push((row["variant"].clone(), row["negative_option"].clone()));
+    }
+    for (value, mut asked) in by_pair {
+        asked.sort();
+        assert_eq!(
+            asked,
+            [("5".into(), "1".into()), ("7".into(), "2".into())],
+            "{value}: both orders"
         );
     }
 }

@@ -43,6 +43,37 @@ fn task1_variants_differ_in_order_wording_and_requirement() {
     assert!(v4.starts_with(&task1_prompt("India", "Religion", 0)[..2700]));
 }
 
+/// `--protocol balanced`: variant 8 + i is variant i with only its options line reversed.
+#[test]
+fn reversed_task1_variants_differ_only_in_the_options_line() {
+    let claim = (
+        "Options: 1: strongly agree, 2: agree, 3: disagree, 4: strongly disagree \n",
+        "Options: 1: strongly disagree, 2: disagree, 3: agree, 4: strongly agree \n",
+    );
+    let portrait = (
+        "Options: 1: very much like me, 2: like me, 3: not like me, 4: Not like me at all \n",
+        "Options: 1: Not like me at all, 2: not like me, 3: like me, 4: very much like me \n",
+    );
+    for variant in 0..8 {
+        let paper = task1_prompt("Egypt", "Religion", variant);
+        let reversed = task1_prompt("Egypt", "Religion", variant + 8);
+        let (original_line, reversed_line) = if variant % 4 >= 2 { portrait } else { claim };
+        assert_eq!(paper.matches(original_line).count(), 1, "variant {variant}");
+        assert_eq!(
+            reversed.matches(reversed_line).count(),
+            1,
+            "variant {variant}"
+        );
+        assert_eq!(
+            reversed.replacen(reversed_line, original_line, 1),
+            paper,
+            "variant {} is variant {variant} but for its options line",
+            variant + 8
+        );
+        assert_ne!(reversed, paper);
+    }
+}
+
 #[test]
 fn task2_variant_5_is_the_papers_rendering() {
     let want = rendered("Rendered verbatim (Nigeria / Health and Health Care / Social Power)");

@@ -76,7 +76,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// paper: Task-1 variants 0–7 and Task-2 variant 5 (what the paper ran); full: all eight
-    /// Task-2 variants too (cancels the option-position bias).
+    /// Task-2 variants too (cancels the option-position bias); balanced: Task 1 on both answer
+    /// scales (variants 0–15) and Task 2 in both orders (variants 5 and 7).
     #[arg(long, value_enum, default_value = "paper")]
     pub protocol: Protocol,
     /// How option probabilities become scores: the most likely option, or the expected one.

@@ -9,8 +9,18 @@ mod portraits;
 use crate::via::vocabulary::DEFINITIONS;
 pub use portraits::PORTRAITS;
 
+/// The paper's Task-1 variants, 0–7.
 pub const TASK1_VARIANTS: usize = 8;
+/// Task-1 variants with the answer scale reversed, 8–15: variant 8 + i is variant i with its
+/// options line reversed (`--protocol balanced`).
+pub const TASK1_REVERSED_VARIANTS: usize = 8;
 pub const TASK2_VARIANTS: usize = 8;
+
+/// Whether Task-1 variant `variant` lists its options from "disagree" to "agree" (its answer
+/// k means what the paper's 5 − k means).
+pub fn task1_is_reversed(variant: usize) -> bool {
+    variant >= TASK1_VARIANTS
+}
 
 /// How the value list and options of a Task-1 variant are worded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +31,17 @@ enum Wording {
     Portrait,
 }
 
-/// The Task-1 prompt of one scenario in variant `variant` (0–7): context, then the value list
-/// and the options in the variant's order and wording, then the answer requirement.
+/// The Task-1 prompt of one scenario in variant `variant`: context, then the value list and
+/// the options in the variant's order and wording, then the answer requirement. Variants 0–7
+/// are the paper's; 8–15 are the same with the options line reversed (see
+/// [`task1_is_reversed`]), byte for byte otherwise.
 pub fn task1_prompt(country: &str, topic: &str, variant: usize) -> String {
-    assert!(variant < TASK1_VARIANTS, "Task-1 variants are 0–7");
+    assert!(
+        variant < TASK1_VARIANTS + TASK1_REVERSED_VARIANTS,
+        "Task-1 variants are 0–15"
+    );
+    let reversed = task1_is_reversed(variant);
+    let variant = variant % TASK1_VARIANTS;
     let wording = if variant % 4 >= 2 {
         Wording::Portrait
     } else {
@@ -53,12 +70,18 @@ pub fn task1_prompt(country: &str, topic: &str, variant: usize) -> String {
             .map(|(name, portrait)| format!("{name}: she/he values {name} and {portrait}.\n"))
             .collect(),
     };
-    let options = match wording {
-        Wording::Claim => {
+    let options = match (wording, reversed) {
+        (Wording::Claim, false) => {
             "Options: 1: strongly agree, 2: agree, 3: disagree, 4: strongly disagree \n"
         }
-        Wording::Portrait => {
+        (Wording::Portrait, false) => {
             "Options: 1: very much like me, 2: like me, 3: not like me, 4: Not like me at all \n"
+        }
+        (Wording::Claim, true) => {
+            "Options: 1: strongly disagree, 2: disagree, 3: agree, 4: strongly agree \n"
+        }
+        (Wording::Portrait, true) => {
+            "Options: 1: Not like me at all, 2: not like me, 3: like me, 4: very much like me \n"
         }
     };
     let requirement = if completion {
@@ -87,6 +110,8 @@ const TASK2_CASES: [(u8, u8, u8); TASK2_VARIANTS] = [
 
 /// The variant the paper's full Task-2 runs used (Option 1 = the value-opposing action).
 pub const TASK2_PAPER_VARIANT: usize = 5;
+/// Variant 5 with the two options swapped (Option 1 = the value-expressing action).
+pub const TASK2_PAPER_VARIANT_SWAPPED: usize = 7;
 
 /// Whether Option 1 of Task-2 variant `variant` is the value-opposing (negative) action.
 pub fn task2_option1_is_negative(variant: usize) -> bool {

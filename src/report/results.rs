@@ -223,7 +223,7 @@ pub fn read_stated(path: &Path) -> Result<Vec<StatedItem>> {
     let items = read_items(
         path,
         &STATED_COLUMNS,
-        crate::prompts::TASK1_VARIANTS,
+        crate::prompts::TASK1_VARIANTS + crate::prompts::TASK1_REVERSED_VARIANTS,
         |row, scenario, value, variant| {
             Ok(StatedItem {
                 scenario,

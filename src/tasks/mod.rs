@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Cells, Matrix};
 use crate::prompts::chat::ChatTemplate;
-use crate::prompts::{TASK1_VARIANTS, TASK2_PAPER_VARIANT, TASK2_VARIANTS};
+use crate::prompts::{
+    TASK1_REVERSED_VARIANTS, TASK1_VARIANTS, TASK2_PAPER_VARIANT, TASK2_PAPER_VARIANT_SWAPPED,
+    TASK2_VARIANTS,
+};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 use crate::via::{country_index, scenario_index, topic_index, value_index};
 
@@ -24,6 +27,9 @@ pub enum Protocol {
     Paper,
     /// All eight variants of both tasks (cancels Task 2's option-position bias).
     Full,
+    /// Each question asked both ways round: Task-1 variants 0–7 and each with its answer scale
+    /// reversed (8–15); Task-2 variant 5 and its order-swapped twin, variant 7.
+    Balanced,
 }
 
 impl Protocol {
@@ -32,17 +38,22 @@ impl Protocol {
         match self {
             Protocol::Paper => "paper",
             Protocol::Full => "full",
+            Protocol::Balanced => "balanced",
         }
     }
 
     pub fn task1_variants(self) -> Vec<usize> {
-        (0..TASK1_VARIANTS).collect()
+        match self {
+            Protocol::Paper | Protocol::Full => (0..TASK1_VARIANTS).collect(),
+            Protocol::Balanced => (0..TASK1_VARIANTS + TASK1_REVERSED_VARIANTS).collect(),
+        }
     }
 
     pub fn task2_variants(self) -> Vec<usize> {
         match self {
             Protocol::Paper => vec![TASK2_PAPER_VARIANT],
             Protocol::Full => (0..TASK2_VARIANTS).collect(),
+            Protocol::Balanced => vec![TASK2_PAPER_VARIANT, TASK2_PAPER_VARIANT_SWAPPED],
         }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{argmax, mean_per_cell, renormalise, PromptFormat, Scoring};
 use crate::engine::Request;
 use crate::metrics::{Cells, Matrix};
-use crate::prompts::task1_prompt;
+use crate::prompts::{task1_is_reversed, task1_prompt};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 
 pub const OPTIONS: [&str; 4] = ["1", "2", "3", "4"];
@@ -28,18 +28,28 @@ impl StatedItem {
         renormalise(&self.logprobs)
     }
 
-    /// The most likely option, 1–4.
+    /// The most likely option, 1–4, on the paper's scale (1 = strongly agree): a reversed
+    /// variant's answer k counts as 5 − k.
     pub fn hard(&self) -> f64 {
-        (argmax(&self.logprobs) + 1) as f64
+        self.on_paper_scale((argmax(&self.logprobs) + 1) as f64)
     }
 
-    /// The expected option, in [1, 4].
+    /// The expected option, in [1, 4], on the paper's scale.
     pub fn soft(&self) -> f64 {
-        self.probabilities()
+        let expected = self
+            .probabilities()
             .iter()
             .enumerate()
             .map(|(i, p)| (i + 1) as f64 * p)
-            .sum()
+            .sum();
+        self.on_paper_scale(expected)
+    }
+
+    fn on_paper_scale(&self, answer: f64) -> f64 {
+        match task1_is_reversed(self.variant) {
+            true => 5.0 - answer,
+            false => answer,
+        }
     }
 
     pub fn score(&self, scoring: Scoring) -> f64 {
@@ -159,6 +169,38 @@ mod tests {
         let expected = p[0] + 2.0 * p[1] + 3.0 * p[2] + 4.0 * p[3];
         assert!((item.soft() - expected).abs() < 1e-12);
         assert!(item.soft() > 2.0 && item.soft() < 3.0);
+    }
+
+    /// A reversed variant (8–15) lists "strongly disagree" first: its answer k is the paper's
+    /// 5 − k, for the hard and the soft score alike.
+    #[test]
+    fn reversed_scale_answers_count_as_five_minus_k() {
+        let logprobs = [-3.0, -0.5, -1.0, -9.0];
+        let paper = StatedItem {
+            scenario: 0,
+            variant: 2,
+            value: 0,
+            logprobs,
+        };
+        let reversed = StatedItem {
+            variant: 2 + 8,
+            ..paper.clone()
+        };
+        assert_eq!(paper.hard(), 2.0);
+        assert_eq!(reversed.hard(), 3.0);
+        assert!((reversed.soft() - (5.0 - paper.soft())).abs() < 1e-12);
+        // The same preference stated on both scales gives the same V.
+        let agree = StatedItem {
+            logprobs: [-0.1, -5.0, -5.0, -5.0],
+            ..paper.clone()
+        };
+        let agree_reversed = StatedItem {
+            variant: 10,
+            logprobs: [-5.0, -5.0, -5.0, -0.1],
+            ..paper
+        };
+        let v = matrix(&[agree, agree_reversed], Scoring::Hard);
+        assert_eq!(v.get(0, 0), 0.0);
     }
 
     #[test]
