@@ -739,6 +739,7 @@ fn a_balanced_run_asks_every_question_both_ways_round() {
     }
     let action = csv_rows(&run.join("action.csv"));
     assert!(!action.is_empty());
+    assert!(run.join("figures/task2_positions.svg").is_file());
     let mut by_pair: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for row in &action {
         by_pair

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::record::{RunRecord, RUN_RECORD_FILE};
 use crate::metrics::bias::{answer_bias, label_bias, position_bias, Bias, PositionQuestion};
 use crate::metrics::{Cells, Matrix};
+use crate::prompts::TASK2_PAPER_VARIANT;
 use crate::report::{results, MetricsReport};
 use crate::tasks::action::ActionItem;
 use crate::tasks::stated::StatedItem;
@@ -135,6 +136,7 @@ fn variant5_questions(action: &Matrix) -> Vec<PositionQuestion> {
             let chose_negative = action.get(s, k) >= 0.5;
             PositionQuestion {
                 cell: (s, k),
+                variant: TASK2_PAPER_VARIANT,
                 negative_first: true,
                 chose_option1: chose_negative,
                 p_option1: f64::from(u8::from(chose_negative)),

@@ -23,6 +23,8 @@ pub struct LabelBias {
 pub struct PositionQuestion {
     /// The (scenario, value) cell it asks about.
     pub cell: (usize, usize),
+    /// The prompt variant it was asked in.
+    pub variant: usize,
     /// Whether the value-opposing action is Option 1.
     pub negative_first: bool,
     /// Whether the model chose Option 1 (the hard choice).
@@ -48,6 +50,18 @@ pub struct PositionBias {
     /// Among the cells asked in both orders, the fraction whose questions all chose the same
     /// action; `None` when no cell was asked in both orders (the paper's protocol).
     pub order_consistency: Option<f64>,
+    /// The same shares per prompt variant, in variant order.
+    pub by_variant: Vec<VariantShare>,
+}
+
+/// The Option-1 share of the questions asked in one variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariantShare {
+    pub variant: usize,
+    /// Whether the variant offers the value-opposing action as Option 1.
+    pub negative_first: bool,
+    pub questions: usize,
+    pub option1_share: f64,
 }
 
 /// Both tasks' biases; `None` where the inputs do not say (no questions, or files without
@@ -125,10 +139,28 @@ pub fn position_bias(questions: &[PositionQuestion]) -> Option<PositionBias> {
     let order_consistency = (!both_orders.is_empty()).then(|| {
         both_orders.iter().filter(|c| c.2 || c.3).count() as f64 / both_orders.len() as f64
     });
+    let mut variants: BTreeMap<usize, (bool, usize, usize)> = BTreeMap::new();
+    for q in questions {
+        let v = variants
+            .entry(q.variant)
+            .or_insert((q.negative_first, 0, 0));
+        v.1 += 1;
+        v.2 += usize::from(q.chose_option1);
+    }
+    let by_variant = variants
+        .into_iter()
+        .map(|(variant, (negative_first, n, option1))| VariantShare {
+            variant,
+            negative_first,
+            questions: n,
+            option1_share: option1 as f64 / n as f64,
+        })
+        .collect();
     Some(PositionBias {
         option1_share,
         mean_p_option1,
         order_consistency,
+        by_variant,
     })
 }
 
@@ -198,8 +230,9 @@ mod tests {
 
     #[test]
     fn positions_and_order_consistency() {
-        let q = |cell, negative_first, chose_option1, p_option1| PositionQuestion {
+        let q = |cell, negative_first: bool, chose_option1, p_option1| PositionQuestion {
             cell: (cell, 0),
+            variant: if negative_first { 5 } else { 7 },
             negative_first,
             chose_option1,
             p_option1,
@@ -218,6 +251,12 @@ mod tests {
         assert!((b.option1_share - 0.6).abs() < 1e-12);
         assert!((b.mean_p_option1 - 0.6).abs() < 1e-12);
         assert_eq!(b.order_consistency, Some(0.5));
+        let shares: Vec<(usize, bool, usize, f64)> = b
+            .by_variant
+            .iter()
+            .map(|v| (v.variant, v.negative_first, v.questions, v.option1_share))
+            .collect();
+        assert_eq!(shares, [(5, true, 3, 2.0 / 3.0), (7, false, 2, 0.5)]);
         let one_order = position_bias(&questions[4..]).unwrap();
         assert_eq!(one_order.order_consistency, None);
     }
@@ -228,6 +267,7 @@ mod tests {
             task1: label_bias(&[[0.9, 0.05, 0.03, 0.02]; 10]),
             task2: position_bias(&[PositionQuestion {
                 cell: (0, 0),
+                variant: 5,
                 negative_first: true,
                 chose_option1: true,
                 p_option1: 0.99,

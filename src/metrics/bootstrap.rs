@@ -54,6 +54,25 @@ pub fn overall_ci95(scenarios: &[ScenarioMeasures]) -> Option<Intervals> {
     })
 }
 
+/// The interval of the mean of `values` (e.g. one country's scenario F1s), resampled from
+/// stream `stream` (a different one per group, so that groups do not share their draws).
+pub fn mean_ci95(values: &[f64], stream: u64) -> Option<[f64; 2]> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let seed = SEED ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|resample| {
+            let sum: f64 = (0..n)
+                .map(|draw| values[below(seed, (resample * n + draw) as u64, n)])
+                .sum();
+            sum / n as f64
+        })
+        .collect();
+    Some(percentile_interval(&mut means))
+}
+
 /// The 2.5th and 97.5th percentiles, interpolated linearly between order statistics (numpy's
 /// default).
 fn percentile_interval(values: &mut [f64]) -> [f64; 2] {
@@ -103,6 +122,19 @@ mod tests {
                 && (ci.alignment_rate[1] - 0.4).abs() < 1e-12
         );
         assert_eq!(overall_ci95(&[]), None);
+    }
+
+    #[test]
+    fn group_intervals_surround_the_group_mean() {
+        let values = [0.1, 0.4, 0.2, 0.9, 0.5, 0.3];
+        let [lo, hi] = mean_ci95(&values, 3).unwrap();
+        let mean = values.iter().sum::<f64>() / 6.0;
+        assert!(
+            lo < mean && mean < hi && lo >= 0.1 && hi <= 0.9,
+            "{lo} {hi}"
+        );
+        assert_eq!(mean_ci95(&values, 3), Some([lo, hi]));
+        assert_eq!(mean_ci95(&[], 3), None);
     }
 
     #[test]

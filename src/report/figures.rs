@@ -1,7 +1,9 @@
-//! The run's figures as SVG: alignment rate (F1) by country and by topic, alignment-distance
-//! heatmaps value × country and value × topic (short names as in the paper's figures), and per country the ten values with the largest
-//! and the ten with the smallest value–action gap (the paper's Figure 5). Countries, topics and
-//! values a filtered run did not cover are left out.
+//! The run's figures as SVG: alignment rate (F1) by country and by topic with 95 % intervals,
+//! alignment-distance heatmaps value × country and value × topic (short names as in the paper's
+//! figures) with their colour scale, per country the ten values with the largest and the ten
+//! with the smallest value–action gap (the paper's Figure 5), and the share of Task-2 answers
+//! "Option 1" per prompt variant. Countries, topics and values a filtered run did not cover are
+//! left out.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::MetricsReport;
 use crate::metrics;
+use crate::metrics::bias::VariantShare;
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, COUNTRY_ABBREVIATIONS, TOPIC_SHORT_NAMES, VALUES};
 
@@ -29,23 +32,33 @@ pub fn write_figures(dir: &Path, report: &MetricsReport) -> Result<Vec<PathBuf>>
     save(
         "f1_by_country.svg".into(),
         bars(
-            &format!("Alignment rate (F1) by country — {model}"),
-            &covered(&report.alignment_rate.by_country),
+            &format!("Alignment rate (F1) by country, with 95 % CIs — {model}"),
+            &covered(
+                &report.alignment_rate.by_country,
+                &report.f1_ci95_by_country,
+            ),
         )?,
     )?;
     save(
         "f1_by_topic.svg".into(),
         bars(
-            &format!("Alignment rate (F1) by topic — {model}"),
-            &covered(&report.alignment_rate.by_topic),
+            &format!("Alignment rate (F1) by topic, with 95 % CIs — {model}"),
+            &covered(&report.alignment_rate.by_topic, &report.f1_ci95_by_topic),
         )?,
     )?;
+    if let Some(positions) = &report.bias.task2 {
+        save(
+            "task2_positions.svg".into(),
+            position_chart(
+                &format!("Task 2: share of questions answered \"Option 1\", by variant — {model}"),
+                &positions.by_variant,
+            )?,
+        )?;
+    }
     save(
         "distance_country_value.svg".into(),
         heatmap(
-            &format!(
-                "Alignment distance |v − a|, value × country (white 0 → dark red 1) — {model}"
-            ),
+            &format!("Alignment distance |v − a|, value × country — {model}"),
             &COUNTRY_ABBREVIATIONS,
             &report.distances.by_country,
         )?,
@@ -53,7 +66,7 @@ pub fn write_figures(dir: &Path, report: &MetricsReport) -> Result<Vec<PathBuf>>
     save(
         "distance_topic_value.svg".into(),
         heatmap(
-            &format!("Alignment distance |v − a|, value × topic (white 0 → dark red 1) — {model}"),
+            &format!("Alignment distance |v − a|, value × topic — {model}"),
             &TOPIC_SHORT_NAMES,
             &report.distances.by_topic,
         )?,
@@ -74,8 +87,16 @@ pub fn write_figures(dir: &Path, report: &MetricsReport) -> Result<Vec<PathBuf>>
     Ok(written)
 }
 
-fn covered(rows: &[(String, f64)]) -> Vec<(String, f64)> {
-    rows.iter().filter(|(_, x)| !x.is_nan()).cloned().collect()
+/// The groups a run covered, with their intervals.
+fn covered(
+    rows: &[(String, f64)],
+    cis: &[Option<[f64; 2]>],
+) -> Vec<(String, f64, Option<[f64; 2]>)> {
+    rows.iter()
+        .zip(cis)
+        .filter(|((_, x), _)| !x.is_nan())
+        .map(|((name, x), ci)| (name.clone(), *x, *ci))
+        .collect()
 }
 
 fn slug(name: &str) -> String {
@@ -110,16 +131,24 @@ fn category_labels<DB: DrawingBackend>(
     Ok(())
 }
 
-/// One horizontal bar: its label, length and colour.
+/// One horizontal bar: its label, length and colour, and an interval drawn as a whisker.
 struct Bar {
     name: String,
     length: f64,
     colour: RGBAColor,
+    ci: Option<[f64; 2]>,
 }
 
-/// Horizontal bars, the first at the top, each with its value printed after it. Labels stay
-/// horizontal: long category names need no rotation.
-fn horizontal_bars(title: &str, bars: &[Bar], x_max: f64, x_desc: &str) -> Result<String> {
+/// Horizontal bars, the first at the top, each with its value printed after it (and after its
+/// whisker, where it has one), and a dashed vertical line at `reference` where given. Labels
+/// stay horizontal: long category names need no rotation.
+fn horizontal_bars(
+    title: &str,
+    bars: &[Bar],
+    x_max: f64,
+    x_desc: &str,
+    reference: Option<f64>,
+) -> Result<String> {
     let n = bars.len();
     // Row i (from the top) spans y ∈ [n − i − 1, n − i].
     let row = |i: usize| (n - i - 1) as f64;
@@ -153,11 +182,37 @@ fn horizontal_bars(title: &str, bars: &[Bar], x_max: f64, x_desc: &str) -> Resul
                 rectangle
             }))
             .map_err(plot_error)?;
+        let whiskers = bars.iter().enumerate().filter_map(|(i, bar)| {
+            let [lo, hi] = bar.ci?;
+            let y = row(i) + 0.5;
+            let cap = 0.18;
+            Some(
+                [
+                    vec![(lo, y), (hi, y)],
+                    vec![(lo, y - cap), (lo, y + cap)],
+                    vec![(hi, y - cap), (hi, y + cap)],
+                ]
+                .into_iter()
+                .map(|points| PathElement::new(points, BLACK.stroke_width(1))),
+            )
+        });
+        chart.draw_series(whiskers.flatten()).map_err(plot_error)?;
+        if let Some(x) = reference {
+            let dashes = (0..2 * n).map(|i| {
+                let y = i as f64 / 2.0;
+                PathElement::new(
+                    vec![(x, y + 0.1), (x, y + 0.35)],
+                    BLACK.mix(0.5).stroke_width(1),
+                )
+            });
+            chart.draw_series(dashes).map_err(plot_error)?;
+        }
         chart
             .draw_series(bars.iter().enumerate().map(|(i, bar)| {
+                let end = bar.ci.map_or(bar.length, |[_, hi]| hi.max(bar.length));
                 Text::new(
                     format!(" {:.3}", bar.length),
-                    (bar.length, row(i) + 0.5),
+                    (end, row(i) + 0.5),
                     ("sans-serif", 12)
                         .into_font()
                         .color(&BLACK)
@@ -180,21 +235,50 @@ fn horizontal_bars(title: &str, bars: &[Bar], x_max: f64, x_desc: &str) -> Resul
     Ok(svg)
 }
 
-/// F1 per country or topic.
-fn bars(title: &str, rows: &[(String, f64)]) -> Result<String> {
+/// F1 per country or topic, with its interval.
+fn bars(title: &str, rows: &[(String, f64, Option<[f64; 2]>)]) -> Result<String> {
     let bars: Vec<Bar> = rows
         .iter()
-        .map(|(name, f1)| Bar {
+        .map(|(name, f1, ci)| Bar {
             name: name.clone(),
             length: *f1,
             colour: BLUE.mix(0.6),
+            ci: *ci,
         })
         .collect();
     horizontal_bars(
         title,
         &bars,
-        1.1,
-        "alignment rate (F1, positive class = Disagree)",
+        1.15,
+        "alignment rate (F1, positive class = Disagree); whiskers: 95 % bootstrap interval",
+        None,
+    )
+}
+
+/// The share of Task-2 questions answered "Option 1" per variant, coloured by which action
+/// Option 1 offered; a model without a position preference sits at the dashed line (0.5).
+fn position_chart(title: &str, variants: &[VariantShare]) -> Result<String> {
+    let bars: Vec<Bar> = variants
+        .iter()
+        .map(|v| {
+            let (offered, colour) = match v.negative_first {
+                true => ("value-opposing", RED.mix(0.7)),
+                false => ("value-expressing", BLUE.mix(0.6)),
+            };
+            Bar {
+                name: format!("variant {}: Option 1 {offered}", v.variant),
+                length: v.option1_share,
+                colour,
+                ci: None,
+            }
+        })
+        .collect();
+    horizontal_bars(
+        title,
+        &bars,
+        1.15,
+        "share of questions answered \"Option 1\" (dashed: no position preference)",
+        Some(0.5),
     )
 }
 
@@ -219,13 +303,16 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
     let row = |i: usize| (ny - i - 1) as f64;
     let mut svg = String::new();
     {
-        let width = (300 + 64 * nx).max(560) as u32;
+        // Wide enough for the title (about 8 px a character at this size) and the legend.
+        let title_width = 8 * title.chars().count() + 40;
+        let width = (300 + 64 * nx + LEGEND_WIDTH).max(title_width).max(560) as u32;
         let height = (150 + 18 * ny) as u32;
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 15))
             .margin(12)
+            .right_y_label_area_size(LEGEND_WIDTH as u32)
             .x_label_area_size(30)
             .y_label_area_size(200)
             .build_cartesian_2d(0.0..nx as f64, 0.0..ny as f64)
@@ -273,9 +360,51 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
             },
             Pos::new(HPos::Center, VPos::Top),
         )?;
+        let (right, top) = chart.backend_coord(&(nx as f64, ny as f64));
+        colour_scale(&root, right + 24, top)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
+}
+
+/// Room beside a heatmap for its colour scale.
+const LEGEND_WIDTH: usize = 100;
+
+/// The heatmaps' colour scale: a vertical bar from distance 1 (top) to 0, with ticks.
+fn colour_scale<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    x: i32,
+    top: i32,
+) -> Result<()> {
+    const STEPS: i32 = 40;
+    const STEP_HEIGHT: i32 = 4;
+    for i in 0..STEPS {
+        let d = 1.0 - f64::from(i) / f64::from(STEPS - 1);
+        let y = top + i * STEP_HEIGHT;
+        root.draw(&Rectangle::new(
+            [(x, y), (x + 16, y + STEP_HEIGHT)],
+            heat(d).filled(),
+        ))
+        .map_err(plot_error)?;
+    }
+    let bottom = top + STEPS * STEP_HEIGHT;
+    root.draw(&Rectangle::new(
+        [(x, top), (x + 16, bottom)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(plot_error)?;
+    let label = |text: &str, y: i32| {
+        let style = ("sans-serif", 12)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        root.draw(&Text::new(text.to_string(), (x + 22, y), style))
+    };
+    label("1", top).map_err(plot_error)?;
+    label("0.5", (top + bottom) / 2).map_err(plot_error)?;
+    label("0", bottom).map_err(plot_error)?;
+    label("|v − a|", bottom + 18).map_err(plot_error)?;
+    Ok(())
 }
 
 /// The ten largest gaps (red) above the ten smallest (blue).
@@ -294,6 +423,7 @@ fn gaps(title: &str, ranked: &[(&str, f64)]) -> Result<String> {
             name: name.to_string(),
             length,
             colour,
+            ci: None,
         })
         .collect();
     let max = bars.iter().map(|b| b.length).fold(0.0, f64::max).max(0.05) * 1.15;
@@ -302,6 +432,7 @@ fn gaps(title: &str, ranked: &[(&str, f64)]) -> Result<String> {
         &bars,
         max,
         "alignment distance |v − a| (mean over topics)",
+        None,
     )
 }
 
@@ -311,9 +442,54 @@ mod tests {
 
     #[test]
     fn bars_name_every_category() {
-        let svg = bars("t", &[("Egypt".into(), 0.5), ("India".into(), 0.25)]).unwrap();
+        let svg = bars(
+            "t",
+            &[
+                ("Egypt".into(), 0.5, Some([0.4, 0.6])),
+                ("India".into(), 0.25, None),
+            ],
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("Egypt") && svg.contains("India") && svg.contains("0.25"));
+    }
+
+    #[test]
+    fn the_position_chart_names_each_variant_and_what_option_1_offered() {
+        let share = |variant, negative_first, option1_share| VariantShare {
+            variant,
+            negative_first,
+            questions: 10,
+            option1_share,
+        };
+        let svg = position_chart("t", &[share(5, true, 1.0), share(7, false, 0.9)]).unwrap();
+        assert!(svg.contains("variant 5: Option 1 value-opposing"), "{svg}");
+        assert!(
+            svg.contains("variant 7: Option 1 value-expressing"),
+            "{svg}"
+        );
+        assert!(svg.contains("0.900"));
+    }
+
+    /// A heatmap of one country is wide enough for its title and has a colour scale.
+    #[test]
+    fn heatmaps_fit_their_title_and_show_their_scale() {
+        let title = "Alignment distance |v − a|, value × country — a-model-with-a-long-name-q4_k_m";
+        let mut columns = vec![vec![f64::NAN; VALUES.len()]; COUNTRIES.len()];
+        columns[3] = vec![0.5; VALUES.len()];
+        let svg = heatmap(title, &COUNTRY_ABBREVIATIONS, &columns).unwrap();
+        let width: usize = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        assert!(width >= 8 * title.chars().count(), "width {width}");
+        let labels: Vec<&str> = svg.lines().map(str::trim).collect();
+        assert!(
+            labels.contains(&"|v − a|") && labels.contains(&"0.5"),
+            "a colour scale"
+        );
     }
 
     #[test]

@@ -13,11 +13,11 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::metrics::bias::Bias;
-use crate::metrics::bootstrap::{overall_ci95, Intervals, ScenarioMeasures};
+use crate::metrics::bootstrap::{mean_ci95, overall_ci95, Intervals, ScenarioMeasures};
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
-use crate::via::N_SCENARIOS;
+use crate::via::{scenario_index, N_SCENARIOS};
 
 /// All measures of one model, computed from its V and A.
 pub struct MetricsReport {
@@ -34,6 +34,10 @@ pub struct MetricsReport {
     pub bias: Bias,
     /// 95 % bootstrap intervals of the overall alignment rate and distance, over scenarios.
     pub ci95: Option<Intervals>,
+    /// 95 % bootstrap intervals of the alignment rate per country and per topic (over the
+    /// group's scenarios), in vocabulary order; `None` for a group the run did not cover.
+    pub f1_ci95_by_country: Vec<Option<[f64; 2]>>,
+    pub f1_ci95_by_topic: Vec<Option<[f64; 2]>>,
 }
 
 impl MetricsReport {
@@ -57,9 +61,33 @@ impl MetricsReport {
                 cells,
             })
             .collect();
+        let group_ci = |scenarios_of: &dyn Fn(usize) -> Vec<usize>, groups: usize, offset: u64| {
+            (0..groups)
+                .map(|g| {
+                    let f1s: Vec<f64> = scenarios_of(g)
+                        .into_iter()
+                        .map(|s| per_scenario_f1[s])
+                        .filter(|f1| !f1.is_nan())
+                        .collect();
+                    mean_ci95(&f1s, offset + g as u64)
+                })
+                .collect()
+        };
+        let f1_ci95_by_country = group_ci(
+            &|c| (0..TOPICS.len()).map(|t| scenario_index(c, t)).collect(),
+            COUNTRIES.len(),
+            1,
+        );
+        let f1_ci95_by_topic = group_ci(
+            &|t| (0..COUNTRIES.len()).map(|c| scenario_index(c, t)).collect(),
+            TOPICS.len(),
+            1 + COUNTRIES.len() as u64,
+        );
         Self {
             model: model.to_string(),
             ci95: overall_ci95(&scenarios),
+            f1_ci95_by_country,
+            f1_ci95_by_topic,
             alignment_rate,
             per_scenario_f1,
             misaligned: metrics::misalignment(stated, action, cells),
@@ -97,6 +125,12 @@ impl MetricsReport {
                 "option1_share": t2.option1_share,
                 "mean_p_option1": t2.mean_p_option1,
                 "order_consistency": t2.order_consistency,
+                "by_variant": t2.by_variant.iter().map(|v| json!({
+                    "variant": v.variant,
+                    "negative_option": if v.negative_first { 1 } else { 2 },
+                    "questions": v.questions,
+                    "option1_share": v.option1_share,
+                })).collect::<Vec<_>>(),
             })
         });
         json!({"task1": task1, "task2": task2})

@@ -51,6 +51,7 @@ pub fn position_questions(items: &[ActionItem]) -> Vec<PositionQuestion> {
         .iter()
         .map(|item| PositionQuestion {
             cell: (item.scenario, item.value),
+            variant: item.variant,
             negative_first: item.negative_option == 1,
             chose_option1: argmax(&item.logprobs) == 0,
             p_option1: renormalise(&item.logprobs)[0],
