@@ -193,10 +193,18 @@ impl Bias {
                 false => (2, 1.0 - t2.option1_share),
             };
             if share >= DOMINANT_SHARE {
+                let consequence = match t2.order_consistency {
+                    None => "the paper-protocol measures reflect that position (the paper's \
+                             variant puts the value-opposing action first)"
+                        .to_string(),
+                    Some(c) => format!(
+                        "asked in both orders, only {:.1} % of the cells got the same action \
+                         both times, so its action scores measure the position, not the values",
+                        100.0 * c
+                    ),
+                };
                 warnings.push(format!(
-                    "This model picks Option {option} in {:.1} % of Task-2 questions; the \
-                     paper-protocol measures reflect that position (the paper's variant puts the \
-                     value-opposing action first).",
+                    "This model picks Option {option} in {:.1} % of Task-2 questions; {consequence}.",
                     100.0 * share
                 ));
             }
@@ -285,6 +293,27 @@ mod tests {
             "{}",
             warnings[1]
         );
+        let both_orders = Bias {
+            task1: None,
+            task2: position_bias(&[
+                PositionQuestion {
+                    cell: (0, 0),
+                    variant: 5,
+                    negative_first: true,
+                    chose_option1: true,
+                    p_option1: 0.99,
+                },
+                PositionQuestion {
+                    cell: (0, 0),
+                    variant: 7,
+                    negative_first: false,
+                    chose_option1: true,
+                    p_option1: 0.98,
+                },
+            ]),
+        };
+        let warning = &both_orders.warnings()[0];
+        assert!(warning.contains("only 0.0 % of the cells"), "{warning}");
         let balanced = Bias {
             task1: label_bias(&[[0.9, 0.05, 0.03, 0.02], [0.05, 0.9, 0.03, 0.02]]),
             task2: None,
