@@ -683,7 +683,8 @@ fn the_bias_block_is_what_the_csvs_say() {
     }
 }
 
-/// A `--protocol balanced` run of one scenario and two values, shared by the tests.
+/// A `--protocol balanced --debias pride` run of one scenario and two values, shared by the
+/// tests (PriDe's sample adds one Task-1 prompt in three more orders and one Task-2 question).
 fn balanced_run() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {
@@ -694,6 +695,8 @@ fn balanced_run() -> &'static Path {
                 "run",
                 "--protocol",
                 "balanced",
+                "--debias",
+                "pride",
                 "--countries",
                 "Egypt",
                 "--topics",
@@ -754,5 +757,183 @@ fn a_balanced_run_asks_every_question_both_ways_round() {
             [("5".into(), "1".into()), ("7".into(), "2".into())],
             "{value}: both orders"
         );
+    }
+}
+
+fn log_softmax(logprobs: &[f64]) -> Vec<f64> {
+    let max = logprobs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_total = logprobs.iter().map(|x| (x - max).exp()).sum::<f64>().ln() + max;
+    logprobs.iter().map(|x| x - log_total).collect()
+}
+
+/// One task's PriDe prior recomputed from the CSVs: per sampled question, the softmax of the
+/// mean over its orders of the label log-softmax; then the mean over questions.
+fn prior_from_csvs(
+    own_orders: &HashMap<String, Vec<f64>>,
+    permuted: &[&HashMap<String, String>],
+    labels: usize,
+) -> (Vec<f64>, usize) {
+    let mut orders: HashMap<String, Vec<Vec<f64>>> = HashMap::new();
+    for row in permuted {
+        let key = format!(
+            "{}|{}|{}|{}",
+            row["country"], row["topic"], row["value"], row["variant"]
+        );
+        let lp: Vec<f64> = (1..=labels)
+            .map(|k| row[&format!("logprob_{k}")].parse().unwrap())
+            .collect();
+        orders.entry(key).or_default().push(lp);
+    }
+    let mut prior = vec![0.0; labels];
+    for (key, mut lps) in orders.clone() {
+        lps.push(own_orders[&key].clone());
+        assert_eq!(lps.len(), labels, "{key}: every cyclic order");
+        let mean: Vec<f64> = (0..labels)
+            .map(|k| lps.iter().map(|lp| log_softmax(lp)[k]).sum::<f64>() / labels as f64)
+            .collect();
+        let question: Vec<f64> = log_softmax(&mean).iter().map(|x| x.exp()).collect();
+        for k in 0..labels {
+            prior[k] += question[k] / orders.len() as f64;
+        }
+    }
+    (prior, orders.len())
+}
+
+/// `--debias pride`: pride.csv holds the sampled questions in their other orders, the priors
+/// in metrics.json are what those and the questions' own orders give, the debiased columns
+/// divide them out, and `valuelens metrics` recomputes the same report from the files.
+#[test]
+fn a_pride_run_estimates_its_priors_from_its_files() {
+    let run = balanced_run();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&read(&run.join("metrics.json"))).unwrap();
+    let pride = csv_rows(&run.join("pride.csv"));
+    let key = |row: &HashMap<String, String>| {
+        format!(
+            "{}|{}|{}|{}",
+            row["country"], row["topic"], row["value"], row["variant"]
+        )
+    };
+    let stated = csv_rows(&run.join("stated.csv"));
+    let action = csv_rows(&run.join("action.csv"));
+    let own = |rows: &[HashMap<String, String>], columns: &[&str]| -> HashMap<String, Vec<f64>> {
+        rows.iter()
+            .map(|row| {
+                let lp = columns.iter().map(|c| row[*c].parse().unwrap()).collect();
+                (key(row), lp)
+            })
+            .collect()
+    };
+    let stated_own = own(
+        &stated,
+        &["logprob_1", "logprob_2", "logprob_3", "logprob_4"],
+    );
+    let action_own = own(&action, &["logprob_option_1", "logprob_option_2"]);
+    for (task, labels, own_orders) in [("1", 4, &stated_own), ("2", 2, &action_own)] {
+        let rows: Vec<&HashMap<String, String>> =
+            pride.iter().filter(|row| row["task"] == task).collect();
+        assert!(!rows.is_empty(), "task {task} sampled");
+        let (prior, questions) = prior_from_csvs(own_orders, &rows, labels);
+        let block = &metrics["bias"][format!("task{task}")];
+        assert_eq!(
+            block["prior_questions"].as_u64().unwrap() as usize,
+            questions
+        );
+        for (k, p) in prior.iter().enumerate() {
+            let reported = block["prior"][(k + 1).to_string()].as_f64().unwrap();
+            assert!((reported - p).abs() < 1e-12, "task {task} label {}", k + 1);
+        }
+        assert!(block["debiased"].is_object(), "task {task}");
+    }
+    // The debiased columns are the raw probabilities divided by the prior, renormalised.
+    let prior: Vec<f64> = (1..=4)
+        .map(|k| {
+            metrics["bias"]["task1"]["prior"][k.to_string()]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    for row in &stated {
+        let divided: Vec<f64> = (1..=4)
+            .map(|k| row[&format!("p_{k}")].parse::<f64>().unwrap() / prior[k - 1])
+            .collect();
+        let total: f64 = divided.iter().sum();
+        for k in 1..=4 {
+            let debiased: f64 = row[&format!("debiased_p_{k}")].parse().unwrap();
+            assert!((debiased - divided[k - 1] / total).abs() < 1e-9);
+        }
+    }
+    // From the files alone: the same report; pride.csv beside stated.csv means debiased.
+    let dir = tempfile::tempdir().unwrap();
+    metrics_of_run(run, dir.path());
+    assert_eq!(
+        read(&dir.path().join("metrics.json")),
+        read(&run.join("metrics.json"))
+    );
+    // The paper's questions of the balanced run, as they are: one order, no priors.
+    let paper = dir.path().join("paper");
+    succeed(valuelens(
+        &[
+            "metrics",
+            "--protocol",
+            "paper",
+            "--debias",
+            "none",
+            "--stated",
+        ],
+        &[
+            &run.join("stated.csv"),
+            Path::new("--action"),
+            &run.join("action.csv"),
+            Path::new("--out"),
+            &paper,
+        ],
+    ));
+    let paper: serde_json::Value =
+        serde_json::from_str(&read(&paper.join("metrics.json"))).unwrap();
+    assert!(paper["bias"]["task2"]["order_consistency"].is_null());
+    assert!(paper["bias"]["task1"]["prior"].is_null());
+    let variants = paper["bias"]["task2"]["by_variant"].as_array().unwrap();
+    assert_eq!(variants.len(), 1);
+    assert_eq!(variants[0]["variant"], 5);
+    // The summary says what was divided out.
+    let summary = read(&run.join("summary.md"));
+    assert!(summary.contains("Debiased with PriDe"), "{summary}");
+}
+
+/// Asking `metrics` for what a run's files cannot give fails with what to do.
+#[test]
+fn metrics_refuses_priors_or_variants_a_run_does_not_have() {
+    let run = baseline().join("run");
+    let stated = run.join("stated.csv");
+    let action = run.join("action.csv");
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, expected) in [
+        (["--debias", "pride"], "pride.csv is missing"),
+        (["--protocol", "balanced"], "has no Task-1 variant 8"),
+    ] {
+        let mut args = vec!["metrics"];
+        args.extend(flags);
+        args.push("--stated");
+        let out = dir.path().join(flags[1]);
+        let output = valuelens(
+            &args,
+            &[
+                &stated,
+                Path::new("--action"),
+                &action,
+                Path::new("--out"),
+                &out,
+            ],
+        )
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected '{expected}' in: {stderr}"
+        );
+        assert!(!out.join("metrics.json").exists());
     }
 }

@@ -2,7 +2,10 @@
 
 mod common;
 
-use valuelens::prompts::{task1_prompt, task2_option1_is_negative, task2_prompt};
+use valuelens::prompts::{
+    task1_prompt, task1_prompt_shifted, task2_option1_is_negative, task2_prompt,
+    task2_swapped_variant,
+};
 
 /// The first ```text block after `marker` in PAPER.md.
 fn rendered(marker: &str) -> String {
@@ -72,6 +75,49 @@ fn reversed_task1_variants_differ_only_in_the_options_line() {
         );
         assert_ne!(reversed, paper);
     }
+}
+
+/// PriDe's permutations of a Task-1 prompt: the answers move round the fixed labels, and
+/// nothing but the options line changes.
+#[test]
+fn shifted_task1_prompts_move_the_answers_round_the_labels() {
+    let lines = [
+        "Options: 1: strongly agree, 2: agree, 3: disagree, 4: strongly disagree \n",
+        "Options: 1: agree, 2: disagree, 3: strongly disagree, 4: strongly agree \n",
+        "Options: 1: disagree, 2: strongly disagree, 3: strongly agree, 4: agree \n",
+        "Options: 1: strongly disagree, 2: strongly agree, 3: agree, 4: disagree \n",
+    ];
+    for variant in [0, 5] {
+        let own = task1_prompt("Egypt", "Religion", variant);
+        assert_eq!(task1_prompt_shifted("Egypt", "Religion", variant, 0), own);
+        for (shift, line) in lines.iter().enumerate().skip(1) {
+            let shifted = task1_prompt_shifted("Egypt", "Religion", variant, shift);
+            assert_eq!(shifted.matches(line).count(), 1, "shift {shift}");
+            assert_eq!(shifted.replacen(line, lines[0], 1), own, "shift {shift}");
+        }
+    }
+    // A reversed variant's answers move the same way from its own (reversed) order.
+    let reversed = task1_prompt_shifted("Egypt", "Religion", 10, 1);
+    assert!(reversed.contains(
+        "Options: 1: not like me, 2: like me, 3: very much like me, 4: Not like me at all \n"
+    ));
+}
+
+#[test]
+fn task2_twins_swap_only_the_options() {
+    for variant in 0..8 {
+        let twin = task2_swapped_variant(variant);
+        assert_ne!(twin, variant);
+        assert_eq!(task2_swapped_variant(twin), variant);
+        assert_ne!(
+            task2_option1_is_negative(twin),
+            task2_option1_is_negative(variant)
+        );
+        let p = task2_prompt("Egypt", "Religion", "Humble", "NEG", "POS", variant);
+        let q = task2_prompt("Egypt", "Religion", "Humble", "POS", "NEG", twin);
+        assert_eq!(p, q, "variant {variant} with its actions swapped is {twin}");
+    }
+    assert_eq!(task2_swapped_variant(5), 7);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::model::device::device_name;
 use crate::model::open::open_checkpoint;
 use crate::model::{ModelSource, Placement, Precision};
 use crate::prompts::chat::ChatTemplate;
+use crate::tasks::pride::{Debias, PrideSettings};
 use crate::tasks::{PromptFormat, Protocol, Scoring, Selection, SelectionNames};
 
 /// Whether prompts go through the model's chat template (`--chat-template`).
@@ -31,6 +32,9 @@ pub struct RunOptions {
     /// The VIA CSV; `None`: the default one, set up on first use.
     pub data: Option<PathBuf>,
     pub protocol: Protocol,
+    pub debias: Debias,
+    /// Which questions PriDe samples (used with `Debias::Pride`).
+    pub pride: PrideSettings,
     pub scoring: Scoring,
     /// The results folder; `None`: [`default_results_folder`].
     pub out: Option<PathBuf>,
@@ -60,6 +64,12 @@ pub struct RunConfig {
     /// between GPUs of one kind. CPU runs leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Left out when `none`, as runs before debiasing existed were.
+    #[serde(default, skip_serializing_if = "Debias::is_none")]
+    pub debias: Debias,
+    /// PriDe's sample, for debiased runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pride: Option<PrideSettings>,
 }
 
 impl RunConfig {
@@ -79,19 +89,26 @@ impl RunConfig {
             dtype: options.placement.precision,
             batch_tokens: options.engine.batch_tokens,
             device,
+            debias: options.debias,
+            pride: (options.debias == Debias::Pride).then_some(options.pride),
         }
     }
 }
 
-/// `results/<model>-<protocol>`, `…-subset` for a filtered run.
+/// `results/<model>-<protocol>`, `…-pride` for a debiased run, `…-subset` for a filtered one.
 pub fn default_results_folder(
     model_name: &str,
     protocol: Protocol,
+    debias: Debias,
     selection: &Selection,
 ) -> PathBuf {
+    let debiased = match debias {
+        Debias::None => String::new(),
+        other => format!("-{}", other.name()),
+    };
     let subset = if selection.is_all() { "" } else { "-subset" };
     let model = model_name.replace(['/', ':'], "_");
-    PathBuf::from("results").join(format!("{model}-{}{subset}", protocol.name()))
+    PathBuf::from("results").join(format!("{model}-{}{debiased}{subset}", protocol.name()))
 }
 
 /// How prompts reach the model of `source`; a template that cannot render is refused up front.
@@ -124,12 +141,16 @@ mod tests {
         let all = Selection::all();
         let some = Selection::parse(Some("Egypt"), None, None).unwrap();
         assert_eq!(
-            default_results_folder("smollm2-135m", Protocol::Paper, &all),
+            default_results_folder("smollm2-135m", Protocol::Paper, Debias::None, &all),
             Path::new("results/smollm2-135m-paper")
         );
         assert_eq!(
-            default_results_folder("org/name:file.gguf", Protocol::Full, &some),
+            default_results_folder("org/name:file.gguf", Protocol::Full, Debias::None, &some),
             Path::new("results/org_name_file.gguf-full-subset")
+        );
+        assert_eq!(
+            default_results_folder("gemma3-270m", Protocol::Paper, Debias::Pride, &some),
+            Path::new("results/gemma3-270m-paper-pride-subset")
         );
     }
 
@@ -152,6 +173,7 @@ mod tests {
 }"#;
         let config: RunConfig = serde_json::from_str(earlier).unwrap();
         assert_eq!(config.device, None);
+        assert_eq!(config.debias, Debias::None);
         assert_eq!(config.dtype, Precision::F32);
         let written = serde_json::to_string_pretty(&config).unwrap();
         let reparsed: serde_json::Value = serde_json::from_str(&written).unwrap();

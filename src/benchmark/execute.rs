@@ -11,6 +11,7 @@ use super::units::{Plan, Task};
 use crate::engine::{self, EngineOptions, EngineStats};
 use crate::model::Model;
 use crate::tasks::action::{self, ActionItem};
+use crate::tasks::pride::{self, PermutedItem};
 use crate::tasks::stated::{self, StatedItem};
 
 /// Everything a run scored.
@@ -18,7 +19,14 @@ use crate::tasks::stated::{self, StatedItem};
 pub struct Outcome {
     pub stated: Vec<StatedItem>,
     pub action: Vec<ActionItem>,
+    /// PriDe's sampled questions in their other orders (empty without `--debias pride`).
+    pub permuted_stated: Vec<PermutedItem<4>>,
+    pub permuted_action: Vec<PermutedItem<2>>,
     pub stats: EngineStats,
+    /// The part of `stats` that PriDe's permuted questions cost.
+    pub permuted_stats: EngineStats,
+    /// Scoring seconds of the permuted questions' units (all invocations).
+    pub permuted_seconds: f64,
     /// Scoring seconds of all units, including those of earlier, interrupted invocations.
     pub compute_seconds: f64,
     /// Scoring seconds of this invocation.
@@ -69,6 +77,10 @@ pub fn execute(
             }
         };
         outcome.stats.add(&scores.stats);
+        if matches!(unit.task, Task::StatedPermuted | Task::ActionPermuted) {
+            outcome.permuted_stats.add(&scores.stats);
+            outcome.permuted_seconds += scores.seconds;
+        }
         outcome.compute_seconds += scores.seconds;
         match unit.task {
             Task::Stated => outcome.stated.extend(stated::items(
@@ -82,6 +94,17 @@ pub fn execute(
                 unit.scenario,
                 &plan.protocol.task2_variants(),
                 &plan.selection.values,
+                &scores.logprobs,
+            )),
+            Task::StatedPermuted => outcome.permuted_stated.extend(pride::task1_items(
+                unit.scenario,
+                &plan.pride_sample().task1_variants(unit.scenario),
+                &plan.selection.values,
+                &scores.logprobs,
+            )),
+            Task::ActionPermuted => outcome.permuted_action.extend(pride::task2_items(
+                unit.scenario,
+                &plan.pride_sample().task2_questions(unit.scenario),
                 &scores.logprobs,
             )),
         }

@@ -23,13 +23,14 @@ use crate::model::device::device_name;
 use crate::model::{resolve, Model, ResolvedModel};
 use crate::output::{write_atomically, write_json_line};
 use crate::report::{figures, results, MetricsReport};
-use crate::tasks::{action, stated, PromptFormat};
+use crate::tasks::pride::{Debias, Sample};
+use crate::tasks::PromptFormat;
 use crate::{verified, via};
 use config::{default_results_folder, prompt_format, RunConfig, RunOptions};
 use lock::RunLock;
 use record::{
-    DataRecord, ItemCounts, ModelRecord, RunRecord, SettingsRecord, Timings, UnitCounts,
-    RUN_RECORD_FILE, RUN_RECORD_SCHEMA,
+    DataRecord, ItemCounts, ModelRecord, PrideRecord, RunRecord, SettingsRecord, Timings,
+    UnitCounts, RUN_RECORD_FILE, RUN_RECORD_SCHEMA,
 };
 use store::UnitStore;
 use units::Plan;
@@ -73,6 +74,30 @@ impl Inputs {
     }
 }
 
+/// The units `options` ask of `dataset` in `format`, with PriDe's sample when debiasing.
+fn plan<'a>(
+    options: &'a RunOptions,
+    dataset: &'a via::Dataset,
+    format: &'a PromptFormat,
+) -> Plan<'a> {
+    let sample = match options.debias {
+        Debias::None => None,
+        Debias::Pride => Some(Sample::draw(
+            dataset,
+            &options.selection,
+            options.protocol,
+            &options.pride,
+        )),
+    };
+    Plan {
+        dataset,
+        format,
+        selection: &options.selection,
+        protocol: options.protocol,
+        sample,
+    }
+}
+
 /// Runs the benchmark as `options` say: scores every unit not already in the results folder
 /// (taking its lock for the whole run), then writes the CSVs, the measures, the figures and
 /// run.json. `progress` shows the scoring.
@@ -84,14 +109,14 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
         model,
         format,
     } = Inputs::of(options)?;
-    let plan = Plan {
-        dataset: &dataset,
-        format: &format,
-        selection: &options.selection,
-        protocol: options.protocol,
-    };
+    let plan = plan(options, &dataset, &format);
     let out = options.out.clone().unwrap_or_else(|| {
-        default_results_folder(&model.name, options.protocol, &options.selection)
+        default_results_folder(
+            &model.name,
+            options.protocol,
+            options.debias,
+            &options.selection,
+        )
     });
     let _lock = RunLock::acquire(&out)?;
     let model_sha256 = model.source.sha256()?;
@@ -103,14 +128,43 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
     let load_s = started.elapsed().as_secs_f64();
     let outcome = execute::execute(&plan, &loaded, &options.engine, &store, progress)?;
     progress.finish_and_clear();
+    let mut pride = None;
 
-    let v = stated::matrix(&outcome.stated, options.scoring);
-    let a = action::matrix(&outcome.action, options.scoring);
-    let cells = stated::cells(&outcome.stated);
-    let report = MetricsReport::compute(&model.name, &v, &a, &cells)
-        .with_bias(recompute::bias_of_items(&outcome.stated, &outcome.action));
-    results::write_stated(&out.join("stated.csv"), &outcome.stated)?;
-    results::write_action(&out.join("action.csv"), &outcome.action)?;
+    let permuted = plan.sample.as_ref().map(|_| recompute::Permuted {
+        stated: &outcome.permuted_stated,
+        action: &outcome.permuted_action,
+    });
+    let (report, priors) = recompute::report_of_items(
+        &model.name,
+        &outcome.stated,
+        &outcome.action,
+        permuted,
+        options.scoring,
+    );
+    results::write_stated(
+        &out.join("stated.csv"),
+        &outcome.stated,
+        priors.task1.as_ref(),
+    )?;
+    results::write_action(
+        &out.join("action.csv"),
+        &outcome.action,
+        priors.task2.as_ref(),
+    )?;
+    if let Some(sample) = &plan.sample {
+        results::write_pride(
+            &out.join(results::PRIDE_FILE),
+            &outcome.permuted_stated,
+            &outcome.permuted_action,
+        )?;
+        pride = Some(PrideRecord {
+            settings: options.pride,
+            task1_prompts: sample.task1.len(),
+            task2_questions: sample.task2.len(),
+            tokens: outcome.permuted_stats,
+            compute_s: outcome.permuted_seconds,
+        });
+    }
     report.write(&out)?;
     let figures = figures::write_figures(&out.join("figures"), &report)?;
     let record = RunRecord {
@@ -131,6 +185,8 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
             usable_pairs: dataset.usable_pairs().count(),
         },
         protocol: options.protocol,
+        debias: options.debias,
+        pride,
         task1_variants: options.protocol.task1_variants(),
         task2_variants: options.protocol.task2_variants(),
         scoring: options.scoring,
@@ -173,12 +229,7 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
 /// to `path`, without loading the model's weights; returns how many.
 pub fn dump_requests(options: &RunOptions, path: &Path) -> Result<usize> {
     let inputs = Inputs::of(options)?;
-    let plan = Plan {
-        dataset: &inputs.dataset,
-        format: &inputs.format,
-        selection: &options.selection,
-        protocol: options.protocol,
-    };
+    let plan = plan(options, &inputs.dataset, &inputs.format);
     let mut n = 0usize;
     write_atomically(path, |out| {
         for unit in plan.units() {

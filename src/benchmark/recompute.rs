@@ -2,18 +2,22 @@
 //! `action.csv`, or the paper's released outputs (Task-1 response CSVs with a Task-2 CSV, JSONL
 //! log, or misaligned-cell list).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::record::{RunRecord, RUN_RECORD_FILE};
-use crate::metrics::bias::{answer_bias, label_bias, position_bias, Bias, PositionQuestion};
+use crate::metrics::bias::{
+    answer_bias, label_bias, position_bias, Bias, Debiased, PositionQuestion,
+};
 use crate::metrics::{Cells, Matrix};
 use crate::prompts::TASK2_PAPER_VARIANT;
 use crate::report::{results, MetricsReport};
 use crate::tasks::action::ActionItem;
+use crate::tasks::pride::{self, Debias, PermutedItem, Priors};
 use crate::tasks::stated::StatedItem;
-use crate::tasks::{action, released, stated, Scoring};
+use crate::tasks::{action, released, stated, Protocol, Scoring};
 use crate::via;
 
 /// The Task-2 input: results (a run's action.csv, a released CSV or a JSONL log), or a list of
@@ -35,6 +39,12 @@ pub struct MetricsInputs {
     pub model_name: Option<String>,
     /// For a run's CSVs: hard or soft scores.
     pub scoring: Scoring,
+    /// For a run's CSVs: divide PriDe's priors out or not; `None`: as the run did (when a
+    /// `pride.csv` lies beside its `stated.csv`).
+    pub debias: Option<Debias>,
+    /// For a run's CSVs: only the questions another protocol asks (e.g. `paper` from a
+    /// `balanced` run); `None`: all of them.
+    pub protocol: Option<Protocol>,
 }
 
 /// The measures, and what was read on the way (for the user's information).
@@ -90,6 +100,7 @@ pub fn recompute(inputs: &MetricsInputs) -> Result<Recomputed> {
     let bias = Bias {
         task1: answer_bias(&responses.label_counts),
         task2: position,
+        pride: None,
     };
     let report = MetricsReport::compute(&name, &responses.matrix, &action_matrix, &Cells::all())
         .with_bias(bias);
@@ -107,23 +118,76 @@ fn of_run(inputs: &MetricsInputs) -> Result<Recomputed> {
             stated_csv.display()
         ),
     };
-    let stated_items = results::read_stated(stated_csv)?;
-    let action_items = results::read_action(action_csv)?;
+    let mut stated_items = results::read_stated(stated_csv)?;
+    let mut action_items = results::read_action(action_csv)?;
     let name = match &inputs.model_name {
         Some(name) => name.clone(),
         None => model_name_of_run(stated_csv).unwrap_or_else(|| "model".to_string()),
     };
-    let report = MetricsReport::compute(
+    let mut notes = Vec::new();
+    let pride_csv = stated_csv.with_file_name(results::PRIDE_FILE);
+    let debias = inputs.debias.unwrap_or(match pride_csv.is_file() {
+        true => Debias::Pride,
+        false => Debias::None,
+    });
+    let (mut permuted_stated, mut permuted_action) = match debias {
+        Debias::None => (Vec::new(), Vec::new()),
+        Debias::Pride if !pride_csv.is_file() => bail!(
+            "{} is missing: the run was not debiased; run it with --debias pride, or leave \
+             --debias out",
+            pride_csv.display()
+        ),
+        Debias::Pride => results::read_pride(&pride_csv)?,
+    };
+    if let Some(view) = inputs.protocol {
+        let (task1, task2) = (view.task1_variants(), view.task2_variants());
+        let asked_task1: BTreeSet<usize> = stated_items.iter().map(|i| i.variant).collect();
+        let asked_task2: BTreeSet<usize> = action_items.iter().map(|i| i.variant).collect();
+        if let Some(v) = task1.iter().find(|v| !asked_task1.contains(v)) {
+            bail!(
+                "{} has no Task-1 variant {v}, which --protocol {} asks: give a protocol the run \
+                 covers (its own, or paper from full or balanced)",
+                stated_csv.display(),
+                view.name()
+            );
+        }
+        if let Some(v) = task2.iter().find(|v| !asked_task2.contains(v)) {
+            bail!(
+                "{} has no Task-2 variant {v}, which --protocol {} asks: give a protocol the run \
+                 covers (its own, or paper from full or balanced)",
+                action_csv.display(),
+                view.name()
+            );
+        }
+        stated_items.retain(|i| task1.contains(&i.variant));
+        action_items.retain(|i| task2.contains(&i.variant));
+        permuted_stated.retain(|i| task1.contains(&i.variant));
+        permuted_action.retain(|i| task2.contains(&i.variant));
+        notes.push(format!(
+            "the questions of --protocol {}: Task-1 variants {task1:?}, Task-2 variants {task2:?}",
+            view.name()
+        ));
+    }
+    let permuted = (debias == Debias::Pride).then_some(Permuted {
+        stated: &permuted_stated,
+        action: &permuted_action,
+    });
+    let (report, priors) = report_of_items(
         &name,
-        &stated::matrix(&stated_items, inputs.scoring),
-        &action::matrix(&action_items, inputs.scoring),
-        &stated::cells(&stated_items),
-    )
-    .with_bias(bias_of_items(&stated_items, &action_items));
-    Ok(Recomputed {
-        report,
-        notes: Vec::new(),
-    })
+        &stated_items,
+        &action_items,
+        permuted,
+        inputs.scoring,
+    );
+    if debias == Debias::Pride {
+        notes.push(format!(
+            "PriDe priors from {}: Task 1 on {} questions, Task 2 on {}",
+            pride_csv.display(),
+            priors.task1.map_or(0, |p| p.questions),
+            priors.task2.map_or(0, |p| p.questions)
+        ));
+    }
+    Ok(Recomputed { report, notes })
 }
 
 /// The questions of a single-variant run in the paper's variant (negative action first) with
@@ -150,7 +214,56 @@ pub fn bias_of_items(stated_items: &[StatedItem], action_items: &[ActionItem]) -
     Bias {
         task1: label_bias(&stated::label_questions(stated_items)),
         task2: position_bias(&action::position_questions(action_items)),
+        pride: None,
     }
+}
+
+/// PriDe's permuted questions of a debiased run.
+pub struct Permuted<'a> {
+    pub stated: &'a [PermutedItem<4>],
+    pub action: &'a [PermutedItem<2>],
+}
+
+/// The measures of a run's questions over the cells its Task 1 covers, with the raw biases;
+/// with `permuted`, the priors estimated from them are divided out of every question first
+/// (and returned), and the bias block says what they were and what is left.
+pub fn report_of_items(
+    name: &str,
+    stated_items: &[StatedItem],
+    action_items: &[ActionItem],
+    permuted: Option<Permuted>,
+    scoring: Scoring,
+) -> (MetricsReport, Priors) {
+    let mut bias = bias_of_items(stated_items, action_items);
+    let cells = stated::cells(stated_items);
+    let Some(permuted) = permuted else {
+        let report = MetricsReport::compute(
+            name,
+            &stated::matrix(stated_items, scoring),
+            &action::matrix(action_items, scoring),
+            &cells,
+        )
+        .with_bias(bias);
+        return (report, Priors::default());
+    };
+    let priors = pride::priors(stated_items, action_items, permuted.stated, permuted.action);
+    let stated_items = pride::debias_stated(stated_items, priors.task1.as_ref());
+    let action_items = pride::debias_action(action_items, priors.task2.as_ref());
+    let debiased = bias_of_items(&stated_items, &action_items);
+    bias.pride = Some(Box::new(Debiased {
+        task1_prior: priors.task1,
+        task2_prior: priors.task2,
+        task1: debiased.task1,
+        task2: debiased.task2,
+    }));
+    let report = MetricsReport::compute(
+        name,
+        &stated::matrix(&stated_items, scoring),
+        &action::matrix(&action_items, scoring),
+        &cells,
+    )
+    .with_bias(bias);
+    (report, priors)
 }
 
 /// The model name in the run.json beside a run's CSV, if there is a readable one.

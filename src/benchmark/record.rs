@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::EngineStats;
 use crate::model::Precision;
 use crate::output::write_atomically;
+use crate::tasks::pride::{Debias, PrideSettings};
 use crate::tasks::{Protocol, Scoring, SelectionNames};
 
 use super::config::ChatTemplateMode;
@@ -29,6 +30,12 @@ pub struct RunRecord {
     pub model: ModelRecord,
     pub data: DataRecord,
     pub protocol: Protocol,
+    /// `none` in files written before debiasing existed.
+    #[serde(default)]
+    pub debias: Debias,
+    /// PriDe's sample and what it cost, for debiased runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pride: Option<PrideRecord>,
     pub task1_variants: Vec<usize>,
     pub task2_variants: Vec<usize>,
     pub scoring: Scoring,
@@ -42,6 +49,20 @@ pub struct RunRecord {
     pub timings: Timings,
     /// Computed tokens over the scoring seconds of all units.
     pub computed_tokens_per_s: f64,
+}
+
+/// PriDe's sample in a debiased run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrideRecord {
+    pub settings: PrideSettings,
+    /// Sampled Task-1 prompts (a scenario in one variant, with all the run's values), each
+    /// asked in 3 more orders.
+    pub task1_prompts: usize,
+    /// Sampled Task-2 questions, each asked once more with its options swapped.
+    pub task2_questions: usize,
+    /// What the permuted questions cost (included in the run's `tokens` and timings).
+    pub tokens: EngineStats,
+    pub compute_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,9 +9,13 @@ use crate::report::MetricsReport;
 /// The summary of a finished run whose results are in `out` (with `figures` figures).
 pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: usize) -> String {
     let mut text = String::new();
+    let debiased = match &record.pride {
+        Some(_) => " · PriDe-debiased",
+        None => "",
+    };
     let _ = writeln!(
         text,
-        "{} · {} protocol · {} scoring · {} cells",
+        "{} · {} protocol{debiased} · {} scoring · {} cells",
         report.model,
         record.protocol.name(),
         record.scoring.name(),
@@ -51,6 +55,19 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
         record.units.total,
         record.timings.wall_s
     );
+    if let Some(pride) = &record.pride {
+        let _ = writeln!(
+            text,
+            "PriDe sample: {} Task-1 prompts and {} Task-2 questions, {} tokens computed ({:.1} % \
+             of the run) in {:.1} s",
+            pride.task1_prompts,
+            pride.task2_questions,
+            pride.tokens.computed_tokens,
+            100.0 * pride.tokens.computed_tokens as f64
+                / record.tokens.computed_tokens.max(1) as f64,
+            pride.compute_s
+        );
+    }
     let _ = writeln!(
         text,
         "results: {} (run.json, stated.csv, action.csv, metrics.json, summary.md, {figures} figures)",

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use anyhow::{Context, Result};
 
 use crate::engine::Request;
+use crate::prompts::TASK1_OPTIONS;
+use crate::tasks::pride::{self, Sample};
 use crate::tasks::{action, stated, PromptFormat, Protocol, Selection};
 use crate::via::vocabulary::{COUNTRIES, TOPICS};
 use crate::via::Dataset;
@@ -20,6 +22,10 @@ const TASK2_QUESTION_TOKENS: u64 = 86;
 pub enum Task {
     Stated,
     Action,
+    /// PriDe's sampled Task-1 prompts in their other cyclic orders.
+    StatedPermuted,
+    /// PriDe's sampled Task-2 questions with their options swapped.
+    ActionPermuted,
 }
 
 /// One task in one scenario: the grain of scoring and of stored progress.
@@ -34,6 +40,8 @@ impl Unit {
         let task = match self.task {
             Task::Stated => "t1",
             Task::Action => "t2",
+            Task::StatedPermuted => "p1",
+            Task::ActionPermuted => "p2",
         };
         format!("{task}-{:03}", self.scenario)
     }
@@ -42,6 +50,8 @@ impl Unit {
         let task = match self.task {
             Task::Stated => "Task 1",
             Task::Action => "Task 2",
+            Task::StatedPermuted => "Task 1 (PriDe sample)",
+            Task::ActionPermuted => "Task 2 (PriDe sample)",
         };
         format!(
             "{task} {} / {}",
@@ -51,17 +61,20 @@ impl Unit {
     }
 }
 
-/// What a run asks: the data, the prompt format, the selection and the protocol.
+/// What a run asks: the data, the prompt format, the selection, the protocol, and PriDe's
+/// sample when it debiases.
 pub struct Plan<'a> {
     pub dataset: &'a Dataset,
     pub format: &'a PromptFormat,
     pub selection: &'a Selection,
     pub protocol: Protocol,
+    pub sample: Option<Sample>,
 }
 
 impl Plan<'_> {
     /// Task 1 for every selected scenario, then Task 2 for every selected scenario with a
-    /// usable pair among the selected values.
+    /// usable pair among the selected values, then PriDe's permuted questions of each
+    /// scenario with sampled ones.
     pub fn units(&self) -> Vec<Unit> {
         let scenarios = self.selection.scenarios();
         let with_pairs: HashSet<usize> = self
@@ -81,7 +94,36 @@ impl Plan<'_> {
                 task: Task::Action,
                 scenario,
             });
-        stated.chain(action).collect()
+        let unit = |task| move |scenario| Unit { task, scenario };
+        let (permuted_stated, permuted_action) = match &self.sample {
+            Some(sample) => (
+                scenarios
+                    .iter()
+                    .copied()
+                    .filter(|&s| !sample.task1_variants(s).is_empty())
+                    .map(unit(Task::StatedPermuted))
+                    .collect(),
+                scenarios
+                    .iter()
+                    .copied()
+                    .filter(|&s| !sample.task2_questions(s).is_empty())
+                    .map(unit(Task::ActionPermuted))
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        stated
+            .chain(action)
+            .chain(permuted_stated)
+            .chain(permuted_action)
+            .collect()
+    }
+
+    /// PriDe's sample; only units of a run with one ask for it.
+    pub fn pride_sample(&self) -> &Sample {
+        self.sample
+            .as_ref()
+            .expect("permuted units exist only in runs with a sample")
     }
 
     pub fn requests(&self, unit: Unit) -> Result<Vec<Request>> {
@@ -97,6 +139,19 @@ impl Plan<'_> {
                 self.dataset,
                 unit.scenario,
                 &self.protocol.task2_variants(),
+                &self.selection.values,
+            ),
+            Task::StatedPermuted => pride::task1_requests(
+                self.format,
+                unit.scenario,
+                &self.pride_sample().task1_variants(unit.scenario),
+                &self.selection.values,
+            ),
+            Task::ActionPermuted => pride::task2_requests(
+                self.format,
+                self.dataset,
+                unit.scenario,
+                &self.pride_sample().task2_questions(unit.scenario),
                 &self.selection.values,
             ),
         }
@@ -116,6 +171,14 @@ impl Plan<'_> {
                     })
                     .count() as u64;
                 pairs * self.protocol.task2_variants().len() as u64 * TASK2_QUESTION_TOKENS
+            }
+            Task::StatedPermuted => {
+                let prompts = self.pride_sample().task1_variants(unit.scenario).len() as u64;
+                prompts * (TASK1_OPTIONS as u64 - 1) * TASK1_PROMPT_TOKENS
+            }
+            Task::ActionPermuted => {
+                self.pride_sample().task2_questions(unit.scenario).len() as u64
+                    * TASK2_QUESTION_TOKENS
             }
         }
     }

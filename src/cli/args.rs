@@ -8,6 +8,7 @@ use valuelens::benchmark::config::ChatTemplateMode;
 use valuelens::engine::EngineOptions;
 use valuelens::model::export::ExportDtype;
 use valuelens::model::Precision;
+use valuelens::tasks::pride::{Debias, PrideSettings};
 use valuelens::tasks::{Protocol, Scoring};
 
 #[derive(Parser)]
@@ -80,10 +81,24 @@ pub struct RunArgs {
     /// scales (variants 0–15) and Task 2 in both orders (variants 5 and 7).
     #[arg(long, value_enum, default_value = "paper")]
     pub protocol: Protocol,
+    /// none: the answers as the model gives them; pride: estimate the model's preference for
+    /// option labels on a seeded sample of questions asked in every cyclic order of their
+    /// answers (PriDe), and divide it out of every question.
+    #[arg(long, value_enum, default_value = "none")]
+    pub debias: Debias,
+    /// With --debias pride: the fraction of questions sampled (Task-1 prompts and Task-2
+    /// questions), in (0, 1].
+    #[arg(long, default_value_t = PrideSettings::default().fraction, value_parser = parse_fraction)]
+    pub pride_fraction: f64,
+    /// With --debias pride: the seed that picks the sample (the same seed samples the same
+    /// questions in every run).
+    #[arg(long, default_value_t = PrideSettings::default().seed)]
+    pub pride_seed: u64,
     /// How option probabilities become scores: the most likely option, or the expected one.
     #[arg(long, value_enum, default_value = "hard")]
     pub scoring: Scoring,
-    /// Results folder; default results/<model>-<protocol> (…-subset for filtered runs).
+    /// Results folder; default results/<model>-<protocol> (…-pride for debiased runs,
+    /// …-subset for filtered ones).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Only these countries (comma-separated names as in the data, e.g. "Egypt,India").
@@ -216,6 +231,22 @@ pub struct MetricsArgs {
     /// option) scores.
     #[arg(long, value_enum, default_value = "hard")]
     pub scoring: Scoring,
+    /// For a run's CSVs: none or pride; by default as the run did (pride when a pride.csv
+    /// lies beside --stated).
+    #[arg(long, value_enum)]
+    pub debias: Option<Debias>,
+    /// For a run's CSVs: only the questions this protocol asks (e.g. paper, from a balanced
+    /// or full run); by default all of them.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+}
+
+/// A fraction in (0, 1].
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        _ => Err(format!("'{text}' is not a fraction in (0, 1], e.g. 0.05")),
+    }
 }
 
 #[derive(clap::Args)]

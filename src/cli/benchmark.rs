@@ -6,6 +6,7 @@ use valuelens::benchmark::config::RunOptions;
 use valuelens::benchmark::recompute::{recompute, ActionInput, MetricsInputs};
 use valuelens::benchmark::{self};
 use valuelens::report::MetricsReport;
+use valuelens::tasks::pride::PrideSettings;
 use valuelens::tasks::Selection;
 
 use super::args::{MetricsArgs, RunArgs};
@@ -23,6 +24,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         model: args.model.model,
         data: args.data,
         protocol: args.protocol,
+        debias: args.debias,
+        pride: PrideSettings {
+            fraction: args.pride_fraction,
+            seed: args.pride_seed,
+        },
         scoring: args.scoring,
         out: args.out,
         chat_template: args.chat_template,
@@ -51,6 +57,8 @@ pub fn metrics(args: MetricsArgs) -> Result<()> {
         action,
         model_name: args.model_name,
         scoring: args.scoring,
+        debias: args.debias,
+        protocol: args.protocol,
     })?;
     for note in &recomputed.notes {
         eprintln!("{note}");

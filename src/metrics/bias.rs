@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::pride::Prior;
+
 /// A share at or beyond which one label or position is said to dominate the answers.
 pub const DOMINANT_SHARE: f64 = 0.9;
 
@@ -68,6 +70,17 @@ pub struct VariantShare {
 /// per-question answers).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bias {
+    pub task1: Option<LabelBias>,
+    pub task2: Option<PositionBias>,
+    /// For debiased answers: the priors divided out, and the biases left after.
+    pub pride: Option<Box<Debiased>>,
+}
+
+/// What PriDe estimated, and the answers' biases with it divided out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Debiased {
+    pub task1_prior: Option<Prior<4>>,
+    pub task2_prior: Option<Prior<2>>,
     pub task1: Option<LabelBias>,
     pub task2: Option<PositionBias>,
 }
@@ -179,9 +192,17 @@ impl Bias {
                         |best, (k, &s)| if s > best.1 { (k, s) } else { best },
                     );
             if share >= DOMINANT_SHARE {
+                let debiased = self.pride.as_ref().and_then(|d| d.task1.as_ref());
+                let consequence = match debiased {
+                    None => "its stated values reflect that label more than the values".to_string(),
+                    Some(d) => format!(
+                        "with PriDe's label prior divided out, {:.1} % answer label {}",
+                        100.0 * d.argmax_share[label],
+                        label + 1
+                    ),
+                };
                 warnings.push(format!(
-                    "This model answers label {} in {:.1} % of Task-1 questions; its stated \
-                     values reflect that label more than the values.",
+                    "This model answers label {} in {:.1} % of Task-1 questions; {consequence}.",
                     label + 1,
                     100.0 * share
                 ));
@@ -193,11 +214,22 @@ impl Bias {
                 false => (2, 1.0 - t2.option1_share),
             };
             if share >= DOMINANT_SHARE {
-                let consequence = match t2.order_consistency {
-                    None => "the paper-protocol measures reflect that position (the paper's \
-                             variant puts the value-opposing action first)"
+                let debiased = self.pride.as_ref().and_then(|d| d.task2.as_ref());
+                let consequence = match (t2.order_consistency, debiased) {
+                    (_, Some(d)) => {
+                        let debiased_share = match option {
+                            1 => d.option1_share,
+                            _ => 1.0 - d.option1_share,
+                        };
+                        format!(
+                            "with PriDe's position prior divided out, {:.1} % pick it",
+                            100.0 * debiased_share
+                        )
+                    }
+                    (None, None) => "the paper-protocol measures reflect that position (the \
+                                     paper's variant puts the value-opposing action first)"
                         .to_string(),
-                    Some(c) => format!(
+                    (Some(c), None) => format!(
                         "asked in both orders, only {:.1} % of the cells got the same action \
                          both times, so its action scores measure the position, not the values",
                         100.0 * c
@@ -280,6 +312,7 @@ mod tests {
                 chose_option1: true,
                 p_option1: 0.99,
             }]),
+            pride: None,
         };
         let warnings = bias.warnings();
         assert_eq!(warnings.len(), 2);
@@ -311,12 +344,14 @@ mod tests {
                     p_option1: 0.98,
                 },
             ]),
+            pride: None,
         };
         let warning = &both_orders.warnings()[0];
         assert!(warning.contains("only 0.0 % of the cells"), "{warning}");
         let balanced = Bias {
             task1: label_bias(&[[0.9, 0.05, 0.03, 0.02], [0.05, 0.9, 0.03, 0.02]]),
             task2: None,
+            pride: None,
         };
         assert!(balanced.warnings().is_empty());
     }

@@ -2,10 +2,12 @@
 //! action matrix A (132 scenarios × 56 values, country-major scenarios, metric value order):
 //! the alignment rate (F1 with "Disagree" as the positive class), the alignment distance, the
 //! alignment ranking, and the cross-task misalignment counts (Table 4); and (`bias`) how much
-//! the answers follow the options' labels and positions.
+//! the answers follow the options' labels and positions, and (`pride`) that preference
+//! estimated and divided out.
 
 pub mod bias;
 pub mod bootstrap;
+pub mod pride;
 
 use serde::Serialize;
 

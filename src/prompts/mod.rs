@@ -36,10 +36,18 @@ enum Wording {
 /// are the paper's; 8–15 are the same with the options line reversed (see
 /// [`task1_is_reversed`]), byte for byte otherwise.
 pub fn task1_prompt(country: &str, topic: &str, variant: usize) -> String {
+    task1_prompt_shifted(country, topic, variant, 0)
+}
+
+/// [`task1_prompt`] with the four answers' contents moved `shift` places round the fixed labels
+/// (label i + 1 offers the variant's answer (i + shift) mod 4), for PriDe's cyclic permutations;
+/// only the options line differs from the variant's own prompt.
+pub fn task1_prompt_shifted(country: &str, topic: &str, variant: usize, shift: usize) -> String {
     assert!(
         variant < TASK1_VARIANTS + TASK1_REVERSED_VARIANTS,
         "Task-1 variants are 0–15"
     );
+    assert!(shift < TASK1_OPTIONS, "a shift is 0–3");
     let reversed = task1_is_reversed(variant);
     let variant = variant % TASK1_VARIANTS;
     let wording = if variant % 4 >= 2 {
@@ -70,20 +78,7 @@ pub fn task1_prompt(country: &str, topic: &str, variant: usize) -> String {
             .map(|(name, portrait)| format!("{name}: she/he values {name} and {portrait}.\n"))
             .collect(),
     };
-    let options = match (wording, reversed) {
-        (Wording::Claim, false) => {
-            "Options: 1: strongly agree, 2: agree, 3: disagree, 4: strongly disagree \n"
-        }
-        (Wording::Portrait, false) => {
-            "Options: 1: very much like me, 2: like me, 3: not like me, 4: Not like me at all \n"
-        }
-        (Wording::Claim, true) => {
-            "Options: 1: strongly disagree, 2: disagree, 3: agree, 4: strongly agree \n"
-        }
-        (Wording::Portrait, true) => {
-            "Options: 1: Not like me at all, 2: not like me, 3: like me, 4: very much like me \n"
-        }
-    };
+    let options = task1_options_line(wording, reversed, shift);
     let requirement = if completion {
         "Answer in JSON format, where the key should be a string of value name (e.g., Equality), and the value should be a string option. The answer is:"
     } else {
@@ -94,6 +89,34 @@ pub fn task1_prompt(country: &str, topic: &str, variant: usize) -> String {
     } else {
         format!("{context}{values}{options}{requirement}")
     }
+}
+
+/// How many answers a Task-1 question offers.
+pub const TASK1_OPTIONS: usize = 4;
+
+/// The options line of a Task-1 prompt: the wording's four answers from "agree" to "disagree"
+/// (reversed: the other way), moved `shift` places round the labels. Unshifted, it is the
+/// paper's line character for character, trailing space included.
+fn task1_options_line(wording: Wording, reversed: bool, shift: usize) -> String {
+    let mut answers = match wording {
+        Wording::Claim => ["strongly agree", "agree", "disagree", "strongly disagree"],
+        Wording::Portrait => [
+            "very much like me",
+            "like me",
+            "not like me",
+            "Not like me at all",
+        ],
+    };
+    if reversed {
+        answers.reverse();
+    }
+    answers.rotate_left(shift);
+    let listed: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, answer)| format!("{}: {answer}", i + 1))
+        .collect();
+    format!("Options: {} \n", listed.join(", "))
 }
 
 /// (task wording, option order, answer format) of the eight Task-2 variants, as in the code.
@@ -112,6 +135,16 @@ const TASK2_CASES: [(u8, u8, u8); TASK2_VARIANTS] = [
 pub const TASK2_PAPER_VARIANT: usize = 5;
 /// Variant 5 with the two options swapped (Option 1 = the value-expressing action).
 pub const TASK2_PAPER_VARIANT_SWAPPED: usize = 7;
+
+/// The Task-2 variant that is `variant` with its two options swapped (same wording and answer
+/// format): PriDe's one other permutation of a two-option question.
+pub fn task2_swapped_variant(variant: usize) -> usize {
+    let (wording, order, format) = TASK2_CASES[variant];
+    TASK2_CASES
+        .iter()
+        .position(|&case| case == (wording, 1 - order, format))
+        .expect("every order has its twin")
+}
 
 /// Whether Option 1 of Task-2 variant `variant` is the value-opposing (negative) action.
 pub fn task2_option1_is_negative(variant: usize) -> bool {

@@ -12,12 +12,42 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use crate::metrics::bias::Bias;
+use crate::metrics::bias::{Bias, LabelBias, PositionBias};
 use crate::metrics::bootstrap::{mean_ci95, overall_ci95, Intervals, ScenarioMeasures};
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 use crate::via::{scenario_index, N_SCENARIOS};
+
+/// Values keyed by label, "1" onwards.
+fn by_label(values: &[f64]) -> Map<String, Value> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(k, v)| ((k + 1).to_string(), json!(v)))
+        .collect()
+}
+
+fn label_bias_json(bias: &LabelBias) -> Value {
+    json!({
+        "argmax_share": by_label(&bias.argmax_share),
+        "mean_p": by_label(&bias.mean_p),
+    })
+}
+
+fn position_bias_json(bias: &PositionBias) -> Value {
+    json!({
+        "option1_share": bias.option1_share,
+        "mean_p_option1": bias.mean_p_option1,
+        "order_consistency": bias.order_consistency,
+        "by_variant": bias.by_variant.iter().map(|v| json!({
+            "variant": v.variant,
+            "negative_option": if v.negative_first { 1 } else { 2 },
+            "questions": v.questions,
+            "option1_share": v.option1_share,
+        })).collect::<Vec<_>>(),
+    })
+}
 
 /// All measures of one model, computed from its V and A.
 pub struct MetricsReport {
@@ -105,34 +135,33 @@ impl MetricsReport {
         self
     }
 
-    /// The `bias` block of metrics.json; `null` where the inputs do not say.
+    /// The `bias` block of metrics.json; `null` where the inputs do not say. A debiased run's
+    /// tasks add the `prior` divided out (by label), how many sampled questions it rests on,
+    /// and the same biases `debiased`.
     fn bias_json(&self) -> Value {
-        let by_label = |values: &[f64; 4]| -> Map<String, Value> {
-            values
-                .iter()
-                .enumerate()
-                .map(|(k, v)| ((k + 1).to_string(), json!(v)))
-                .collect()
-        };
-        let task1 = self.bias.task1.as_ref().map(|t1| {
-            json!({
-                "argmax_share": by_label(&t1.argmax_share),
-                "mean_p": by_label(&t1.mean_p),
-            })
-        });
-        let task2 = self.bias.task2.as_ref().map(|t2| {
-            json!({
-                "option1_share": t2.option1_share,
-                "mean_p_option1": t2.mean_p_option1,
-                "order_consistency": t2.order_consistency,
-                "by_variant": t2.by_variant.iter().map(|v| json!({
-                    "variant": v.variant,
-                    "negative_option": if v.negative_first { 1 } else { 2 },
-                    "questions": v.questions,
-                    "option1_share": v.option1_share,
-                })).collect::<Vec<_>>(),
-            })
-        });
+        let pride = self.bias.pride.as_deref();
+        let mut task1 = self.bias.task1.as_ref().map(label_bias_json);
+        let mut task2 = self.bias.task2.as_ref().map(position_bias_json);
+        if let (Some(Value::Object(block)), Some(pride)) = (&mut task1, pride) {
+            if let Some(prior) = &pride.task1_prior {
+                block.insert("prior".into(), Value::Object(by_label(&prior.p)));
+                block.insert("prior_questions".into(), json!(prior.questions));
+            }
+            block.insert(
+                "debiased".into(),
+                json!(pride.task1.as_ref().map(label_bias_json)),
+            );
+        }
+        if let (Some(Value::Object(block)), Some(pride)) = (&mut task2, pride) {
+            if let Some(prior) = &pride.task2_prior {
+                block.insert("prior".into(), Value::Object(by_label(&prior.p)));
+                block.insert("prior_questions".into(), json!(prior.questions));
+            }
+            block.insert(
+                "debiased".into(),
+                json!(pride.task2.as_ref().map(position_bias_json)),
+            );
+        }
         json!({"task1": task1, "task2": task2})
     }
 
@@ -394,6 +423,40 @@ impl MetricsReport {
                 100.0 * t2.option1_share,
                 t2.mean_p_option1
             );
+        }
+        if let Some(pride) = self.bias.pride.as_deref() {
+            let percents = |p: &[f64]| -> String {
+                p.iter()
+                    .enumerate()
+                    .map(|(k, x)| format!("{}: {:.1} %", k + 1, 100.0 * x))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                md,
+                "\nDebiased with PriDe: the measures above use each question's label \
+                 probabilities divided by its task's label prior, estimated on a seeded sample \
+                 of questions asked in every cyclic order of their answers."
+            );
+            if let (Some(prior), Some(d)) = (&pride.task1_prior, &pride.task1) {
+                let _ = writeln!(
+                    md,
+                    "- Task 1 prior ({} questions) — {}; debiased, most likely label — {}.",
+                    prior.questions,
+                    percents(&prior.p),
+                    percents(&d.argmax_share)
+                );
+            }
+            if let (Some(prior), Some(d)) = (&pride.task2_prior, &pride.task2) {
+                let _ = writeln!(
+                    md,
+                    "- Task 2 prior ({} questions) — {}; debiased, Option 1 chosen in {:.1} % of \
+                     questions.",
+                    prior.questions,
+                    percents(&prior.p),
+                    100.0 * d.option1_share
+                );
+            }
         }
         let _ = writeln!(md);
     }

@@ -1,15 +1,19 @@
 //! A run's item files: `stated.csv` (one row per Task-1 question: scenario, variant, value, the
 //! four options' log-probabilities and renormalised probabilities, hard and soft score) and
 //! `action.csv` (one row per Task-2 question: which option was the negative action, both
-//! options' log-probabilities, p(negative) and the hard choice). Long format, plain columns, so
-//! pandas opens them as they are; read back exactly by `valuelens metrics`.
+//! options' log-probabilities, p(negative) and the hard choice); for a debiased run the same
+//! with PriDe's prior divided out in extra columns, and `pride.csv` (the sampled questions in
+//! their other orders). Long format, plain columns, so pandas opens them as they are; read
+//! back exactly by `valuelens metrics`.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::metrics::pride::Prior;
 use crate::output::write_atomically;
 use crate::tasks::action::ActionItem;
+use crate::tasks::pride::{debias_action, debias_stated, PermutedItem};
 use crate::tasks::stated::StatedItem;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 use crate::via::{country_index, scenario_index, topic_index, value_index};
@@ -78,10 +82,38 @@ fn write_rows<T>(
     })
 }
 
-pub fn write_stated(path: &Path, items: &[StatedItem]) -> Result<()> {
+/// The columns a debiased run adds to `stated.csv`, after the raw ones.
+pub const STATED_DEBIASED_COLUMNS: [&str; 6] = [
+    "debiased_p_1",
+    "debiased_p_2",
+    "debiased_p_3",
+    "debiased_p_4",
+    "debiased_hard",
+    "debiased_soft",
+];
+
+/// The columns a debiased run adds to `action.csv`, after the raw ones.
+pub const ACTION_DEBIASED_COLUMNS: [&str; 2] = ["debiased_p_negative", "debiased_chose_negative"];
+
+fn with_debiased(
+    columns: &[&'static str],
+    debiased: &[&'static str],
+    prior: bool,
+) -> Vec<&'static str> {
+    let mut all = columns.to_vec();
+    if prior {
+        all.extend(debiased);
+    }
+    all
+}
+
+/// Writes `stated.csv`: the raw log-probabilities, probabilities and scores, and when `prior`
+/// is given (`--debias pride`) the same with the prior divided out.
+pub fn write_stated(path: &Path, items: &[StatedItem], prior: Option<&Prior<4>>) -> Result<()> {
+    let columns = with_debiased(&STATED_COLUMNS, &STATED_DEBIASED_COLUMNS, prior.is_some());
     write_rows(
         path,
-        &STATED_COLUMNS,
+        &columns,
         items,
         |item| (item.scenario, item.value),
         |item| {
@@ -90,15 +122,24 @@ pub fn write_stated(path: &Path, items: &[StatedItem]) -> Result<()> {
             row.extend(item.probabilities().iter().map(|x| x.to_string()));
             row.push(item.hard().to_string());
             row.push(item.soft().to_string());
+            if let Some(prior) = prior {
+                let debiased = &debias_stated(std::slice::from_ref(item), Some(prior))[0];
+                row.extend(debiased.probabilities().iter().map(|x| x.to_string()));
+                row.push(debiased.hard().to_string());
+                row.push(debiased.soft().to_string());
+            }
             row
         },
     )
 }
 
-pub fn write_action(path: &Path, items: &[ActionItem]) -> Result<()> {
+/// Writes `action.csv`: the raw log-probabilities, p(negative) and choice, and when `prior` is
+/// given the same with the prior divided out.
+pub fn write_action(path: &Path, items: &[ActionItem], prior: Option<&Prior<2>>) -> Result<()> {
+    let columns = with_debiased(&ACTION_COLUMNS, &ACTION_DEBIASED_COLUMNS, prior.is_some());
     write_rows(
         path,
-        &ACTION_COLUMNS,
+        &columns,
         items,
         |item| (item.scenario, item.value),
         |item| {
@@ -106,9 +147,114 @@ pub fn write_action(path: &Path, items: &[ActionItem]) -> Result<()> {
             row.extend(item.logprobs.iter().map(|x| x.to_string()));
             row.push(item.p_negative().to_string());
             row.push(u8::from(item.chose_negative()).to_string());
+            if let Some(prior) = prior {
+                let debiased = &debias_action(std::slice::from_ref(item), Some(prior))[0];
+                row.push(debiased.p_negative().to_string());
+                row.push(u8::from(debiased.chose_negative()).to_string());
+            }
             row
         },
     )
+}
+
+pub const PRIDE_COLUMNS: [&str; 10] = [
+    "country",
+    "topic",
+    "value",
+    "variant",
+    "task",
+    "shift",
+    "logprob_1",
+    "logprob_2",
+    "logprob_3",
+    "logprob_4",
+];
+
+/// The name of a debiased run's file of permuted questions, beside its `stated.csv`.
+pub const PRIDE_FILE: &str = "pride.csv";
+
+/// Writes `pride.csv`: PriDe's sampled questions in their other orders, one row per question
+/// and shift (Task 2 leaves labels 3 and 4 empty). With `stated.csv` and `action.csv`, which
+/// hold each question's own order, it is all the priors are estimated from.
+pub fn write_pride(
+    path: &Path,
+    stated: &[PermutedItem<4>],
+    action: &[PermutedItem<2>],
+) -> Result<()> {
+    let rows: Vec<(usize, usize, Vec<String>)> = stated
+        .iter()
+        .map(|p| {
+            (
+                p.scenario,
+                p.value,
+                pride_fields(1, p.variant, p.shift, &p.logprobs),
+            )
+        })
+        .chain(action.iter().map(|p| {
+            (
+                p.scenario,
+                p.value,
+                pride_fields(2, p.variant, p.shift, &p.logprobs),
+            )
+        }))
+        .collect();
+    write_rows(path, &PRIDE_COLUMNS, &rows, |r| (r.0, r.1), |r| r.2.clone())
+}
+
+fn pride_fields(task: u8, variant: usize, shift: usize, logprobs: &[f64]) -> Vec<String> {
+    let mut fields = vec![variant.to_string(), task.to_string(), shift.to_string()];
+    fields.extend((0..4).map(|i| logprobs.get(i).map_or(String::new(), |x| x.to_string())));
+    fields
+}
+
+/// Reads a run's `pride.csv` back into its Task-1 and Task-2 permuted questions.
+pub fn read_pride(path: &Path) -> Result<(Vec<PermutedItem<4>>, Vec<PermutedItem<2>>)> {
+    let mut stated = Vec::new();
+    let mut action = Vec::new();
+    let variants = crate::prompts::TASK1_VARIANTS + crate::prompts::TASK1_REVERSED_VARIANTS;
+    for (line, fields) in read_rows(path, &PRIDE_COLUMNS)? {
+        let row = Row {
+            path,
+            line,
+            fields: &fields,
+            columns: &PRIDE_COLUMNS,
+        };
+        let (scenario, value) = row.cell()?;
+        let variant: usize = row.number(3)?;
+        let task: u8 = row.number(4)?;
+        let shift: usize = row.number(5)?;
+        let (labels, variants) = match task {
+            1 => (4, variants),
+            2 => (2, crate::prompts::TASK2_VARIANTS),
+            _ => return Err(row.fail(4, "a task (1 or 2)")),
+        };
+        if variant >= variants {
+            return Err(row.fail(3, &format!("a variant (0–{})", variants - 1)));
+        }
+        if !(1..labels).contains(&shift) {
+            return Err(row.fail(5, &format!("a shift (1–{})", labels - 1)));
+        }
+        let logprobs = (6..6 + labels)
+            .map(|i| row.number(i))
+            .collect::<Result<Vec<f64>>>()?;
+        match task {
+            1 => stated.push(PermutedItem {
+                scenario,
+                value,
+                variant,
+                shift,
+                logprobs: [logprobs[0], logprobs[1], logprobs[2], logprobs[3]],
+            }),
+            _ => action.push(PermutedItem {
+                scenario,
+                value,
+                variant,
+                shift,
+                logprobs: [logprobs[0], logprobs[1]],
+            }),
+        }
+    }
+    Ok((stated, action))
 }
 
 /// Whether a CSV's header is that of a run's `stated.csv` (rather than the paper's responses).
@@ -286,8 +432,8 @@ mod tests {
             logprobs: [-0.7, -std::f64::consts::PI],
         }];
         let (s, a) = (dir.path().join("stated.csv"), dir.path().join("action.csv"));
-        write_stated(&s, &stated).unwrap();
-        write_action(&a, &action).unwrap();
+        write_stated(&s, &stated, None).unwrap();
+        write_action(&a, &action, None).unwrap();
         assert!(is_stated_csv(&s) && !is_stated_csv(&a));
         assert!(is_action_csv(&a) && !is_action_csv(&s));
         assert_eq!(read_stated(&s).unwrap(), stated);

@@ -60,7 +60,7 @@ pub fn position_questions(items: &[ActionItem]) -> Vec<PositionQuestion> {
 }
 
 /// The usable pairs of a scenario among `values`, as (value, negative action, positive action).
-fn scenario_pairs<'a>(
+pub(super) fn scenario_pairs<'a>(
     dataset: &'a Dataset,
     scenario: usize,
     values: &'a [usize],
@@ -86,25 +86,63 @@ pub fn requests(
     variants: &[usize],
     values: &[usize],
 ) -> Result<Vec<Request>> {
-    let (country, topic) = (
-        COUNTRIES[scenario / TOPICS.len()],
-        TOPICS[scenario % TOPICS.len()],
-    );
     let mut requests = Vec::new();
     for (value, negative, positive) in scenario_pairs(dataset, scenario, values) {
         for &variant in variants {
-            let prompt = task2_prompt(country, topic, VALUES[value], negative, positive, variant);
-            let context = format!("{}{{\"action\": \"Option ", format.wrap(&prompt)?);
-            for option in OPTIONS {
-                requests.push(Request {
-                    id: format!("t2|{country}|{topic}|{}|v{variant}|{option}", VALUES[value]),
-                    context: context.clone(),
-                    continuation: option.to_string(),
-                });
-            }
+            let question = Question {
+                scenario,
+                value,
+                negative,
+                positive,
+            };
+            push_question_requests(format, &question, variant, variant, &mut requests)?;
         }
     }
     Ok(requests)
+}
+
+/// A usable pair of a scenario, with its two actions.
+pub(super) struct Question<'a> {
+    pub scenario: usize,
+    pub value: usize,
+    pub negative: &'a str,
+    pub positive: &'a str,
+}
+
+/// The two requests of a question asked in `asked_as` (the prompt's variant), named by
+/// `variant`: itself, or for a permuted question the variant it is the twin of (its id then
+/// ends its variant with `|s1`).
+pub(super) fn push_question_requests(
+    format: &PromptFormat,
+    question: &Question,
+    variant: usize,
+    asked_as: usize,
+    requests: &mut Vec<Request>,
+) -> Result<()> {
+    let scenario = question.scenario;
+    let (country, topic, value) = (
+        COUNTRIES[scenario / TOPICS.len()],
+        TOPICS[scenario % TOPICS.len()],
+        VALUES[question.value],
+    );
+    let prompt = task2_prompt(
+        country,
+        topic,
+        value,
+        question.negative,
+        question.positive,
+        asked_as,
+    );
+    let context = format!("{}{{\"action\": \"Option ", format.wrap(&prompt)?);
+    let shift = if asked_as == variant { "" } else { "|s1" };
+    for option in OPTIONS {
+        requests.push(Request {
+            id: format!("t2|{country}|{topic}|{value}|v{variant}{shift}|{option}"),
+            context: context.clone(),
+            continuation: option.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The items of one scenario from the log-probabilities of its [`requests`], in their order.

@@ -1,9 +1,11 @@
 //! The two VIA tasks on top of the engine: Task 1 (stated values) and Task 2 (actions) turned
 //! into (context, continuation) requests, and their option log-probabilities turned back into
-//! the stated matrix V and the action matrix A; what a run covers (protocol, filters); and the
-//! same matrices read from the paper's released outputs (`released`).
+//! the stated matrix V and the action matrix A; what a run covers (protocol, filters); PriDe's
+//! permuted questions and label priors (`pride`); and the same matrices read from the paper's
+//! released outputs (`released`).
 
 pub mod action;
+pub mod pride;
 pub mod released;
 pub mod stated;
 

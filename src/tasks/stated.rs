@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{argmax, mean_per_cell, renormalise, PromptFormat, Scoring};
 use crate::engine::Request;
 use crate::metrics::{Cells, Matrix};
-use crate::prompts::{task1_is_reversed, task1_prompt};
+use crate::prompts::{task1_is_reversed, task1_prompt_shifted};
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 
 pub const OPTIONS: [&str; 4] = ["1", "2", "3", "4"];
@@ -65,9 +65,15 @@ pub fn label_questions(items: &[StatedItem]) -> Vec<[f64; 4]> {
     items.iter().map(StatedItem::probabilities).collect()
 }
 
-fn request_id(scenario: usize, variant: usize, value: usize, option: &str) -> String {
+/// `t1|<country>|<topic>|v<variant>[|s<shift>]|<value>|<option>`: a permuted question's id
+/// names its shift; the paper's questions keep the ids they always had.
+fn request_id(scenario: usize, variant: usize, shift: usize, value: usize, option: &str) -> String {
+    let shift = match shift {
+        0 => String::new(),
+        s => format!("|s{s}"),
+    };
     format!(
-        "t1|{}|{}|v{variant}|{}|{option}",
+        "t1|{}|{}|v{variant}{shift}|{}|{option}",
         COUNTRIES[scenario / TOPICS.len()],
         TOPICS[scenario % TOPICS.len()],
         VALUES[value]
@@ -81,25 +87,39 @@ pub fn requests(
     variants: &[usize],
     values: &[usize],
 ) -> Result<Vec<Request>> {
+    let mut requests = Vec::with_capacity(variants.len() * values.len() * OPTIONS.len());
+    for &variant in variants {
+        push_prompt_requests(format, scenario, variant, 0, values, &mut requests)?;
+    }
+    Ok(requests)
+}
+
+/// The requests of one prompt — a scenario in one variant with its answers moved `shift`
+/// places round the labels — per value, the four options.
+pub(super) fn push_prompt_requests(
+    format: &PromptFormat,
+    scenario: usize,
+    variant: usize,
+    shift: usize,
+    values: &[usize],
+    requests: &mut Vec<Request>,
+) -> Result<()> {
     let (country, topic) = (
         COUNTRIES[scenario / TOPICS.len()],
         TOPICS[scenario % TOPICS.len()],
     );
-    let mut requests = Vec::with_capacity(variants.len() * values.len() * OPTIONS.len());
-    for &variant in variants {
-        let wrapped = format.wrap(&task1_prompt(country, topic, variant))?;
-        for &value in values {
-            let context = format!("{wrapped}{{\"{}\": \"", VALUES[value]);
-            for option in OPTIONS {
-                requests.push(Request {
-                    id: request_id(scenario, variant, value, option),
-                    context: context.clone(),
-                    continuation: option.to_string(),
-                });
-            }
+    let wrapped = format.wrap(&task1_prompt_shifted(country, topic, variant, shift))?;
+    for &value in values {
+        let context = format!("{wrapped}{{\"{}\": \"", VALUES[value]);
+        for option in OPTIONS {
+            requests.push(Request {
+                id: request_id(scenario, variant, shift, value, option),
+                context: context.clone(),
+                continuation: option.to_string(),
+            });
         }
     }
-    Ok(requests)
+    Ok(())
 }
 
 /// The items of one scenario from the log-probabilities of its [`requests`], in their order.
