@@ -65,6 +65,7 @@ fn results_folder_has_every_file() {
         "action.csv",
         "metrics.json",
         "summary.md",
+        "cells.csv",
         "figures/f1_by_country.svg",
         "figures/f1_by_topic.svg",
         "figures/distance_country_value.svg",
@@ -82,8 +83,20 @@ fn results_folder_has_every_file() {
         1 + 2 * 2,
         "variant 5 of each usable pair"
     );
+    assert!(!run.join("pride.csv").exists(), "not debiased");
+    // One row per covered cell, V and A with their binarised labels.
+    let cells = csv_rows(&run.join("cells.csv"));
+    assert_eq!(cells.len(), 2 * 2);
+    for cell in &cells {
+        for (score, label) in [("stated", "stated_disagree"), ("action", "action_disagree")] {
+            let x: f64 = cell[score].parse().unwrap();
+            assert_eq!(cell[label], if x < 0.5 { "0" } else { "1" }, "{cell:?}");
+        }
+    }
     let info: serde_json::Value = serde_json::from_str(&read(&run.join("run.json"))).unwrap();
     assert_eq!(info["protocol"], "paper");
+    assert_eq!(info["debias"], "none");
+    assert!(info.get("pride").is_none());
     assert_eq!(info["units"]["total"], 4);
     assert!(info["tokens"]["computed_tokens"].as_u64().unwrap() > 1000);
     assert_eq!(

@@ -68,9 +68,15 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
             pride.compute_s
         );
     }
+    let pride_file = if record.pride.is_some() {
+        ", pride.csv"
+    } else {
+        ""
+    };
     let _ = writeln!(
         text,
-        "results: {} (run.json, stated.csv, action.csv, metrics.json, summary.md, {figures} figures)",
+        "results: {} (run.json, stated.csv, action.csv{pride_file}, metrics.json, summary.md, \
+         cells.csv, {figures} figures)",
         out.display()
     );
     text

@@ -1,6 +1,7 @@
 //! Result files of a metrics computation: `metrics.json` (every measure, keyed by the dataset's
-//! exact country, topic and value names) and `summary.md` (the paper-style tables, with the
-//! paper's published row alongside when the model is one of the paper's).
+//! exact country, topic and value names), `summary.md` (the paper-style tables, with the
+//! paper's published row alongside when the model is one of the paper's) and `cells.csv` (each
+//! cell's V and A, to compare runs cell by cell).
 
 pub mod figures;
 pub mod paper;
@@ -60,6 +61,8 @@ pub struct MetricsReport {
     pub action_disagree_cells: usize,
     /// Cells the measures cover (132 × 56 for a whole run).
     pub covered_cells: usize,
+    /// Each covered cell's stated score V and action score A, as (scenario, value, V, A).
+    pub cell_scores: Vec<(usize, usize, f64, f64)>,
     /// How much the answers follow the options' labels and positions.
     pub bias: Bias,
     /// 95 % bootstrap intervals of the overall alignment rate and distance, over scenarios.
@@ -125,6 +128,10 @@ impl MetricsReport {
             stated_disagree_cells: count(stated),
             action_disagree_cells: count(action),
             covered_cells: cells.len(),
+            cell_scores: cells
+                .iter()
+                .map(|(s, k)| (s, k, stated.get(s, k), action.get(s, k)))
+                .collect(),
             bias: Bias::default(),
         }
     }
@@ -461,7 +468,7 @@ impl MetricsReport {
         let _ = writeln!(md);
     }
 
-    /// Writes `metrics.json` and `summary.md` into `dir` (created if needed).
+    /// Writes `metrics.json`, `summary.md` and `cells.csv` into `dir` (created if needed).
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
@@ -475,6 +482,7 @@ impl MetricsReport {
         write_atomically(&dir.join("summary.md"), |out| {
             out.write_all(md.as_bytes())?;
             Ok(())
-        })
+        })?;
+        results::write_cells(&dir.join(results::CELLS_FILE), &self.cell_scores)
     }
 }

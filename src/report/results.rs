@@ -4,12 +4,13 @@
 //! options' log-probabilities, p(negative) and the hard choice); for a debiased run the same
 //! with PriDe's prior divided out in extra columns, and `pride.csv` (the sampled questions in
 //! their other orders). Long format, plain columns, so pandas opens them as they are; read
-//! back exactly by `valuelens metrics`.
+//! back exactly by `valuelens metrics`. Also a report's `cells.csv` (V and A per cell).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::metrics::binarise;
 use crate::metrics::pride::Prior;
 use crate::output::write_atomically;
 use crate::tasks::action::ActionItem;
@@ -153,6 +154,38 @@ pub fn write_action(path: &Path, items: &[ActionItem], prior: Option<&Prior<2>>)
                 row.push(u8::from(debiased.chose_negative()).to_string());
             }
             row
+        },
+    )
+}
+
+pub const CELLS_COLUMNS: [&str; 7] = [
+    "country",
+    "topic",
+    "value",
+    "stated",
+    "action",
+    "stated_disagree",
+    "action_disagree",
+];
+
+/// The name of a report's per-cell file.
+pub const CELLS_FILE: &str = "cells.csv";
+
+/// Writes `cells.csv`: per cell the measures were computed over, V and A (normalised, 1 =
+/// disagree / the value-opposing action) and their binarised labels as the measures take them.
+pub fn write_cells(path: &Path, cells: &[(usize, usize, f64, f64)]) -> Result<()> {
+    write_rows(
+        path,
+        &CELLS_COLUMNS,
+        cells,
+        |c| (c.0, c.1),
+        |c| {
+            vec![
+                c.2.to_string(),
+                c.3.to_string(),
+                binarise(c.2).to_string(),
+                binarise(c.3).to_string(),
+            ]
         },
     )
 }
