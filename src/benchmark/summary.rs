@@ -30,7 +30,12 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
         report.distances.overall,
         report.ci_text(|ci| ci.distance)
     );
-    for warning in report.bias.warnings() {
+    for warning in report
+        .bias
+        .warnings()
+        .into_iter()
+        .chain(report.undecided_warning())
+    {
         let _ = writeln!(text, "{warning}");
     }
     let _ = writeln!(text, "{:<16} {:>6} {:>9}", "country", "F1", "distance");
