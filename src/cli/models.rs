@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+use valuelens::model::architectures;
 use valuelens::model::export::{export, export_tokenizer, export_without_weights};
 use valuelens::model::open::open_checkpoint;
 use valuelens::model::tokenizer::TextTokenizer;
@@ -63,5 +64,22 @@ fn list_models() -> Result<()> {
         );
     }
     println!("models folder: {}", dir.display());
+    println!(
+        "any other model of these architectures loads from a GGUF file, a safetensors folder or \
+         hf:org/name:"
+    );
+    println!(
+        "  {:<10} {:<22} config.json model_type",
+        "name", "GGUF architecture"
+    );
+    for architecture in architectures::ALL {
+        println!(
+            "  {:<10} {:<22} {}",
+            architecture.name(),
+            architecture.gguf_architecture(),
+            architecture.model_types().join(", ")
+        );
+    }
+    println!("  others (mixture-of-experts, vision towers, …) are refused with their model_type");
     Ok(())
 }

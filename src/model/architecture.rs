@@ -28,6 +28,12 @@ pub trait Architecture: Sync {
     /// The name GGUF files give it (`general.architecture`).
     fn name(&self) -> &'static str;
 
+    /// The `general.architecture` of its GGUF files, where it is not [`Self::name`] (llama.cpp
+    /// writes Mistral as llama).
+    fn gguf_architecture(&self) -> &'static str {
+        self.name()
+    }
+
     /// The `model_type`s of Hugging Face config.json files that are this architecture.
     fn model_types(&self) -> &'static [&'static str];
 
@@ -214,15 +220,47 @@ impl<'a> ConfigReader<'a> {
         self.config[field].as_f64().map(|v| Value::F32(v as f32))
     }
 
-    /// Refuses RoPE scaling this architecture does not implement.
-    pub fn refuse_rope_scaling(&self) -> Result<()> {
-        match RopeConfig::of(self.config).scaling_type {
-            "default" => Ok(()),
+    /// Translates a config.json's RoPE scaling into the metadata: `linear` and `llama3` as
+    /// `rope.scaling.*` keys; `dynamic` as nothing, since transformers changes the frequencies only
+    /// for sequences longer than `max_position_embeddings`, which is the context valuelens refuses
+    /// to go beyond. Other types are refused with their name.
+    pub fn rope_scaling(&mut self) -> Result<()> {
+        let rope = RopeConfig::of(self.config);
+        let scaling = rope.scaling;
+        let number = |field: &str| -> Result<f32> {
+            scaling[field]
+                .as_f64()
+                .map(|x| x as f32)
+                .with_context(|| format!("RoPE scaling '{}' needs '{field}'", rope.scaling_type))
+        };
+        match rope.scaling_type {
+            "default" | "dynamic" => {}
+            "linear" => {
+                let factor = number("factor")?;
+                self.set("rope.scaling.type", Value::String("linear".into()));
+                self.set("rope.scaling.factor", Value::F32(factor));
+            }
+            "llama3" => {
+                let values = [
+                    ("factor", number("factor")?),
+                    ("low_freq_factor", number("low_freq_factor")?),
+                    ("high_freq_factor", number("high_freq_factor")?),
+                    (
+                        "original_context_length",
+                        number("original_max_position_embeddings")?,
+                    ),
+                ];
+                self.set("rope.scaling.type", Value::String("llama3".into()));
+                for (key, value) in values {
+                    self.set(&format!("rope.scaling.{key}"), Value::F32(value));
+                }
+            }
             other => bail!(
-                "RoPE scaling '{other}' is not supported for {}",
+                "RoPE scaling '{other}' is not supported for {} (supported: linear, llama3, dynamic)",
                 self.architecture
             ),
         }
+        Ok(())
     }
 }
 

@@ -6,10 +6,17 @@ use anyhow::{bail, Result};
 use super::architecture::Architecture;
 use super::gemma3::Gemma3Architecture;
 use super::llama::LlamaArchitecture;
+use super::mistral::MistralArchitecture;
 use super::qwen2::Qwen2Architecture;
+use super::qwen3::Qwen3Architecture;
 
-pub const ALL: &[&dyn Architecture] =
-    &[&LlamaArchitecture, &Qwen2Architecture, &Gemma3Architecture];
+pub const ALL: &[&dyn Architecture] = &[
+    &LlamaArchitecture,
+    &MistralArchitecture,
+    &Qwen2Architecture,
+    &Qwen3Architecture,
+    &Gemma3Architecture,
+];
 
 /// The architecture GGUF calls `name` (`general.architecture`).
 pub fn by_name(name: &str) -> Result<&'static dyn Architecture> {
@@ -98,7 +105,7 @@ mod tests {
     fn unknown_architectures_are_named_with_the_known_ones() {
         let err = by_name("mamba").err().unwrap().to_string();
         assert!(
-            err.contains("'mamba'") && err.contains("llama, qwen2, gemma3"),
+            err.contains("'mamba'") && err.contains("llama, mistral, qwen2, qwen3, gemma3"),
             "{err}"
         );
         assert!(by_model_type("mamba")
@@ -106,7 +113,11 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("mamba"));
-        let err = by_model_type("mistral").err().unwrap().to_string();
-        assert!(err.contains("llama, qwen2, gemma3_text"), "{err}");
+        let err = by_model_type("mixtral").err().unwrap().to_string();
+        assert!(err.contains("'mixtral'"), "{err}");
+        assert!(
+            err.contains("llama, mistral, qwen2, qwen3, gemma3_text"),
+            "{err}"
+        );
     }
 }

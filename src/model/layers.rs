@@ -10,6 +10,7 @@ use super::batch::PackedBatch;
 use super::cpu_ops;
 pub use super::cpu_ops::GateActivation;
 use super::device::{is_float_format, Placement, Precision};
+use super::rope::RopeScaling;
 
 /// A weight matrix `[out, in]`, applied as `x · Wᵀ`.
 pub struct Linear {
@@ -125,7 +126,7 @@ impl RopeTables {
     }
 
     /// Tables for positions divided by `factor` (linear RoPE scaling, as gemma 3's global layers
-    /// use beyond 270M). Computed in f32, kept in the activation dtype (as transformers does).
+    /// use beyond 270M).
     pub fn linearly_scaled(
         rotary_dim: usize,
         theta: f32,
@@ -133,14 +134,22 @@ impl RopeTables {
         max_positions: usize,
         placement: &Placement,
     ) -> Result<Self> {
-        let half = rotary_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1f32 / theta.powf(2.0 * i as f32 / rotary_dim as f32) / factor)
-            .collect();
+        let inv_freq = RopeScaling::Linear { factor }.inv_freq(rotary_dim, theta)?;
+        Self::from_inv_freq(&inv_freq, max_positions, placement)
+    }
+
+    /// Tables of the given inverse frequencies (one per rotary pair). Computed in f32, kept in
+    /// the activation dtype (as transformers does).
+    pub fn from_inv_freq(
+        inv_freq: &[f32],
+        max_positions: usize,
+        placement: &Placement,
+    ) -> Result<Self> {
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(max_positions * half);
         let mut sin = Vec::with_capacity(max_positions * half);
         for p in 0..max_positions {
-            for f in &inv_freq {
+            for f in inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
                 sin.push(angle.sin());

@@ -19,6 +19,7 @@ use super::device::Placement;
 use super::formats::Metadata;
 pub use super::layers::RopeStyle;
 use super::layers::{gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeTables};
+use super::rope::{self, RopeScaling};
 use super::scoring::{LmHead, RowScore};
 
 /// llama: config.json `model_type` "llama", GGUF `llama`.
@@ -81,12 +82,15 @@ impl Architecture for LlamaArchitecture {
 /// The FFN's input norm is `post_attention_layernorm` in llama-shaped models.
 pub const NORM_NAMES: &[(&str, &str)] = &[("post_attention_layernorm.weight", "ffn_norm.weight")];
 
-/// config.json of a llama-shaped model (llama, qwen2) → GGUF metadata under `architecture.`.
+/// config.json of a llama-shaped model (llama, mistral, qwen2, qwen3) → GGUF metadata under
+/// `architecture.`, as llama.cpp's converter writes it (RoPE scaling as `rope.scaling.*` keys
+/// where the converter writes a `rope_freqs` tensor instead).
 pub fn metadata_from_config(config: &Json, architecture: &'static str) -> Result<Metadata> {
     let mut reader = ConfigReader::new(config, architecture)?;
-    reader.refuse_rope_scaling()?;
+    reader.rope_scaling()?;
     if config["head_dim"].is_u64() {
         reader.int("rope.dimension_count", "head_dim")?;
+        reader.int("attention.key_length", "head_dim")?;
     }
     Ok(reader.metadata)
 }
@@ -100,9 +104,21 @@ pub fn config_from_metadata(
 ) -> Result<Json> {
     let mut config = base_config(checkpoint, architecture, class, architecture, torch_dtype)?;
     config["hidden_act"] = json!("silu");
-    let head_dim = format!("{architecture}.rope.dimension_count");
-    if checkpoint.has(&head_dim) {
-        config["head_dim"] = json!(checkpoint.usize(&head_dim)?);
+    for key in ["rope.dimension_count", "attention.key_length"] {
+        let key = format!("{architecture}.{key}");
+        if checkpoint.has(&key) {
+            config["head_dim"] = json!(checkpoint.usize(&key)?);
+        }
+    }
+    if let Some(scaling) = rope::scaling_to_config(checkpoint, architecture)? {
+        config["rope_scaling"] = scaling;
+    }
+    let window = format!("{architecture}.attention.sliding_window");
+    if checkpoint.has(&window) {
+        // Only Mistral among llama-shaped models has one (llama.cpp writes Mistral as llama).
+        config["sliding_window"] = json!(checkpoint.usize(&window)?);
+        config["model_type"] = json!("mistral");
+        config["architectures"] = json!(["MistralForCausalLM"]);
     }
     Ok(config)
 }
@@ -124,6 +140,9 @@ pub struct LlamaConfig {
     pub n_kv_head: usize,
     pub head_dim: usize,
     pub rope_theta: f32,
+    pub rope_scaling: RopeScaling,
+    /// Every layer attends to this many positions at most (Mistral); `None`: all of them.
+    pub sliding_window: Option<usize>,
     pub rms_eps: f64,
     pub context_length: usize,
 }
@@ -131,14 +150,21 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// The hyper-parameters under `<prefix>.` in the GGUF metadata (`llama`, `qwen2`, …).
     fn from_checkpoint(
-        checkpoint: &Checkpoint,
+        checkpoint: &mut Checkpoint,
         prefix: &str,
         rope_style: RopeStyle,
     ) -> Result<Self> {
         let key = |k: &str| format!("{prefix}.{k}");
         let hidden = checkpoint.usize(&key("embedding_length"))?;
         let n_head = checkpoint.usize(&key("attention.head_count"))?;
-        let head_dim = checkpoint.usize_or(&key("rope.dimension_count"), hidden / n_head)?;
+        let head_dim = checkpoint.usize_or(
+            &key("rope.dimension_count"),
+            checkpoint.usize_or(&key("attention.key_length"), hidden / n_head)?,
+        )?;
+        let sliding_window = match checkpoint.has(&key("attention.sliding_window")) {
+            true => Some(checkpoint.usize(&key("attention.sliding_window"))?).filter(|&w| w > 0),
+            false => None,
+        };
         Ok(Self {
             rope_style,
             n_layer: checkpoint.usize(&key("block_count"))?,
@@ -149,6 +175,8 @@ impl LlamaConfig {
             rope_theta: checkpoint
                 .optional_f32(&key("rope.freq_base"))?
                 .unwrap_or(10_000.0),
+            rope_scaling: RopeScaling::from_checkpoint(checkpoint, prefix)?,
+            sliding_window,
             rms_eps: checkpoint.f32(&key("attention.layer_norm_rms_epsilon"))? as f64,
             context_length: checkpoint.usize(&key("context_length"))?,
         })
@@ -160,6 +188,8 @@ struct Block {
     qkv: Linear,
     /// Q, K and V biases, concatenated (qwen2); llama has none.
     qkv_bias: Option<Tensor>,
+    /// RMSNorm weights applied to each head of Q and of K before RoPE (qwen3).
+    qk_norm: Option<(Tensor, Tensor)>,
     attn_out: Linear,
     ffn_norm: Tensor,
     gate_up: Linear,
@@ -197,11 +227,20 @@ impl Llama {
             } else {
                 None
             };
+            let qk_norm = if checkpoint.has_tensor(&format!("blk.{i}.attn_q_norm.weight")) {
+                let mut norm = |name: &str| -> Result<Tensor> {
+                    placement.dense(&checkpoint.tensor(&format!("blk.{i}.{name}.weight"))?)
+                };
+                Some((norm("attn_q_norm")?, norm("attn_k_norm")?))
+            } else {
+                None
+            };
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
             blocks.push(Block {
                 attn_norm: placement.dense(&t("attn_norm")?)?,
                 qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
                 qkv_bias,
+                qk_norm,
                 attn_out: Linear::new(t("attn_output")?, placement)?,
                 ffn_norm: placement.dense(&t("ffn_norm")?)?,
                 gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,
@@ -217,13 +256,12 @@ impl Llama {
             placement,
             None,
         )?;
-        let rope = RopeTables::new(
-            config.head_dim,
-            config.rope_theta,
-            config.context_length,
-            placement,
-        )
-        .context("building rotary tables")?;
+        let inv_freq = config
+            .rope_scaling
+            .inv_freq(config.head_dim, config.rope_theta)
+            .with_context(|| checkpoint.origin.clone())?;
+        let rope = RopeTables::from_inv_freq(&inv_freq, config.context_length, placement)
+            .context("building rotary tables")?;
         Ok(Self {
             config,
             embeddings,
@@ -244,7 +282,10 @@ impl Network for Llama {
         let tensors = BatchTensors::new(batch, &self.rope)?;
         let q_dim = c.n_head * c.head_dim;
         let kv_dim = c.n_kv_head * c.head_dim;
-        let spec = AttentionSpec::causal(1.0 / (c.head_dim as f32).sqrt());
+        let spec = AttentionSpec {
+            window: c.sliding_window,
+            ..AttentionSpec::causal(1.0 / (c.head_dim as f32).sqrt())
+        };
         let attention = AttentionPlan::new(
             batch,
             spec,
@@ -259,8 +300,14 @@ impl Network for Llama {
             if let Some(bias) = &block.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
-            let q = head_major(&heads(&qkv, 0, c.n_head, c.head_dim)?, rope)?;
-            let k = head_major(&heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?, rope)?;
+            let mut q = heads(&qkv, 0, c.n_head, c.head_dim)?;
+            let mut k = heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?;
+            if let Some((q_norm, k_norm)) = &block.qk_norm {
+                q = candle_nn::ops::rms_norm(&q, q_norm, c.rms_eps as f32)?;
+                k = candle_nn::ops::rms_norm(&k, k_norm, c.rms_eps as f32)?;
+            }
+            let q = head_major(&q, rope)?;
+            let k = head_major(&k, rope)?;
             let v = head_major(&heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?, None)?;
             let attn = attention.attend(&q, &k, &v)?;
             x = (x + block.attn_out.forward(&attn)?)?;

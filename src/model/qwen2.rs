@@ -25,6 +25,7 @@ impl Architecture for Qwen2Architecture {
     }
 
     fn metadata_from_config(&self, config: &Json) -> Result<Metadata> {
+        super::qwen3::refuse_sliding_window(config)?;
         llama::metadata_from_config(config, self.name())
     }
 

@@ -9,8 +9,13 @@ use super::{fixtures, Reference};
 /// Every request tokenizes to exactly the reference's context and continuation ids.
 pub fn token_ids_match(model: &Model, fixture: &str) {
     let (requests, references) = fixtures(fixture);
+    token_ids_match_on(model, &requests, &references);
+}
+
+/// [`token_ids_match`] on given requests and references.
+pub fn token_ids_match_on(model: &Model, requests: &[Request], references: &[Reference]) {
     let mut mismatches = Vec::new();
-    for (request, reference) in requests.iter().zip(&references) {
+    for (request, reference) in requests.iter().zip(references) {
         let tokenized = tokenize_request(model, request).unwrap();
         if tokenized.context() != reference.context_tokens.as_slice()
             || tokenized.continuation() != reference.continuation_tokens.as_slice()
@@ -118,7 +123,11 @@ pub fn close_on_average(
 
 /// The same requests scored one per forward with nothing shared give the same scores.
 pub fn batch_invariant(model: &Model, fixture: &str, batched: &[Score]) {
-    let (requests, _) = fixtures(fixture);
+    batch_invariant_on(model, fixtures(fixture).0, batched);
+}
+
+/// [`batch_invariant`] on given requests (those of `batched` among them are compared).
+pub fn batch_invariant_on(model: &Model, requests: Vec<Request>, batched: &[Score]) {
     let requests: Vec<Request> = requests
         .into_iter()
         .filter(|r| batched.iter().any(|s| s.id == r.id))

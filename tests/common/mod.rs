@@ -29,7 +29,7 @@ pub struct Reference {
     pub token_logprobs: Vec<f64>,
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Vec<T> {
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Vec<T> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
     text.lines()
@@ -40,7 +40,11 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Vec<T> {
 
 /// The fixture requests and references of one model, in file order.
 pub fn fixtures(model: &str) -> (Vec<Request>, Vec<Reference>) {
-    let dir = shared_dir().join("fixtures").join(model);
+    fixtures_in(&shared_dir().join("fixtures").join(model))
+}
+
+/// The `requests.jsonl` and `reference.jsonl` of a fixture folder, in file order.
+pub fn fixtures_in(dir: &std::path::Path) -> (Vec<Request>, Vec<Reference>) {
     let requests: Vec<Request> = read_jsonl(&dir.join("requests.jsonl"));
     let references: Vec<Reference> = read_jsonl(&dir.join("reference.jsonl"));
     assert_eq!(requests.len(), references.len());
