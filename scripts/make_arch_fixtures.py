@@ -19,11 +19,12 @@ and llama.cpp's converter knows its pre-tokenizer). For each architecture the sc
    of 32-64 tokens so that the requests run past them) with seeded random weights: matrices with a
    spread that makes the logits far from uniform, every norm weight with noise, so a misplaced norm
    or a wrong rotary frequency shows;
-2. saves it as a safetensors folder in float16 (config.json, model.safetensors, the tokenizer), then
-   reloads it in float32 — the reference computes with exactly the stored weights;
+2. saves it as a safetensors folder in float16 (float32 where noted; config.json,
+   model.safetensors, the tokenizer), then reloads it in float32 — the reference computes with
+   exactly the stored weights;
 3. scores the requests as lm-evaluation-harness's `loglikelihood` does (tokens of context +
    continuation split at the context's length; the tokenizer's own BOS rule), in float32;
-4. converts the folder to GGUF (float16) with llama.cpp's convert_hf_to_gguf.py.
+4. converts the folder to GGUF (in the same float type) with llama.cpp's convert_hf_to_gguf.py.
 """
 
 import argparse
@@ -71,6 +72,28 @@ ARCHITECTURES = {
         sliding_window=32,
         rope_theta=1000000.0,
     ),
+    # Gemma 2: soft-capped attention and final logits (caps low enough to bind), alternating
+    # sliding-window (32) and global layers, query_pre_attn_scalar, pre/post norms, GeGLU; a
+    # sentencepiece tokenizer (llama.cpp's converter takes Gemma 2's vocabulary from
+    # tokenizer.model only).
+    # Stored in float32: llama.cpp's converter adds Gemma's norm +1 in the stored dtype, which
+    # in float16 would round the norms away from the weights transformers uses.
+    "gemma2": dict(
+        model_type="gemma2",
+        tokenizer="sentencepiece",
+        dtype="float32",
+        vocab_size=2048,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=32,
+        attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0,
+        hidden_activation="gelu_pytorch_tanh",
+        rope_theta=10000.0,
+    ),
     # Qwen3: per-head RMSNorm on Q and K, no QKV bias, explicit head_dim.
     "qwen3": dict(
         model_type="qwen3",
@@ -84,6 +107,8 @@ ARCHITECTURES = {
 def build(name, spec, seed):
     fields = {**COMMON, **spec}
     model_type = fields.pop("model_type")
+    fields.pop("tokenizer", None)
+    fields.pop("dtype", None)
     config = AutoConfig.for_model(model_type, **fields)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -110,6 +135,40 @@ def requests(shared):
         {"id": "short-2", "context": "Values:", "continuation": " honesty and fairness"},
     ]
     return picked
+
+
+def sentencepiece_tokenizer(hf, via_csv):
+    """A 2,048-piece sentencepiece BPE model trained on VIA text with Gemma's settings (byte
+    fallback, no dummy prefix, digits split, no normalisation), saved as tokenizer.model and as
+    the tokenizer.json transformers' GemmaTokenizer converts it to."""
+    import csv
+    import tempfile
+
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = list(csv.DictReader(open(via_csv, encoding="utf-8")))
+        text = os.path.join(tmp, "text.txt")
+        with open(text, "w", encoding="utf-8") as f:
+            f.write("\n".join(r["generation_prompt"][:2000] for r in rows[:3000]))
+        prefix = os.path.join(tmp, "spm")
+        spm.SentencePieceTrainer.train(
+            input=text, model_prefix=prefix, vocab_size=2048, model_type="bpe",
+            byte_fallback=True, add_dummy_prefix=False, normalization_rule_name="identity",
+            split_digits=True, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+            pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+            bos_piece="<bos>", unk_piece="<unk>",
+            user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], num_threads=1,
+            minloglevel=2)
+        source = os.path.join(tmp, "tokenizer")
+        os.makedirs(source)
+        shutil.copy(prefix + ".model", os.path.join(source, "tokenizer.model"))
+        with open(os.path.join(source, "tokenizer_config.json"), "w") as f:
+            json.dump({"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>",
+                       "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+                       "add_bos_token": True}, f)
+        AutoTokenizer.from_pretrained(source).save_pretrained(hf)
+        shutil.copy(prefix + ".model", os.path.join(hf, "tokenizer.model"))
 
 
 def score(model, tok, reqs):
@@ -149,6 +208,9 @@ def main():
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "architectures"))
     ap.add_argument("--only", default=None, help="comma-separated architecture names")
+    ap.add_argument("--via", default=os.path.join(os.path.dirname(__file__), "..", "data",
+                                                  "value_action_gap_full_data_generation.csv"),
+                    help="the VIA CSV, text to train the sentencepiece tokenizer on")
     args = ap.parse_args()
     torch.set_num_threads(2)
     names = args.only.split(",") if args.only else list(ARCHITECTURES)
@@ -159,23 +221,30 @@ def main():
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(hf)
         model = build(name, ARCHITECTURES[name], 1000 + seed)
-        model.to(torch.float16).save_pretrained(hf, safe_serialization=True)
-        shutil.copy(os.path.join(args.tokenizer, "tokenizer.json"), hf)
-        # tokenizer.json as it is: without a class, transformers picks the model type's own
-        # tokenizer class, which may rebuild the pre-tokenizer.
-        with open(os.path.join(args.tokenizer, "tokenizer_config.json")) as f:
-            tokenizer_config = json.load(f)
-        tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        with open(os.path.join(hf, "tokenizer_config.json"), "w") as f:
-            json.dump(tokenizer_config, f, indent=2)
-        # The reference computes in float32 with exactly the stored (float16) weights.
-        model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+        dtype = ARCHITECTURES[name].get("dtype", "float16")
+        model.to(getattr(torch, dtype)).save_pretrained(hf, safe_serialization=True)
+        if ARCHITECTURES[name].get("tokenizer") == "sentencepiece":
+            sentencepiece_tokenizer(hf, args.via)
+        else:
+            shutil.copy(os.path.join(args.tokenizer, "tokenizer.json"), hf)
+            # tokenizer.json as it is: without a class, transformers picks the model type's
+            # own tokenizer class, which may rebuild the pre-tokenizer.
+            with open(os.path.join(args.tokenizer, "tokenizer_config.json")) as f:
+                tokenizer_config = json.load(f)
+            tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            with open(os.path.join(hf, "tokenizer_config.json"), "w") as f:
+                json.dump(tokenizer_config, f, indent=2)
+        # The reference computes in float32 with exactly the stored (float16) weights, with
+        # the eager attention that applies soft-capping.
+        model = AutoModelForCausalLM.from_pretrained(
+            hf, dtype=torch.float32, attn_implementation="eager").eval()
         tok = AutoTokenizer.from_pretrained(hf)
         write_jsonl(os.path.join(folder, "requests.jsonl"), reqs)
         write_jsonl(os.path.join(folder, "reference.jsonl"), score(model, tok, reqs))
         env = dict(os.environ, PYTHONPATH=os.path.join(args.llama_cpp, "gguf-py"))
         subprocess.run([sys.executable, os.path.join(args.llama_cpp, "convert_hf_to_gguf.py"), hf,
-                        "--outtype", "f16", "--outfile", os.path.join(folder, "model.gguf")],
+                        "--outtype", {"float16": "f16", "float32": "f32"}[dtype],
+                        "--outfile", os.path.join(folder, "model.gguf")],
                        check=True, env=env, stdout=subprocess.DEVNULL)
         sizes = {f: os.path.getsize(os.path.join(folder, f)) for f in ("model.gguf",)}
         sizes["hf/model.safetensors"] = os.path.getsize(os.path.join(hf, "model.safetensors"))

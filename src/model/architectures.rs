@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 
 use super::architecture::Architecture;
+use super::gemma2::Gemma2Architecture;
 use super::gemma3::Gemma3Architecture;
 use super::llama::LlamaArchitecture;
 use super::mistral::MistralArchitecture;
@@ -15,6 +16,7 @@ pub const ALL: &[&dyn Architecture] = &[
     &MistralArchitecture,
     &Qwen2Architecture,
     &Qwen3Architecture,
+    &Gemma2Architecture,
     &Gemma3Architecture,
 ];
 
@@ -105,7 +107,7 @@ mod tests {
     fn unknown_architectures_are_named_with_the_known_ones() {
         let err = by_name("mamba").err().unwrap().to_string();
         assert!(
-            err.contains("'mamba'") && err.contains("llama, mistral, qwen2, qwen3, gemma3"),
+            err.contains("'mamba'") && err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3"),
             "{err}"
         );
         assert!(by_model_type("mamba")
@@ -116,7 +118,7 @@ mod tests {
         let err = by_model_type("mixtral").err().unwrap().to_string();
         assert!(err.contains("'mixtral'"), "{err}");
         assert!(
-            err.contains("llama, mistral, qwen2, qwen3, gemma3_text"),
+            err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text"),
             "{err}"
         );
     }

@@ -32,6 +32,35 @@ pub const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
 /// RoPE base of the sliding-window layers, when the file does not say.
 pub const DEFAULT_LOCAL_ROPE_BASE: f32 = 10_000.0;
 
+/// What differs between the Gemma generations that share this network.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmaFamily {
+    /// GGUF metadata prefix (`general.architecture`).
+    pub prefix: &'static str,
+    /// config.json `architectures` and `model_type` written by export.
+    pub class: &'static str,
+    pub model_type: &'static str,
+    /// Layers per group of which the last is global, when the file does not say.
+    pub default_sliding_window_pattern: usize,
+    /// Whether sliding-window layers have a RoPE base of their own (else the global one).
+    pub local_rope_base: bool,
+    /// Whether each head of Q and K has its own RMSNorm.
+    pub qk_norm: bool,
+    /// The layer count of the size whose queries llama.cpp scales by (hidden / heads)^-½
+    /// instead of head_dim^-½ (the 27B models), for files that do not store the scale.
+    pub layers_of_hidden_scaled: usize,
+}
+
+pub const GEMMA3: GemmaFamily = GemmaFamily {
+    prefix: "gemma3",
+    class: "Gemma3ForCausalLM",
+    model_type: "gemma3_text",
+    default_sliding_window_pattern: DEFAULT_SLIDING_WINDOW_PATTERN,
+    local_rope_base: true,
+    qk_norm: true,
+    layers_of_hidden_scaled: 62,
+};
+
 /// gemma3: config.json `model_type` "gemma3_text" (or the multimodal "gemma3", whose language
 /// model settings are in `text_config`), GGUF `gemma3`.
 pub struct Gemma3Architecture;
@@ -50,75 +79,11 @@ impl Architecture for Gemma3Architecture {
             Json::Object(_) if config["model_type"] == "gemma3" => &config["text_config"],
             _ => config,
         };
-        let mut reader = ConfigReader::new(config, self.name())?;
-        let rope = RopeConfig::of(config);
-        match rope.scaling_type {
-            "default" => {}
-            "linear" => {
-                let factor = rope.scaling["factor"]
-                    .as_f64()
-                    .context("linear RoPE scaling without 'factor'")?;
-                reader.set("rope.scaling.type", Value::String("linear".into()));
-                reader.set("rope.scaling.factor", Value::F32(factor as f32));
-            }
-            other => bail!("RoPE scaling '{other}' is not supported for gemma3"),
-        }
-        if config["head_dim"].is_u64() {
-            reader.int("attention.key_length", "head_dim")?;
-            reader.int("attention.value_length", "head_dim")?;
-        }
-        if config["sliding_window"].is_u64() {
-            reader.int("attention.sliding_window", "sliding_window")?;
-        }
-        if let Some(pattern) = sliding_window_pattern(config)? {
-            reader.set(
-                "attention.sliding_window_pattern",
-                Value::U64(pattern as u64),
-            );
-        }
-        if let Some(local) = config["rope_local_base_freq"]
-            .as_f64()
-            .or(rope.local["rope_theta"].as_f64())
-        {
-            reader.set("rope.freq_base_swa", Value::F32(local as f32));
-        }
-        if let Some(scalar) = config["query_pre_attn_scalar"].as_f64() {
-            reader.set("attention.scale", Value::F32((1.0 / scalar.sqrt()) as f32));
-        }
-        for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
-            if let Some(v) = reader.float(cap) {
-                reader.set(cap, v);
-            }
-        }
-        Ok(reader.metadata)
+        metadata_from_config(config, &GEMMA3)
     }
 
     fn config_from_metadata(&self, checkpoint: &Checkpoint, torch_dtype: &str) -> Result<Json> {
-        let mut config = base_config(
-            checkpoint,
-            "gemma3",
-            "Gemma3ForCausalLM",
-            "gemma3_text",
-            torch_dtype,
-        )?;
-        let key = |k: &str| format!("gemma3.{k}");
-        let hidden = checkpoint.usize(&key("embedding_length"))?;
-        let n_head = checkpoint.usize(&key("attention.head_count"))?;
-        let head_dim = checkpoint.usize_or(&key("attention.key_length"), hidden / n_head)?;
-        config["head_dim"] = json!(head_dim);
-        config["query_pre_attn_scalar"] = json!(head_dim);
-        config["hidden_activation"] = json!("gelu_pytorch_tanh");
-        if checkpoint.has(&key("attention.sliding_window")) {
-            config["sliding_window"] = json!(checkpoint.usize(&key("attention.sliding_window"))?);
-            config["sliding_window_pattern"] = json!(checkpoint.usize_or(
-                &key("attention.sliding_window_pattern"),
-                DEFAULT_SLIDING_WINDOW_PATTERN,
-            )?);
-            config["rope_local_base_freq"] = json!(checkpoint
-                .optional_f32(&key("rope.freq_base_swa"))?
-                .unwrap_or(DEFAULT_LOCAL_ROPE_BASE));
-        }
-        Ok(config)
+        config_from_metadata(checkpoint, &GEMMA3, torch_dtype)
     }
 
     /// The FFN's input norm is `pre_feedforward_layernorm`; `post_attention_layernorm` is a
@@ -153,8 +118,104 @@ impl Architecture for Gemma3Architecture {
     }
 
     fn load(&self, checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Box<dyn Network>> {
-        Ok(Box::new(Gemma3::from_checkpoint(checkpoint, placement)?))
+        Ok(Box::new(Gemma::from_checkpoint(
+            checkpoint, placement, &GEMMA3,
+        )?))
     }
+}
+
+/// config.json of a Gemma model → GGUF metadata under the family's prefix.
+pub fn metadata_from_config(config: &Json, family: &GemmaFamily) -> Result<Metadata> {
+    let mut reader = ConfigReader::new(config, family.prefix)?;
+    let rope = RopeConfig::of(config);
+    match rope.scaling_type {
+        "default" => {}
+        "linear" => {
+            let factor = rope.scaling["factor"]
+                .as_f64()
+                .context("linear RoPE scaling without 'factor'")?;
+            reader.set("rope.scaling.type", Value::String("linear".into()));
+            reader.set("rope.scaling.factor", Value::F32(factor as f32));
+        }
+        other => bail!(
+            "RoPE scaling '{other}' is not supported for {}",
+            family.prefix
+        ),
+    }
+    if config["head_dim"].is_u64() {
+        reader.int("attention.key_length", "head_dim")?;
+        reader.int("attention.value_length", "head_dim")?;
+    }
+    if config["sliding_window"].is_u64() {
+        reader.int("attention.sliding_window", "sliding_window")?;
+    }
+    if let Some(pattern) = sliding_window_pattern(config)? {
+        reader.set(
+            "attention.sliding_window_pattern",
+            Value::U64(pattern as u64),
+        );
+    }
+    if family.local_rope_base {
+        if let Some(local) = config["rope_local_base_freq"]
+            .as_f64()
+            .or(rope.local["rope_theta"].as_f64())
+        {
+            reader.set("rope.freq_base_swa", Value::F32(local as f32));
+        }
+    }
+    if let Some(scalar) = config["query_pre_attn_scalar"].as_f64() {
+        reader.set("attention.scale", Value::F32((1.0 / scalar.sqrt()) as f32));
+    }
+    for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some(v) = reader.float(cap) {
+            reader.set(cap, v);
+        }
+    }
+    Ok(reader.metadata)
+}
+
+/// GGUF metadata of a Gemma model → config.json.
+pub fn config_from_metadata(
+    checkpoint: &Checkpoint,
+    family: &GemmaFamily,
+    torch_dtype: &str,
+) -> Result<Json> {
+    let prefix = family.prefix;
+    let mut config = base_config(
+        checkpoint,
+        prefix,
+        family.class,
+        family.model_type,
+        torch_dtype,
+    )?;
+    let key = |k: &str| format!("{prefix}.{k}");
+    let gemma = GemmaConfig::from_checkpoint(checkpoint, family)?;
+    config["head_dim"] = json!(gemma.head_dim);
+    // The scalar whose ^-½ is the scale; a whole number in every released model.
+    let scalar = 1.0 / (gemma.attention_scale as f64).powi(2);
+    config["query_pre_attn_scalar"] = match (scalar - scalar.round()).abs() < 1e-3 {
+        true => json!(scalar.round() as u64),
+        false => json!(scalar),
+    };
+    config["hidden_activation"] = json!("gelu_pytorch_tanh");
+    if let Some(window) = gemma.sliding_window {
+        config["sliding_window"] = json!(window);
+        config["layer_types"] = json!((0..gemma.n_layer)
+            .map(|i| match gemma.is_sliding(i) {
+                true => "sliding_attention",
+                false => "full_attention",
+            })
+            .collect::<Vec<_>>());
+        if family.local_rope_base {
+            config["rope_local_base_freq"] = json!(gemma.local_rope_base);
+        }
+    }
+    for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some(v) = checkpoint.optional_f32(&key(cap))? {
+            config[cap] = json!(v);
+        }
+    }
+    Ok(config)
 }
 
 /// Gemma 3's period of sliding-window layers: `sliding_window_pattern`, or read off
@@ -182,7 +243,7 @@ fn sliding_window_pattern(config: &Json) -> Result<Option<usize>> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Gemma3Config {
+pub struct GemmaConfig {
     pub n_layer: usize,
     pub hidden: usize,
     pub n_head: usize,
@@ -202,33 +263,45 @@ pub struct Gemma3Config {
     pub final_softcap: Option<f32>,
 }
 
-impl Gemma3Config {
-    fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
-        let key = |k: &str| format!("gemma3.{k}");
+impl GemmaConfig {
+    fn from_checkpoint(checkpoint: &Checkpoint, family: &GemmaFamily) -> Result<Self> {
+        let prefix = family.prefix;
+        let key = |k: &str| format!("{prefix}.{k}");
         let hidden = checkpoint.usize(&key("embedding_length"))?;
         let n_head = checkpoint.usize(&key("attention.head_count"))?;
         let n_layer = checkpoint.usize(&key("block_count"))?;
         let head_dim = checkpoint.usize_or(&key("attention.key_length"), hidden / n_head)?;
         let value_dim = checkpoint.usize_or(&key("attention.value_length"), head_dim)?;
         if value_dim != head_dim {
-            bail!("gemma3 with key length {head_dim} ≠ value length {value_dim} is not supported");
+            bail!(
+                "{prefix} with key length {head_dim} ≠ value length {value_dim} is not supported"
+            );
         }
         let global_rope_scale = match checkpoint.has(&key("rope.scaling.type")) {
             false => 1.0,
             true => match checkpoint.string(&key("rope.scaling.type"))?.as_str() {
                 "none" => 1.0,
                 "linear" => checkpoint.f32(&key("rope.scaling.factor"))?,
-                other => bail!("gemma3 RoPE scaling '{other}' is not supported (only linear)"),
+                other => bail!("{prefix} RoPE scaling '{other}' is not supported (only linear)"),
             },
         };
-        // Gemma 3 scales queries by query_pre_attn_scalar^-½, which GGUF does not store:
-        // llama.cpp takes head_dim, except for the 27B model (62 layers), whose scalar is
-        // hidden / heads. A file that stores `attention.scale` overrides both.
+        // Gemma scales queries by query_pre_attn_scalar^-½, which GGUF does not store:
+        // llama.cpp takes head_dim, except for the 27B models (Gemma 2: 46 layers, Gemma 3:
+        // 62), whose scalar is hidden / heads. A file that stores `attention.scale` overrides
+        // both.
         let attention_scale = match checkpoint.optional_f32(&key("attention.scale"))? {
             Some(scale) => scale,
-            None if n_layer == 62 => 1.0 / ((hidden / n_head) as f32).sqrt(),
+            None if n_layer == family.layers_of_hidden_scaled => {
+                1.0 / ((hidden / n_head) as f32).sqrt()
+            }
             None => 1.0 / (head_dim as f32).sqrt(),
         };
+        let global_rope_base = checkpoint.optional_f32(&key("rope.freq_base"))?.unwrap_or(
+            match family.local_rope_base {
+                true => 1_000_000.0,
+                false => DEFAULT_LOCAL_ROPE_BASE,
+            },
+        );
         Ok(Self {
             n_layer,
             hidden,
@@ -237,20 +310,21 @@ impl Gemma3Config {
             head_dim,
             rms_eps: checkpoint.f32(&key("attention.layer_norm_rms_epsilon"))?,
             context_length: checkpoint.usize(&key("context_length"))?,
-            global_rope_base: checkpoint
-                .optional_f32(&key("rope.freq_base"))?
-                .unwrap_or(1_000_000.0),
+            global_rope_base,
             global_rope_scale,
-            local_rope_base: checkpoint
-                .optional_f32(&key("rope.freq_base_swa"))?
-                .unwrap_or(DEFAULT_LOCAL_ROPE_BASE),
+            local_rope_base: match family.local_rope_base {
+                true => checkpoint
+                    .optional_f32(&key("rope.freq_base_swa"))?
+                    .unwrap_or(DEFAULT_LOCAL_ROPE_BASE),
+                false => global_rope_base,
+            },
             sliding_window: match checkpoint.has(&key("attention.sliding_window")) {
                 true => Some(checkpoint.usize(&key("attention.sliding_window"))?),
                 false => None,
             },
             sliding_window_pattern: checkpoint.usize_or(
                 &key("attention.sliding_window_pattern"),
-                DEFAULT_SLIDING_WINDOW_PATTERN,
+                family.default_sliding_window_pattern,
             )?,
             attention_scale,
             attention_softcap: checkpoint.optional_f32(&key("attn_logit_softcapping"))?,
@@ -267,8 +341,8 @@ impl Gemma3Config {
 struct Block {
     attn_norm: Tensor,
     qkv: Linear,
-    q_norm: Tensor,
-    k_norm: Tensor,
+    /// Per-head RMSNorm weights of Q and K (Gemma 3; Gemma 2 has none).
+    qk_norm: Option<(Tensor, Tensor)>,
     attn_out: Linear,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
@@ -279,8 +353,8 @@ struct Block {
     sliding: bool,
 }
 
-pub struct Gemma3 {
-    pub config: Gemma3Config,
+pub struct Gemma {
+    pub config: GemmaConfig,
     embeddings: Tensor,
     blocks: Vec<Block>,
     lm_head: LmHead,
@@ -288,12 +362,17 @@ pub struct Gemma3 {
     local_rope: RopeTables,
 }
 
-impl Gemma3 {
-    fn from_checkpoint(checkpoint: &mut Checkpoint, placement: &Placement) -> Result<Self> {
-        let config = Gemma3Config::from_checkpoint(checkpoint)?;
+impl Gemma {
+    /// Loads a Gemma network of `family` from its metadata and tensors.
+    pub fn from_checkpoint(
+        checkpoint: &mut Checkpoint,
+        placement: &Placement,
+        family: &GemmaFamily,
+    ) -> Result<Self> {
+        let config = GemmaConfig::from_checkpoint(checkpoint, family)?;
         if placement.precision == Precision::F16 {
             bail!(
-                "{}: gemma 3's activations overflow f16 (they exceed its largest value, 65504); \
+                "{}: gemma's activations overflow f16 (they exceed its largest value, 65504); \
                  use --dtype bf16 or f32",
                 checkpoint.origin
             );
@@ -304,11 +383,17 @@ impl Gemma3 {
         for i in 0..config.n_layer {
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
             let sliding = config.is_sliding(i);
+            let qk_norm = match family.qk_norm {
+                true => Some((
+                    placement.dense(&t("attn_q_norm")?)?,
+                    placement.dense(&t("attn_k_norm")?)?,
+                )),
+                false => None,
+            };
             blocks.push(Block {
                 attn_norm: placement.dense(&t("attn_norm")?)?,
                 qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
-                q_norm: placement.dense(&t("attn_q_norm")?)?,
-                k_norm: placement.dense(&t("attn_k_norm")?)?,
+                qk_norm,
                 attn_out: Linear::new(t("attn_output")?, placement)?,
                 post_attn_norm: placement.dense(&t("post_attention_norm")?)?,
                 ffn_norm: placement.dense(&t("ffn_norm")?)?,
@@ -354,7 +439,7 @@ impl Gemma3 {
     }
 }
 
-impl Network for Gemma3 {
+impl Network for Gemma {
     fn context_length(&self) -> usize {
         self.config.context_length
     }
@@ -388,8 +473,12 @@ impl Network for Gemma3 {
             let tables = if block.sliding { &local } else { &global };
             let rope = Some((&tables.cos, &tables.sin, RopeStyle::Halves));
             let qkv = block.qkv.forward(&norm(&x, &block.attn_norm)?)?;
-            let q = norm(&heads(&qkv, 0, c.n_head, c.head_dim)?, &block.q_norm)?;
-            let k = norm(&heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?, &block.k_norm)?;
+            let mut q = heads(&qkv, 0, c.n_head, c.head_dim)?;
+            let mut k = heads(&qkv, q_dim, c.n_kv_head, c.head_dim)?;
+            if let Some((q_norm, k_norm)) = &block.qk_norm {
+                q = norm(&q, q_norm)?;
+                k = norm(&k, k_norm)?;
+            }
             let v = heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?;
             let attn = attention.attend(
                 &head_major(&q, rope)?,

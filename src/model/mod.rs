@@ -23,6 +23,7 @@ mod cpu_ops;
 pub mod device;
 pub mod export;
 pub mod formats;
+pub mod gemma2;
 pub mod gemma3;
 pub mod hub;
 pub mod layers;
