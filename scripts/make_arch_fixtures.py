@@ -94,6 +94,21 @@ ARCHITECTURES = {
         hidden_activation="gelu_pytorch_tanh",
         rope_theta=10000.0,
     ),
+    # Phi-3 / 3.5: fused qkv_proj and gate_up_proj; longrope scaling with short and long factors
+    # and the attention factor √(1 + ln(4096/64) / ln 64), the long factors for inputs longer
+    # than the original context (64); a sliding window (48). head_dim = hidden / heads = 16.
+    "phi3": dict(
+        model_type="phi3",
+        tokenizer_class="GPT2Tokenizer",
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=48,
+        rope_theta=10000.0,
+        original_max_position_embeddings=64,
+        rope_scaling=dict(rope_type="longrope",
+                          short_factor=[1.0 + 0.05 * i for i in range(8)],
+                          long_factor=[1.0 + 3.0 * i for i in range(8)]),
+    ),
     # Qwen3: per-head RMSNorm on Q and K, no QKV bias, explicit head_dim.
     "qwen3": dict(
         model_type="qwen3",
@@ -107,8 +122,8 @@ ARCHITECTURES = {
 def build(name, spec, seed):
     fields = {**COMMON, **spec}
     model_type = fields.pop("model_type")
-    fields.pop("tokenizer", None)
-    fields.pop("dtype", None)
+    for key in ("tokenizer", "dtype", "tokenizer_class"):
+        fields.pop(key, None)
     config = AutoConfig.for_model(model_type, **fields)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -182,7 +197,9 @@ def score(model, tok, reqs):
             ctx = tok(c0).input_ids
             whole = tok(c0 + k0).input_ids
             n_ctx = len(ctx)
-            logits = model(input_ids=torch.tensor([whole])).logits[0].float()
+            # The model reads the tokens but the last, as lm-eval feeds it (which matters where
+            # the input's length chooses the RoPE factors: Phi-3's longrope).
+            logits = model(input_ids=torch.tensor([whole[:-1]])).logits[0].float()
             rows = torch.log_softmax(logits[n_ctx - 1:len(whole) - 1], -1)
             tgt = torch.tensor(whole[n_ctx:])
             tl = rows.gather(1, tgt[:, None])[:, 0]
@@ -231,7 +248,8 @@ def main():
             # own tokenizer class, which may rebuild the pre-tokenizer.
             with open(os.path.join(args.tokenizer, "tokenizer_config.json")) as f:
                 tokenizer_config = json.load(f)
-            tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            tokenizer_config["tokenizer_class"] = ARCHITECTURES[name].get(
+                "tokenizer_class", "PreTrainedTokenizerFast")
             with open(os.path.join(hf, "tokenizer_config.json"), "w") as f:
                 json.dump(tokenizer_config, f, indent=2)
         # The reference computes in float32 with exactly the stored (float16) weights, with

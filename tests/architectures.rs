@@ -120,6 +120,7 @@ macro_rules! architecture_suite {
 architecture_suite!(llama3);
 architecture_suite!(qwen3);
 architecture_suite!(gemma2);
+architecture_suite!(phi3);
 // llama.cpp's converter writes Mistral as llama and drops its sliding window, so the converted
 // file matches transformers only on requests within the window; with the window in its
 // metadata (`llama.attention.sliding_window`, which valuelens reads) it matches on all.

@@ -60,6 +60,43 @@ pub fn score_tokenized(
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<TokenScores>, EngineStats)> {
+    let regimes: Vec<u8> = requests
+        .iter()
+        .map(|r| model.rope_regime(r.input().len()))
+        .collect();
+    let first = regimes.first().copied().unwrap_or(0);
+    if regimes.iter().all(|&r| r == first) {
+        return score_regime(model, requests, first, options, progress);
+    }
+    // Inputs whose length gives them other rotary frequencies are scored apart: a prefix
+    // computed with one regime's frequencies is not the prefix of the other's.
+    let mut results = vec![TokenScores::default(); requests.len()];
+    let mut stats = EngineStats::default();
+    let mut distinct: Vec<u8> = regimes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for regime in distinct {
+        let members: Vec<usize> = (0..requests.len())
+            .filter(|&i| regimes[i] == regime)
+            .collect();
+        let group: Vec<TokenizedRequest> = members.iter().map(|&i| requests[i].clone()).collect();
+        let (scores, group_stats) = score_regime(model, &group, regime, options, progress)?;
+        for (i, score) in members.into_iter().zip(scores) {
+            results[i] = score;
+        }
+        stats.add(&group_stats);
+    }
+    Ok((results, stats))
+}
+
+/// [`score_tokenized`] for requests of one rotary regime.
+fn score_regime(
+    model: &Model,
+    requests: &[TokenizedRequest],
+    regime: u8,
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(Vec<TokenScores>, EngineStats)> {
     let mut tree = PrefixTree::default();
     let mut pending: Vec<(u32, Consumer)> = Vec::new();
     let mut results: Vec<TokenScores> = requests
@@ -102,7 +139,8 @@ pub fn score_tokenized(
         distinct_tokens: tree.len(),
         ..EngineStats::default()
     };
-    for planned in Schedule::new(&segments, &consumers, requests, options.batch_tokens) {
+    for mut planned in Schedule::new(&segments, &consumers, requests, options.batch_tokens) {
+        planned.batch.rope_regime = regime;
         let scores = model.score(&planned.batch)?;
         for &(t, (i, j)) in &planned.answers {
             let result = &mut results[i as usize];

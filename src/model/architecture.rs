@@ -15,6 +15,7 @@ use super::batch::PackedBatch;
 use super::checkpoint::Checkpoint;
 use super::device::Placement;
 use super::formats::Metadata;
+use super::rope::longrope_attention_factor;
 use super::scoring::RowScore;
 
 /// A loaded network: one packed forward, scored on the batch's scored rows.
@@ -22,6 +23,12 @@ pub trait Network: Send + Sync {
     fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>>;
     /// The longest token sequence the network accepts.
     fn context_length(&self) -> usize;
+    /// Which rotary frequencies an input of `input_len` tokens takes (Phi-3's longrope takes
+    /// other factors beyond its original context); inputs of different regimes never share a
+    /// forward or a prefix.
+    fn rope_regime(&self, _input_len: usize) -> u8 {
+        0
+    }
 }
 
 pub trait Architecture: Sync {
@@ -255,8 +262,39 @@ impl<'a> ConfigReader<'a> {
                     self.set(&format!("rope.scaling.{key}"), Value::F32(value));
                 }
             }
+            "longrope" | "su" => {
+                let factors = |field: &str| -> Result<Value> {
+                    let list = scaling[field]
+                        .as_array()
+                        .with_context(|| format!("RoPE scaling 'longrope' needs '{field}'"))?;
+                    let values: Option<Vec<Value>> = list
+                        .iter()
+                        .map(|x| x.as_f64().map(|x| Value::F32(x as f32)))
+                        .collect();
+                    values
+                        .map(Value::Array)
+                        .with_context(|| format!("'{field}' is not a list of numbers"))
+                };
+                let original = scaling["original_max_position_embeddings"]
+                    .as_u64()
+                    .or(self.config["original_max_position_embeddings"].as_u64())
+                    .context("RoPE scaling 'longrope' needs 'original_max_position_embeddings'")?;
+                let context = self.config["max_position_embeddings"]
+                    .as_u64()
+                    .context("'max_position_embeddings' is missing")?;
+                let attention_factor = match scaling["attention_factor"].as_f64() {
+                    Some(factor) => factor as f32,
+                    None => longrope_attention_factor(context as usize, original as usize),
+                };
+                self.set("rope.scaling.type", Value::String("longrope".into()));
+                self.set("rope.scaling.short_factor", factors("short_factor")?);
+                self.set("rope.scaling.long_factor", factors("long_factor")?);
+                self.set("rope.scaling.original_context_length", Value::U64(original));
+                self.set("rope.scaling.attn_factor", Value::F32(attention_factor));
+            }
             other => bail!(
-                "RoPE scaling '{other}' is not supported for {} (supported: linear, llama3, dynamic)",
+                "RoPE scaling '{other}' is not supported for {} (supported: linear, llama3, \
+                 dynamic, longrope)",
                 self.architecture
             ),
         }

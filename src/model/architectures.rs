@@ -8,6 +8,7 @@ use super::gemma2::Gemma2Architecture;
 use super::gemma3::Gemma3Architecture;
 use super::llama::LlamaArchitecture;
 use super::mistral::MistralArchitecture;
+use super::phi3::Phi3Architecture;
 use super::qwen2::Qwen2Architecture;
 use super::qwen3::Qwen3Architecture;
 
@@ -18,6 +19,7 @@ pub const ALL: &[&dyn Architecture] = &[
     &Qwen3Architecture,
     &Gemma2Architecture,
     &Gemma3Architecture,
+    &Phi3Architecture,
 ];
 
 /// The architecture GGUF calls `name` (`general.architecture`).
@@ -52,11 +54,17 @@ mod tests {
     #[test]
     fn tensor_names_map_both_ways() {
         for arch in ALL {
+            // Phi-3 fuses Q, K and V into attn_qkv.
+            let attention = match arch.name() {
+                "phi3" => "blk.3.attn_qkv.weight",
+                _ => "blk.3.attn_q.weight",
+            };
             for gguf in [
                 "token_embd.weight",
                 "output_norm.weight",
-                "blk.3.attn_q.weight",
+                attention,
                 "blk.3.ffn_norm.weight",
+                "blk.3.ffn_up.weight",
                 "blk.11.ffn_down.weight",
             ] {
                 let hf = arch.hf_tensor_name(gguf).unwrap();
@@ -107,7 +115,8 @@ mod tests {
     fn unknown_architectures_are_named_with_the_known_ones() {
         let err = by_name("mamba").err().unwrap().to_string();
         assert!(
-            err.contains("'mamba'") && err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3"),
+            err.contains("'mamba'")
+                && err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3"),
             "{err}"
         );
         assert!(by_model_type("mamba")
@@ -118,7 +127,7 @@ mod tests {
         let err = by_model_type("mixtral").err().unwrap().to_string();
         assert!(err.contains("'mixtral'"), "{err}");
         assert!(
-            err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text"),
+            err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3"),
             "{err}"
         );
     }

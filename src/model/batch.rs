@@ -17,6 +17,9 @@ pub struct PackedBatch {
     pub score_rows: Vec<u32>,
     /// … and the (index into `score_rows`, target token) pairs to score.
     pub targets: Vec<(u32, u32)>,
+    /// Which rotary frequencies the batch's sequences take, where a model's depend on the
+    /// input's length (see `Network::rope_regime`); every sequence of a batch has the same.
+    pub rope_regime: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -152,6 +152,20 @@ impl Checkpoint {
         }
     }
 
+    /// An array of floats (e.g. RoPE factors written from a config.json).
+    pub fn f32s(&self, key: &str) -> Result<Vec<f32>> {
+        self.get(key)?
+            .to_vec()
+            .with_context(|| self.bad_type(key, "an array"))?
+            .iter()
+            .map(|v| match v {
+                Value::F32(x) => Ok(*x),
+                Value::F64(x) => Ok(*x as f32),
+                _ => bail!(self.bad_type(key, "an array of floats")),
+            })
+            .collect()
+    }
+
     pub fn strings(&self, key: &str) -> Result<Vec<String>> {
         self.get(key)?
             .to_vec()

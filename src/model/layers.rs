@@ -135,13 +135,15 @@ impl RopeTables {
         placement: &Placement,
     ) -> Result<Self> {
         let inv_freq = RopeScaling::Linear { factor }.inv_freq(rotary_dim, theta)?;
-        Self::from_inv_freq(&inv_freq, max_positions, placement)
+        Self::from_inv_freq(&inv_freq, 1.0, max_positions, placement)
     }
 
-    /// Tables of the given inverse frequencies (one per rotary pair). Computed in f32, kept in
-    /// the activation dtype (as transformers does).
+    /// Tables of the given inverse frequencies (one per rotary pair), cos and sin multiplied by
+    /// `magnitude` (longrope's attention factor; 1 otherwise). Computed in f32, kept in the
+    /// activation dtype (as transformers does).
     pub fn from_inv_freq(
         inv_freq: &[f32],
+        magnitude: f32,
         max_positions: usize,
         placement: &Placement,
     ) -> Result<Self> {
@@ -151,8 +153,8 @@ impl RopeTables {
         for p in 0..max_positions {
             for f in inv_freq {
                 let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(angle.cos() * magnitude);
+                sin.push(angle.sin() * magnitude);
             }
         }
         Ok(Self {

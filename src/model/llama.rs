@@ -202,6 +202,8 @@ pub struct Llama {
     blocks: Vec<Block>,
     lm_head: LmHead,
     rope: RopeTables,
+    /// The tables of inputs longer than the original context, where they differ (longrope).
+    long_rope: Option<RopeTables>,
 }
 
 impl Llama {
@@ -235,15 +237,29 @@ impl Llama {
             } else {
                 None
             };
+            // Phi-3 stores Q, K and V as one matrix, and the gate above the up projection in
+            // one `ffn_up` — the layouts these stacks build.
+            let fused_qkv = checkpoint.has_tensor(&format!("blk.{i}.attn_qkv.weight"));
+            let fused_gate_up = !checkpoint.has_tensor(&format!("blk.{i}.ffn_gate.weight"));
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
+            let qkv = match fused_qkv {
+                true => Linear::new(t("attn_qkv")?, placement)?,
+                false => {
+                    Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?
+                }
+            };
+            let gate_up = match fused_gate_up {
+                true => Linear::new(t("ffn_up")?, placement)?,
+                false => Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,
+            };
             blocks.push(Block {
                 attn_norm: placement.dense(&t("attn_norm")?)?,
-                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
+                qkv,
                 qkv_bias,
                 qk_norm,
                 attn_out: Linear::new(t("attn_output")?, placement)?,
                 ffn_norm: placement.dense(&t("ffn_norm")?)?,
-                gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,
+                gate_up,
                 down: Linear::new(t("ffn_down")?, placement)?,
             });
         }
@@ -256,18 +272,39 @@ impl Llama {
             placement,
             None,
         )?;
-        let inv_freq = config
-            .rope_scaling
-            .inv_freq(config.head_dim, config.rope_theta)
-            .with_context(|| checkpoint.origin.clone())?;
-        let rope = RopeTables::from_inv_freq(&inv_freq, config.context_length, placement)
-            .context("building rotary tables")?;
+        let scaling = &config.rope_scaling;
+        let tables = |inv_freq: Option<Vec<f32>>| -> Result<Option<RopeTables>> {
+            inv_freq
+                .map(|f| {
+                    RopeTables::from_inv_freq(
+                        &f,
+                        scaling.attention_factor(),
+                        config.context_length,
+                        placement,
+                    )
+                    .context("building rotary tables")
+                })
+                .transpose()
+        };
+        let origin = || checkpoint.origin.clone();
+        let rope = tables(Some(
+            scaling
+                .inv_freq(config.head_dim, config.rope_theta)
+                .with_context(origin)?,
+        ))?
+        .expect("tables of Some");
+        let long_rope = tables(
+            scaling
+                .long_inv_freq(config.head_dim, config.rope_theta)
+                .with_context(origin)?,
+        )?;
         Ok(Self {
             config,
             embeddings,
             blocks,
             lm_head,
             rope,
+            long_rope,
         })
     }
 }
@@ -277,9 +314,20 @@ impl Network for Llama {
         self.config.context_length
     }
 
+    fn rope_regime(&self, input_len: usize) -> u8 {
+        match self.config.rope_scaling.original_context() {
+            Some(original) if input_len > original => 1,
+            _ => 0,
+        }
+    }
+
     fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         let c = &self.config;
-        let tensors = BatchTensors::new(batch, &self.rope)?;
+        let tables = match (batch.rope_regime, &self.long_rope) {
+            (1, Some(long)) => long,
+            _ => &self.rope,
+        };
+        let tensors = BatchTensors::new(batch, tables)?;
         let q_dim = c.n_head * c.head_dim;
         let kv_dim = c.n_kv_head * c.head_dim;
         let spec = AttentionSpec {

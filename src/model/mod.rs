@@ -30,6 +30,7 @@ pub mod layers;
 pub mod llama;
 pub mod mistral;
 pub mod open;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod registry;
@@ -112,6 +113,11 @@ impl Model {
     }
 
     /// Runs one packed forward and scores its rows.
+    /// See [`Network::rope_regime`].
+    pub fn rope_regime(&self, input_len: usize) -> u8 {
+        self.network.rope_regime(input_len)
+    }
+
     pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         self.network.score(batch)
     }

@@ -12,6 +12,10 @@ use super::checkpoint::Checkpoint;
 /// The GGUF tensor in which llama.cpp's converter stores llama3 scaling, as one divisor per
 /// rotary pair.
 pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
+/// The GGUF tensors of longrope's per-pair divisors (Phi-3), within and beyond the original
+/// context.
+pub const ROPE_FACTORS_SHORT_TENSOR: &str = "rope_factors_short.weight";
+pub const ROPE_FACTORS_LONG_TENSOR: &str = "rope_factors_long.weight";
 
 /// How a model scales its rotary frequencies.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +35,37 @@ pub enum RopeScaling {
     },
     /// Frequency `i` divided by `divisors[i]` (a GGUF's `rope_freqs.weight`).
     Divisors(Vec<f32>),
+    /// Phi-3's longrope (alias `su`): frequency `i` divided by `short[i]` for inputs up to
+    /// `original_context` tokens and by `long[i]` beyond, cos and sin multiplied by
+    /// `attention_factor` (transformers' `_compute_longrope_parameters`).
+    LongRope {
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original_context: usize,
+        attention_factor: f32,
+    },
+}
+
+/// Each frequency divided by its pair's divisor.
+fn divide(base: &[f32], divisors: &[f32]) -> Result<Vec<f32>> {
+    if divisors.len() != base.len() {
+        bail!(
+            "the RoPE scaling has {} factors for {} rotary pairs",
+            divisors.len(),
+            base.len()
+        );
+    }
+    Ok(base.iter().zip(divisors).map(|(f, d)| f / d).collect())
+}
+
+/// longrope's default attention factor: √(1 + ln(context / original) / ln original), 1 when the
+/// context is not longer than the original.
+pub fn longrope_attention_factor(context: usize, original: usize) -> f32 {
+    let scale = context as f64 / original as f64;
+    match scale > 1.0 {
+        true => (1.0 + scale.ln() / (original as f64).ln()).sqrt() as f32,
+        false => 1.0,
+    }
 }
 
 /// The unscaled inverse frequencies of a head: θ^(−2i/d), in f32 as transformers computes them.
@@ -70,23 +105,61 @@ impl RopeScaling {
                     })
                     .collect()
             }
-            RopeScaling::Divisors(divisors) => {
-                if divisors.len() != base.len() {
-                    bail!(
-                        "{ROPE_FREQS_TENSOR} has {} factors for {} rotary pairs",
-                        divisors.len(),
-                        base.len()
-                    );
-                }
-                base.iter().zip(divisors).map(|(f, d)| f / d).collect()
-            }
+            RopeScaling::Divisors(divisors)
+            | RopeScaling::LongRope {
+                short: divisors, ..
+            } => divide(&base, divisors)?,
         })
+    }
+
+    /// The inverse frequencies for inputs longer than the original context, where they differ.
+    pub fn long_inv_freq(&self, rotary_dim: usize, theta: f32) -> Result<Option<Vec<f32>>> {
+        match self {
+            RopeScaling::LongRope { long, .. } => {
+                Ok(Some(divide(&base_inv_freq(rotary_dim, theta), long)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The longest input that takes the short frequencies, where the length chooses.
+    pub fn original_context(&self) -> Option<usize> {
+        match self {
+            RopeScaling::LongRope {
+                original_context, ..
+            } => Some(*original_context),
+            _ => None,
+        }
+    }
+
+    /// The factor on cos and sin (1 but for longrope).
+    pub fn attention_factor(&self) -> f32 {
+        match self {
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => *attention_factor,
+            _ => 1.0,
+        }
     }
 
     /// The scaling of a checkpoint under `prefix.`: `rope_freqs.weight` when the file has it,
     /// else `rope.scaling.*` (what llama.cpp writes for linear scaling, and what a safetensors
     /// folder's config.json was translated into).
     pub fn from_checkpoint(checkpoint: &mut Checkpoint, prefix: &str) -> Result<Self> {
+        if checkpoint.has_tensor(ROPE_FACTORS_SHORT_TENSOR) {
+            let mut read = |name: &str| -> Result<Vec<f32>> {
+                Ok(checkpoint
+                    .tensor(name)?
+                    .dequantize(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
+            };
+            let (short, long) = (
+                read(ROPE_FACTORS_SHORT_TENSOR)?,
+                read(ROPE_FACTORS_LONG_TENSOR)?,
+            );
+            return longrope(checkpoint, prefix, short, long);
+        }
         if checkpoint.has_tensor(ROPE_FREQS_TENSOR) {
             let divisors = checkpoint
                 .tensor(ROPE_FREQS_TENSOR)?
@@ -115,6 +188,12 @@ impl RopeScaling {
                 high_freq_factor: checkpoint.f32(&key("high_freq_factor"))?,
                 original_context: checkpoint.f32(&key("original_context_length"))?,
             },
+            "longrope" => longrope(
+                checkpoint,
+                prefix,
+                checkpoint.f32s(&key("short_factor"))?,
+                checkpoint.f32s(&key("long_factor"))?,
+            )?,
             other => bail!(
                 "{}: RoPE scaling '{other}' is not supported",
                 checkpoint.origin
@@ -123,15 +202,40 @@ impl RopeScaling {
     }
 }
 
+/// longrope from its factors and the metadata's original context and attention factor.
+fn longrope(
+    checkpoint: &Checkpoint,
+    prefix: &str,
+    short: Vec<f32>,
+    long: Vec<f32>,
+) -> Result<RopeScaling> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let original_context = checkpoint.usize(&key("rope.scaling.original_context_length"))?;
+    let attention_factor = match checkpoint.optional_f32(&key("rope.scaling.attn_factor"))? {
+        Some(factor) => factor,
+        None => {
+            longrope_attention_factor(checkpoint.usize(&key("context_length"))?, original_context)
+        }
+    };
+    Ok(RopeScaling::LongRope {
+        short,
+        long,
+        original_context,
+        attention_factor,
+    })
+}
+
 /// The config.json `rope_scaling` of a checkpoint's scaling, for export; `None` without one. A
 /// GGUF's per-pair divisors have no config.json form, so they are refused.
 pub fn scaling_to_config(checkpoint: &Checkpoint, prefix: &str) -> Result<Option<Json>> {
-    if checkpoint.has_tensor(ROPE_FREQS_TENSOR) {
-        bail!(
-            "{}: its RoPE scaling is stored as per-frequency factors ({ROPE_FREQS_TENSOR}), which \
-             a config.json cannot express; export the model from its safetensors folder instead",
-            checkpoint.origin
-        );
+    for tensor in [ROPE_FREQS_TENSOR, ROPE_FACTORS_SHORT_TENSOR] {
+        if checkpoint.has_tensor(tensor) {
+            bail!(
+                "{}: its RoPE scaling is stored as per-frequency factors ({tensor}), which \
+                 valuelens does not export; export the model from its safetensors folder instead",
+                checkpoint.origin
+            );
+        }
     }
     Ok(match RopeScaling::from_metadata(checkpoint, prefix)? {
         RopeScaling::None => None,
@@ -147,6 +251,18 @@ pub fn scaling_to_config(checkpoint: &Checkpoint, prefix: &str) -> Result<Option
             "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor,
             "original_max_position_embeddings": original_context as u64,
+        })),
+        RopeScaling::LongRope {
+            short,
+            long,
+            original_context,
+            attention_factor,
+        } => Some(json!({
+            "rope_type": "longrope",
+            "short_factor": short,
+            "long_factor": long,
+            "original_max_position_embeddings": original_context,
+            "attention_factor": attention_factor,
         })),
         RopeScaling::Divisors(_) => unreachable!("divisors come from the tensor only"),
     })
