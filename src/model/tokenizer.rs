@@ -6,7 +6,9 @@
 
 use anyhow::{bail, Context, Result};
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::{NormalizerWrapper, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -54,6 +56,16 @@ fn byte_alphabet() -> Vec<char> {
 }
 
 /// Turns text into token ids the way the model was trained to see it.
+/// Which sentencepiece conventions a GGUF `llama` tokenizer follows.
+#[derive(Debug, Clone, Copy)]
+enum Sentencepiece {
+    /// No space before the text; merges ranked by position (Gemma's scores do not follow them).
+    Gemma,
+    /// Llama 2, Mistral, Phi-3: merges ranked by score, a space before the text where the file
+    /// says so.
+    Llama { space_prefix: bool },
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     /// Prepended to every encoding when the model asks for a BOS token.
@@ -75,10 +87,20 @@ impl TextTokenizer {
         let architecture = checkpoint.string("general.architecture")?;
         match model.as_str() {
             "gpt2" => Self::byte_level_bpe(checkpoint),
-            "llama" if architecture.starts_with("gemma") => Self::gemma_sentencepiece(checkpoint),
+            // Gemma's sentencepiece adds no space before the text; Llama 2's, Mistral's and
+            // Phi-3's do (the file's add_space_prefix, true when absent).
+            "llama" if architecture.starts_with("gemma") => {
+                Self::sentencepiece(checkpoint, Sentencepiece::Gemma)
+            }
+            "llama" => Self::sentencepiece(
+                checkpoint,
+                Sentencepiece::Llama {
+                    space_prefix: checkpoint.bool_or("tokenizer.ggml.add_space_prefix", true)?,
+                },
+            ),
             other => bail!(
                 "{}: tokenizer model '{other}' (architecture {architecture}) is not supported yet \
-                 (supported: gpt2 byte-level BPE, gemma sentencepiece BPE)",
+                 (supported: gpt2 byte-level BPE, llama sentencepiece BPE)",
                 checkpoint.origin
             ),
         }
@@ -119,16 +141,20 @@ impl TextTokenizer {
                 (spelled, i as u32)
             })
             .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.origin))?;
-        let mut inner = Tokenizer::new(bpe);
         let pre = if checkpoint.has("tokenizer.ggml.pre") {
             checkpoint.string("tokenizer.ggml.pre")?
         } else {
             String::new()
         };
+        // Llama 3's tokenizer takes a word that is itself in the vocabulary whole, before any
+        // merge (its tokenizer.json's `ignore_merges`; llama.cpp does the same for this pre).
+        let ignore_merges = split_regex(&pre) == Some(LLAMA3_SPLIT);
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .map_err(|e| anyhow::anyhow!("{}: bad BPE vocabulary: {e}", checkpoint.origin))?;
+        let mut inner = Tokenizer::new(bpe);
         match split_regex(&pre) {
             Some(regex) => {
                 let split = Split::new(
@@ -189,12 +215,14 @@ impl TextTokenizer {
         })
     }
 
-    /// Gemma's sentencepiece BPE as transformers rebuilds it from a GGUF (`gemma_tokenizer`):
-    /// spaces normalised to "▁", byte fallback for unknown characters, and — the file listing no
-    /// merges — merges recovered from the vocabulary, ordered by the tokens' position in the file
-    /// (Gemma's scores do not follow its merge order). Tokens of two or more spaces are stored as
-    /// real spaces and respelled as "▁"s first, so that the merges built from them match.
-    fn gemma_sentencepiece(checkpoint: &Checkpoint) -> Result<Self> {
+    /// Sentencepiece BPE (GGUF model `llama`) as transformers rebuilds it from a GGUF: spaces
+    /// normalised to "▁" (with one "▁" before the text where the model adds a space prefix:
+    /// Llama 2, Mistral, Phi-3; not Gemma), byte fallback for unknown characters, and — the file
+    /// listing no merges — merges recovered from the vocabulary, ordered by the tokens' position
+    /// in the file (Gemma's scores do not follow its merge order). Tokens of two or more spaces
+    /// are stored as real spaces and respelled as "▁"s first, so that the merges built from them
+    /// match.
+    fn sentencepiece(checkpoint: &Checkpoint, kind: Sentencepiece) -> Result<Self> {
         let tokens = checkpoint.strings("tokenizer.ggml.tokens")?;
         let spelled: Vec<String> = tokens
             .iter()
@@ -211,7 +239,14 @@ impl TextTokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let merges = merges_by_position(&spelled, &vocab);
+        // Gemma's scores do not follow its merge order, so transformers ranks its merges by
+        // position; the others' by score.
+        let merges = match kind {
+            Sentencepiece::Llama { .. } if checkpoint.has("tokenizer.ggml.scores") => {
+                merges_by_score(&spelled, &checkpoint.f32s("tokenizer.ggml.scores")?, &vocab)
+            }
+            _ => merges_by_position(&spelled, &vocab),
+        };
         let unk = match checkpoint.has("tokenizer.ggml.unknown_token_id") {
             true => tokens[checkpoint.usize("tokenizer.ggml.unknown_token_id")?].clone(),
             false => "<unk>".to_string(),
@@ -226,9 +261,14 @@ impl TextTokenizer {
         let mut inner = Tokenizer::new(bpe);
         let spaces =
             Replace::new(" ", "\u{2581}").map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
-        inner
-            .with_normalizer(Some(spaces))
-            .map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
+        match matches!(kind, Sentencepiece::Llama { space_prefix: true }) {
+            true => inner.with_normalizer(Some(NormalizerSequence::new(vec![
+                NormalizerWrapper::Prepend(Prepend::new("\u{2581}".into())),
+                NormalizerWrapper::Replace(spaces),
+            ]))),
+            false => inner.with_normalizer(Some(spaces)),
+        }
+        .map_err(|e| anyhow::anyhow!("normalizer: {e}"))?;
         let token_types = checkpoint.integers("tokenizer.ggml.token_type")?;
         let in_vocab = |t: &str| vocab.contains_key(t);
         add_file_tokens(
@@ -253,6 +293,15 @@ impl TextTokenizer {
         ids.extend(self.bos);
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// Token ids of `text` without special tokens (`add_special_tokens=False`).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize text: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// A Hugging Face `tokenizer.json` (its post-processor adds BOS where the model wants one,
@@ -350,6 +399,35 @@ fn add_file_tokens(
         .add_tokens(user_defined)
         .map_err(|e| anyhow::anyhow!("{}: bad added tokens: {e}", checkpoint.origin))?;
     Ok(())
+}
+
+/// transformers' `generate_merges` with the file's scores (Llama 2, Mistral, Phi-3): per token in
+/// file order, every split into two tokens of the vocabulary, by descending (left id, right
+/// id); then all of them stably by the merged token's score, highest first.
+fn merges_by_score(
+    tokens: &[String],
+    scores: &[f32],
+    vocab: &ahash::AHashMap<String, u32>,
+) -> Vec<(String, String)> {
+    let mut merges: Vec<(String, String, f32)> = Vec::new();
+    for (token, &score) in tokens.iter().zip(scores) {
+        let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
+        let mut local: Vec<(u32, u32, &str, &str)> = bounds
+            .iter()
+            .filter_map(|&split| {
+                let (left, right) = token.split_at(split);
+                Some((*vocab.get(left)?, *vocab.get(right)?, left, right))
+            })
+            .collect();
+        local.sort_by_key(|&(l, r, _, _)| std::cmp::Reverse((l, r)));
+        merges.extend(
+            local
+                .into_iter()
+                .map(|(_, _, l, r)| (l.to_string(), r.to_string(), score)),
+        );
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2));
+    merges.into_iter().map(|(l, r, _)| (l, r)).collect()
 }
 
 /// transformers' `generate_merges` with tokens ranked by their position: for each token in

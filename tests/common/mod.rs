@@ -104,3 +104,47 @@ pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::proc
         .arg(output);
     succeed(command)
 }
+
+/// llama.cpp's tokenizer test vocabularies (`ggml-vocab-*.gguf` with their `.inp` / `.out`
+/// texts and ids), taken from the llama-cpp-python 0.3.36 source distribution on PyPI into
+/// `<models>/llama-cpp-vocabs/` on first use (sha256-checked; one fetch at a time).
+pub fn llama_cpp_vocabs() -> PathBuf {
+    const SDIST: &str = "https://pypi.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz";
+    const SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
+    static FETCH: Mutex<()> = Mutex::new(());
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = registry::models_dir().join("llama-cpp-vocabs");
+    if dir.join("complete").is_file() {
+        return dir;
+    }
+    let script = r#"
+import hashlib, io, os, sys, tarfile, urllib.request
+url, sha, out = sys.argv[1:4]
+data = urllib.request.urlopen(url, timeout=600).read()
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.exit(f"{url}: sha256 mismatch")
+tmp = out + ".tmp"
+os.makedirs(tmp, exist_ok=True)
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    for member in tar.getmembers():
+        name = os.path.basename(member.name)
+        if "/vendor/llama.cpp/models/ggml-vocab-" in member.name and member.isfile() and                 any(name.startswith(f"ggml-vocab-{f}.gguf") for f in ("llama-bpe", "qwen2", "llama-spm", "phi-3")):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(tar.extractfile(member).read())
+open(os.path.join(tmp, "complete"), "w").close()
+os.replace(tmp, out)
+"#;
+    let python = std::env::var("VALUELENS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let status = std::process::Command::new(python)
+        .args(["-c", script, SDIST, SHA256])
+        .arg(&dir)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "fetching llama.cpp's vocabularies from PyPI failed"
+    );
+    dir
+}
