@@ -87,3 +87,40 @@ fn unknown_synthetic_shape_or_tokenizer_folder_fails_clearly() {
         assert!(err.contains(expected), "{spec}: {err}");
     }
 }
+
+/// Every synthetic shape states its architecture's metadata and exactly the tensors its
+/// architecture names, with the sizes the metadata implies (checked without generating the
+/// weights: the real-size shapes are billions of values).
+#[test]
+fn every_synthetic_shape_is_a_complete_checkpoint_of_its_architecture() {
+    use valuelens::model::architectures;
+    use valuelens::model::formats::synthetic::SyntheticSpec;
+    use valuelens::model::open::open_checkpoint;
+    use valuelens::model::ModelSource;
+    for (shape, architecture, hidden) in [
+        ("llama-3.1-8b", "llama", 4096),
+        ("mistral-7b", "llama", 4096),
+        ("qwen3-8b", "qwen3", 4096),
+        ("gemma2-9b", "gemma2", 3584),
+        ("gemma3-270m", "gemma3", 640),
+        ("phi3-mini", "phi3", 3072),
+    ] {
+        let spec = SyntheticSpec::parse(&format!("synthetic:{shape}")).unwrap();
+        let checkpoint = open_checkpoint(&ModelSource::Synthetic(spec)).unwrap();
+        assert_eq!(
+            checkpoint.string("general.architecture").unwrap(),
+            architecture
+        );
+        let arch = architectures::by_name(architecture).unwrap();
+        let config = arch.config_from_metadata(&checkpoint, "float32").unwrap();
+        assert_eq!(config["hidden_size"], hidden, "{shape}");
+        let names = checkpoint.tensor_names();
+        assert!(names.len() > 100, "{shape}: {} tensors", names.len());
+        for name in &names {
+            assert!(
+                arch.hf_tensor_name(name).is_some(),
+                "{shape}: '{name}' is not a tensor of {architecture}"
+            );
+        }
+    }
+}

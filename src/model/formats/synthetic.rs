@@ -1,5 +1,6 @@
-//! `--model synthetic:<arch>-<size>[@tokenizer]`: a real model's shapes with random weights from
-//! a fixed seed, for measuring throughput where real weights cannot travel and for comparing
+//! `--model synthetic:<arch>-<size>[@tokenizer]`: a real model's shapes (its GGUF metadata and
+//! tensor layout: llama, Llama 3.1 with its RoPE scaling, Mistral, Qwen3, Gemma 2, Phi-3) with
+//! random weights from a fixed seed, for measuring throughput where real weights cannot travel and for comparing
 //! devices on identical weights. The scores mean nothing; the work per token is the real
 //! model's.
 //!
@@ -30,56 +31,161 @@ const WEIGHT_STD: f32 = 0.02;
 const NORM_STD: f32 = 0.1;
 const SEED: u64 = 0x005e_ed0f_7a1e_u64;
 
-/// The shapes of a llama-architecture model.
+/// How a GGUF of an architecture lays out its layers' tensors.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct LlamaShape {
+enum Layout {
+    /// Q, K, V, O; gate, up, down; two norms (llama, mistral, qwen2).
+    Llama,
+    /// llama's, with a norm on each head of Q and K (qwen3).
+    QkNorm,
+    /// Q, K and V in one `attn_qkv`, gate and up in one `ffn_up` (phi3).
+    Fused,
+    /// norms before and after attention and the feed-forward (gemma2) …
+    Gemma,
+    /// … and on each head of Q and K (gemma3).
+    GemmaQkNorm,
+}
+
+/// The shapes of a real model, as its GGUF file's metadata states them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
     name: &'static str,
+    /// `general.architecture`.
+    architecture: &'static str,
+    layout: Layout,
     hidden: usize,
     layers: usize,
     heads: usize,
     kv_heads: usize,
+    head_dim: usize,
     ffn: usize,
     vocab: usize,
+    context: usize,
     rope_theta: f32,
     tied: bool,
+    /// Every layer's window (mistral, phi3), or gemma's sliding layers'.
+    sliding_window: Option<usize>,
+    /// Llama 3.1's RoPE scaling: (factor, low, high, original context).
+    llama3_rope: Option<(f32, f32, f32, f32)>,
+    /// Gemma 2's attention and final-logit caps.
+    softcaps: Option<(f32, f32)>,
 }
 
-const SHAPES: &[LlamaShape] = &[
+const fn llama(name: &'static str, hidden: usize, layers: usize, heads: usize) -> Shape {
+    Shape {
+        name,
+        architecture: "llama",
+        layout: Layout::Llama,
+        hidden,
+        layers,
+        heads,
+        kv_heads: heads,
+        head_dim: hidden / heads,
+        ffn: 4 * hidden,
+        vocab: 32_000,
+        context: 8192,
+        rope_theta: 10_000.0,
+        tied: false,
+        sliding_window: None,
+        llama3_rope: None,
+        softcaps: None,
+    }
+}
+
+const SHAPES: &[Shape] = &[
     // SmolLM2-135M
-    LlamaShape {
-        name: "llama-135m",
-        hidden: 576,
-        layers: 30,
-        heads: 9,
+    Shape {
         kv_heads: 3,
         ffn: 1536,
         vocab: 49_152,
         rope_theta: 100_000.0,
         tied: true,
+        ..llama("llama-135m", 576, 30, 9)
     },
-    // Llama-3.2-1B
-    LlamaShape {
-        name: "llama-1b",
-        hidden: 2048,
-        layers: 16,
-        heads: 32,
+    // Llama-3.2-1B (its RoPE scaling left out, as before the scaling was supported)
+    Shape {
         kv_heads: 8,
         ffn: 8192,
         vocab: 128_256,
         rope_theta: 500_000.0,
         tied: true,
+        ..llama("llama-1b", 2048, 16, 32)
     },
-    // Llama-3.1-8B
-    LlamaShape {
-        name: "llama-8b",
-        hidden: 4096,
-        layers: 32,
-        heads: 32,
+    // Llama-3.1-8B without its RoPE scaling (the shape measured before it was supported)
+    Shape {
         kv_heads: 8,
         ffn: 14_336,
         vocab: 128_256,
         rope_theta: 500_000.0,
-        tied: false,
+        ..llama("llama-8b", 4096, 32, 32)
+    },
+    // Llama-3.1-8B(-Instruct), with its llama3 RoPE scaling
+    Shape {
+        kv_heads: 8,
+        ffn: 14_336,
+        vocab: 128_256,
+        context: 131_072,
+        rope_theta: 500_000.0,
+        llama3_rope: Some((8.0, 1.0, 4.0, 8192.0)),
+        ..llama("llama-3.1-8b", 4096, 32, 32)
+    },
+    // Mistral-7B-Instruct-v0.1 (sliding window 4,096)
+    Shape {
+        kv_heads: 8,
+        ffn: 14_336,
+        vocab: 32_000,
+        context: 32_768,
+        sliding_window: Some(4096),
+        ..llama("mistral-7b", 4096, 32, 32)
+    },
+    // Qwen3-8B
+    Shape {
+        architecture: "qwen3",
+        layout: Layout::QkNorm,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 12_288,
+        vocab: 151_936,
+        context: 40_960,
+        rope_theta: 1_000_000.0,
+        ..llama("qwen3-8b", 4096, 36, 32)
+    },
+    // gemma-2-9b(-it)
+    Shape {
+        architecture: "gemma2",
+        layout: Layout::Gemma,
+        kv_heads: 8,
+        head_dim: 256,
+        ffn: 14_336,
+        vocab: 256_000,
+        tied: true,
+        sliding_window: Some(4096),
+        softcaps: Some((50.0, 30.0)),
+        ..llama("gemma2-9b", 3584, 42, 16)
+    },
+    // gemma-3-270m
+    Shape {
+        architecture: "gemma3",
+        layout: Layout::GemmaQkNorm,
+        kv_heads: 1,
+        head_dim: 256,
+        ffn: 2048,
+        vocab: 262_144,
+        context: 32_768,
+        rope_theta: 1_000_000.0,
+        tied: true,
+        sliding_window: Some(512),
+        ..llama("gemma3-270m", 640, 18, 4)
+    },
+    // Phi-3-mini-4k-instruct
+    Shape {
+        architecture: "phi3",
+        layout: Layout::Fused,
+        ffn: 8192,
+        vocab: 32_064,
+        context: 4096,
+        sliding_window: Some(2047),
+        ..llama("phi3-mini", 3072, 32, 32)
     },
 ];
 
@@ -88,7 +194,7 @@ const SHAPES: &[LlamaShape] = &[
 pub struct SyntheticSpec {
     /// The spec as given, which names the model in reports and messages.
     pub text: String,
-    shape: LlamaShape,
+    shape: Shape,
     /// The quantized format of the weight matrices (norms stay f32); `None`: f32.
     format: Option<GgmlDType>,
     /// A folder with the `tokenizer.json` (and `tokenizer_config.json`) to use; `None`: the
@@ -143,24 +249,44 @@ pub fn open(spec: &SyntheticSpec) -> (Metadata, SyntheticTensors) {
     )
 }
 
-fn shape_metadata(shape: &LlamaShape) -> Metadata {
+fn shape_metadata(shape: &Shape) -> Metadata {
     let mut m = Metadata::new();
-    m.insert("general.architecture".into(), Value::String("llama".into()));
-    let mut int = |k: &str, v: usize| {
-        m.insert(format!("llama.{k}"), Value::U64(v as u64));
-    };
-    int("embedding_length", shape.hidden);
-    int("block_count", shape.layers);
-    int("attention.head_count", shape.heads);
-    int("attention.head_count_kv", shape.kv_heads);
-    int("feed_forward_length", shape.ffn);
-    int("context_length", 8192);
-    int("rope.dimension_count", shape.hidden / shape.heads);
-    m.insert("llama.rope.freq_base".into(), Value::F32(shape.rope_theta));
+    let arch = shape.architecture;
     m.insert(
-        "llama.attention.layer_norm_rms_epsilon".into(),
-        Value::F32(1e-5),
+        "general.architecture".into(),
+        Value::String(arch.to_string()),
     );
+    let mut set = |k: &str, v: Value| {
+        m.insert(format!("{arch}.{k}"), v);
+    };
+    let int = |v: usize| Value::U64(v as u64);
+    set("embedding_length", int(shape.hidden));
+    set("block_count", int(shape.layers));
+    set("attention.head_count", int(shape.heads));
+    set("attention.head_count_kv", int(shape.kv_heads));
+    set("feed_forward_length", int(shape.ffn));
+    set("context_length", int(shape.context));
+    set("attention.key_length", int(shape.head_dim));
+    set("attention.value_length", int(shape.head_dim));
+    if !matches!(shape.layout, Layout::Gemma | Layout::GemmaQkNorm) {
+        set("rope.dimension_count", int(shape.head_dim));
+    }
+    set("rope.freq_base", Value::F32(shape.rope_theta));
+    set("attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    if let Some(window) = shape.sliding_window {
+        set("attention.sliding_window", int(window));
+    }
+    if let Some((factor, low, high, original)) = shape.llama3_rope {
+        set("rope.scaling.type", Value::String("llama3".into()));
+        set("rope.scaling.factor", Value::F32(factor));
+        set("rope.scaling.low_freq_factor", Value::F32(low));
+        set("rope.scaling.high_freq_factor", Value::F32(high));
+        set("rope.scaling.original_context_length", Value::F32(original));
+    }
+    if let Some((attention, last)) = shape.softcaps {
+        set("attn_logit_softcapping", Value::F32(attention));
+        set("final_logit_softcapping", Value::F32(last));
+    }
     m
 }
 
@@ -202,13 +328,13 @@ fn parse_format(spec: &str, name: &str) -> Result<GgmlDType> {
 }
 
 impl SyntheticTensors {
-    fn new(origin: &str, shape: &LlamaShape, format: Option<GgmlDType>) -> Self {
-        let head_dim = shape.hidden / shape.heads;
-        let (q, kv, h, f) = (
-            shape.heads * head_dim,
-            shape.kv_heads * head_dim,
+    fn new(origin: &str, shape: &Shape, format: Option<GgmlDType>) -> Self {
+        let (q, kv, h, f, d) = (
+            shape.heads * shape.head_dim,
+            shape.kv_heads * shape.head_dim,
             shape.hidden,
             shape.ffn,
+            shape.head_dim,
         );
         let mut shapes = HashMap::new();
         shapes.insert("token_embd.weight".to_string(), vec![shape.vocab, h]);
@@ -216,19 +342,36 @@ impl SyntheticTensors {
         if !shape.tied {
             shapes.insert("output.weight".to_string(), vec![shape.vocab, h]);
         }
+        let mut layer: Vec<(&str, Vec<usize>)> = vec![
+            ("attn_norm", vec![h]),
+            ("attn_output", vec![h, q]),
+            ("ffn_norm", vec![h]),
+            ("ffn_down", vec![h, f]),
+        ];
+        match shape.layout {
+            Layout::Fused => {
+                layer.push(("attn_qkv", vec![q + 2 * kv, h]));
+                layer.push(("ffn_up", vec![2 * f, h]));
+            }
+            _ => {
+                layer.push(("attn_q", vec![q, h]));
+                layer.push(("attn_k", vec![kv, h]));
+                layer.push(("attn_v", vec![kv, h]));
+                layer.push(("ffn_gate", vec![f, h]));
+                layer.push(("ffn_up", vec![f, h]));
+            }
+        }
+        if matches!(shape.layout, Layout::QkNorm | Layout::GemmaQkNorm) {
+            layer.push(("attn_q_norm", vec![d]));
+            layer.push(("attn_k_norm", vec![d]));
+        }
+        if matches!(shape.layout, Layout::Gemma | Layout::GemmaQkNorm) {
+            layer.push(("post_attention_norm", vec![h]));
+            layer.push(("post_ffw_norm", vec![h]));
+        }
         for i in 0..shape.layers {
-            for (name, dims) in [
-                ("attn_norm", vec![h]),
-                ("attn_q", vec![q, h]),
-                ("attn_k", vec![kv, h]),
-                ("attn_v", vec![kv, h]),
-                ("attn_output", vec![h, q]),
-                ("ffn_norm", vec![h]),
-                ("ffn_gate", vec![f, h]),
-                ("ffn_up", vec![f, h]),
-                ("ffn_down", vec![h, f]),
-            ] {
-                shapes.insert(format!("blk.{i}.{name}.weight"), dims);
+            for (name, dims) in &layer {
+                shapes.insert(format!("blk.{i}.{name}.weight"), dims.clone());
             }
         }
         Self {
@@ -350,7 +493,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            err.contains("llama-135m") && err.contains("llama-8b"),
+            err.contains("llama-135m") && err.contains("gemma2-9b") && err.contains("phi3-mini"),
             "{err}"
         );
     }
