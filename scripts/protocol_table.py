@@ -15,9 +15,10 @@ For each: F1 and distance with 95 % CIs, misaligned cells, the bias block, the a
 each cell's binarised V and A with balanced's (Task 2 over the cells balanced answered the
 same way in both orders), and the cost. Costs come from the folders' unit files: a unit's
 tokens and seconds as stored when it was scored. The paper protocol's units are not in a
-balanced folder; pass --paper-run FOLDER (a `--protocol paper --debias pride` run of the same
-model and selection) for measured paper costs, else they are estimated from the balanced
-units (Task 1: 8 of 16 variants; Task 2: 1 of 2; PriDe: the sampled paper questions' share).
+balanced folder; pass --paper-run MODEL=FOLDER (a `--protocol paper --debias pride` run of the
+same model and selection) to take the paper rows from that run (its measures and its measured
+costs), else they are the views of the balanced folder with costs estimated from its units
+(Task 1: 8 of 16 variants; Task 2: 1 of 2; PriDe: the sampled paper questions' share).
 
 usage: scripts/protocol_table.py [--valuelens BIN] [--paper-run MODEL=FOLDER]... FOLDER...
 Prints a Markdown table and writes protocol_table.json beside it (--json PATH).
@@ -125,7 +126,11 @@ def main():
             reports = {}
             for name, flags in views.items():
                 out = os.path.join(tmp, model, name.replace(" + ", "-"))
-                reports[name] = metrics(args.valuelens, folder, out, *flags)
+                source = folder
+                if model in paper_runs and name != "balanced":
+                    # The paper questions as a paper run asked them (its own units).
+                    source, flags = paper_runs[model], flags[2:]
+                reports[name] = metrics(args.valuelens, source, out, *flags)
             if model in paper_runs:
                 (paper_cost, pride_cost), measured = measured_costs(paper_runs[model]), True
             else:

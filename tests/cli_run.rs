@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 use common::succeed;
 use valuelens::engine::requests::read_requests;
 
-/// One country, two topics, two values: four units (Task 1 and Task 2 of two scenarios).
-const SUBSET: [&str; 6] = [
+/// One country, two topics, two values: four units (Task 1 and Task 2 of two scenarios), asked
+/// as the paper asked them (no debiasing: exactly the paper's requests).
+const SUBSET: [&str; 8] = [
     "--countries",
     "Egypt",
     "--topics",
     "Religion,Politics",
     "--values",
     "Equality,Wealth",
+    "--debias",
+    "none",
 ];
 
 fn valuelens(args: &[&str], extra: &[&Path]) -> Command {
@@ -948,5 +951,46 @@ fn metrics_refuses_priors_or_variants_a_run_does_not_have() {
             "expected '{expected}' in: {stderr}"
         );
         assert!(!out.join("metrics.json").exists());
+    }
+}
+
+/// The default run is the paper's questions with PriDe: its requests are the paper's plus the
+/// sampled questions in their other orders (ids with `|s<shift>`), and nothing else.
+#[test]
+fn the_default_run_asks_the_papers_questions_and_prides_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = dir.path().join("requests.jsonl");
+    succeed(valuelens(
+        &[
+            "run",
+            "--countries",
+            "Egypt",
+            "--topics",
+            "Religion,Politics",
+            "--values",
+            "Equality,Wealth",
+            "--dump-requests",
+        ],
+        &[&requests],
+    ));
+    let dumped = read_requests(&requests).unwrap();
+    let (permuted, paper): (Vec<_>, Vec<_>) = dumped.iter().partition(|r| r.id.contains("|s"));
+    assert_eq!(
+        paper.len(),
+        2 * 8 * 2 * 4 + 2 * 2 * 2,
+        "the paper's requests"
+    );
+    assert!(!permuted.is_empty(), "PriDe's sample");
+    for request in &permuted {
+        let shift_free = request
+            .id
+            .replace("|s1|", "|")
+            .replace("|s2|", "|")
+            .replace("|s3|", "|");
+        assert!(
+            paper.iter().any(|p| p.id == shift_free),
+            "{} permutes a question the run asks",
+            request.id
+        );
     }
 }

@@ -81,10 +81,11 @@ pub struct RunArgs {
     /// scales (variants 0–15) and Task 2 in both orders (variants 5 and 7).
     #[arg(long, value_enum, default_value = "paper")]
     pub protocol: Protocol,
-    /// none: the answers as the model gives them; pride: estimate the model's preference for
-    /// option labels on a seeded sample of questions asked in every cyclic order of their
-    /// answers (PriDe), and divide it out of every question.
-    #[arg(long, value_enum, default_value = "none")]
+    /// pride (default): estimate the model's preference for option labels on a seeded sample
+    /// of questions asked in every cyclic order of their answers (PriDe), and divide it out of
+    /// every question; none: the answers as the model gives them (with --protocol paper,
+    /// exactly the paper's protocol).
+    #[arg(long, value_enum, default_value = "pride")]
     pub debias: Debias,
     /// With --debias pride: the fraction of questions sampled (Task-1 prompts and Task-2
     /// questions), in (0, 1].
