@@ -915,6 +915,11 @@ fn a_pride_run_estimates_its_priors_from_its_files() {
     // The summary says what was divided out.
     let summary = read(&run.join("summary.md"));
     assert!(summary.contains("Debiased with PriDe"), "{summary}");
+    // run.json: what the permuted questions added, a part of what the run computed.
+    let record: serde_json::Value = serde_json::from_str(&read(&run.join("run.json"))).unwrap();
+    let added = record["pride"]["computed_tokens"].as_u64().unwrap();
+    let total = record["tokens"]["computed_tokens"].as_u64().unwrap();
+    assert!(added > 0 && added < total, "{added} of {total}");
 }
 
 /// Asking `metrics` for what a run's files cannot give fails with what to do.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
-use super::store::{UnitScores, UnitStore};
+use super::store::{PermutedCost, UnitScores, UnitStore};
 use super::units::{Plan, Task};
 use crate::engine::{self, EngineOptions, EngineStats};
 use crate::model::Model;
@@ -23,9 +23,9 @@ pub struct Outcome {
     pub permuted_stated: Vec<PermutedItem<4>>,
     pub permuted_action: Vec<PermutedItem<2>>,
     pub stats: EngineStats,
-    /// The part of `stats` that PriDe's permuted questions cost.
-    pub permuted_stats: EngineStats,
-    /// Scoring seconds of the permuted questions' units (all invocations).
+    /// Tokens computed for PriDe's permuted questions beyond their units' own questions.
+    pub permuted_tokens: usize,
+    /// Their share of the scoring seconds (all invocations).
     pub permuted_seconds: f64,
     /// Scoring seconds of all units, including those of earlier, interrupted invocations.
     pub compute_seconds: f64,
@@ -52,7 +52,7 @@ pub fn execute(
     let started = Instant::now();
     for unit in units {
         progress.set_message(unit.describe());
-        let requests = plan.requests(unit)?;
+        let (requests, own_count) = plan.requests(unit)?;
         let scores = match store.load(unit, &requests)? {
             Some(scores) => {
                 outcome.resumed_units += 1;
@@ -64,12 +64,27 @@ pub fn execute(
                 let scoring = Instant::now();
                 let (scores, stats) = engine::score_with_stats(model, &requests, options, None)
                     .with_context(|| format!("scoring {}", unit.describe()))?;
+                let seconds = scoring.elapsed().as_secs_f64();
+                // What the permuted questions add: the unit's tokens beyond those its own
+                // questions alone would compute (planned, not run), and that share of its time.
+                let permuted = match own_count < requests.len() {
+                    true => {
+                        let own = engine::plan_stats(model, &requests[..own_count], options)?;
+                        let tokens = stats.computed_tokens.saturating_sub(own.computed_tokens);
+                        Some(PermutedCost {
+                            computed_tokens: tokens,
+                            seconds: seconds * tokens as f64 / stats.computed_tokens.max(1) as f64,
+                        })
+                    }
+                    false => None,
+                };
                 let scores = UnitScores {
                     unit: unit.name(),
-                    seconds: scoring.elapsed().as_secs_f64(),
+                    seconds,
                     stats,
                     ids: scores.iter().map(|s| s.id.clone()).collect(),
                     logprobs: scores.iter().map(|s| s.logprob).collect(),
+                    permuted,
                 };
                 store.save(unit, &scores)?;
                 progress.inc(plan.weight(unit));
@@ -77,36 +92,45 @@ pub fn execute(
             }
         };
         outcome.stats.add(&scores.stats);
-        if matches!(unit.task, Task::StatedPermuted | Task::ActionPermuted) {
-            outcome.permuted_stats.add(&scores.stats);
-            outcome.permuted_seconds += scores.seconds;
+        if let Some(permuted) = &scores.permuted {
+            outcome.permuted_tokens += permuted.computed_tokens;
+            outcome.permuted_seconds += permuted.seconds;
         }
         outcome.compute_seconds += scores.seconds;
+        let (own, permuted) = scores.logprobs.split_at(own_count);
         match unit.task {
-            Task::Stated => outcome.stated.extend(stated::items(
-                unit.scenario,
-                &plan.protocol.task1_variants(),
-                &plan.selection.values,
-                &scores.logprobs,
-            )),
-            Task::Action => outcome.action.extend(action::items(
-                plan.dataset,
-                unit.scenario,
-                &plan.protocol.task2_variants(),
-                &plan.selection.values,
-                &scores.logprobs,
-            )),
-            Task::StatedPermuted => outcome.permuted_stated.extend(pride::task1_items(
-                unit.scenario,
-                &plan.pride_sample().task1_variants(unit.scenario),
-                &plan.selection.values,
-                &scores.logprobs,
-            )),
-            Task::ActionPermuted => outcome.permuted_action.extend(pride::task2_items(
-                unit.scenario,
-                &plan.pride_sample().task2_questions(unit.scenario),
-                &scores.logprobs,
-            )),
+            Task::Stated => {
+                outcome.stated.extend(stated::items(
+                    unit.scenario,
+                    &plan.protocol.task1_variants(),
+                    &plan.selection.values,
+                    own,
+                ));
+                if plan.sample.is_some() {
+                    outcome.permuted_stated.extend(pride::task1_items(
+                        unit.scenario,
+                        &plan.pride_sample().task1_variants(unit.scenario),
+                        &plan.selection.values,
+                        permuted,
+                    ));
+                }
+            }
+            Task::Action => {
+                outcome.action.extend(action::items(
+                    plan.dataset,
+                    unit.scenario,
+                    &plan.protocol.task2_variants(),
+                    &plan.selection.values,
+                    own,
+                ));
+                if plan.sample.is_some() {
+                    outcome.permuted_action.extend(pride::task2_items(
+                        unit.scenario,
+                        &plan.pride_sample().task2_questions(unit.scenario),
+                        permuted,
+                    ));
+                }
+            }
         }
     }
     outcome.session_seconds = started.elapsed().as_secs_f64();

@@ -161,7 +161,7 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
             settings: options.pride,
             task1_prompts: sample.task1.len(),
             task2_questions: sample.task2.len(),
-            tokens: outcome.permuted_stats,
+            computed_tokens: outcome.permuted_tokens,
             compute_s: outcome.permuted_seconds,
         });
     }
@@ -233,7 +233,7 @@ pub fn dump_requests(options: &RunOptions, path: &Path) -> Result<usize> {
     let mut n = 0usize;
     write_atomically(path, |out| {
         for unit in plan.units() {
-            for request in plan.requests(unit)? {
+            for request in plan.requests(unit)?.0 {
                 write_json_line(out, &request)?;
                 n += 1;
             }

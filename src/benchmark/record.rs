@@ -60,8 +60,10 @@ pub struct PrideRecord {
     pub task1_prompts: usize,
     /// Sampled Task-2 questions, each asked once more with its options swapped.
     pub task2_questions: usize,
-    /// What the permuted questions cost (included in the run's `tokens` and timings).
-    pub tokens: EngineStats,
+    /// What the permuted questions added (included in the run's `tokens` and timings): the
+    /// tokens their units computed beyond those the units' own questions alone would, and
+    /// that share of the units' seconds.
+    pub computed_tokens: usize,
     pub compute_s: f64,
 }
 

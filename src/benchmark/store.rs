@@ -24,6 +24,16 @@ pub struct UnitScores {
     pub stats: EngineStats,
     pub ids: Vec<String>,
     pub logprobs: Vec<f64>,
+    /// What PriDe's permuted questions added to the unit, where it asked any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permuted: Option<PermutedCost>,
+}
+
+/// The tokens and the share of seconds that a unit's permuted questions added.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PermutedCost {
+    pub computed_tokens: usize,
+    pub seconds: f64,
 }
 
 /// The finished units of a results folder (`<out>/checkpoints/`), bound to one run

@@ -67,9 +67,8 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
              of the run) in {:.1} s",
             pride.task1_prompts,
             pride.task2_questions,
-            pride.tokens.computed_tokens,
-            100.0 * pride.tokens.computed_tokens as f64
-                / record.tokens.computed_tokens.max(1) as f64,
+            pride.computed_tokens,
+            100.0 * pride.computed_tokens as f64 / record.tokens.computed_tokens.max(1) as f64,
             pride.compute_s
         );
     }

@@ -22,13 +22,11 @@ const TASK2_QUESTION_TOKENS: u64 = 86;
 pub enum Task {
     Stated,
     Action,
-    /// PriDe's sampled Task-1 prompts in their other cyclic orders.
-    StatedPermuted,
-    /// PriDe's sampled Task-2 questions with their options swapped.
-    ActionPermuted,
 }
 
-/// One task in one scenario: the grain of scoring and of stored progress.
+/// One task in one scenario: the grain of scoring and of stored progress. With PriDe, a unit
+/// also asks its scenario's sampled questions in their other orders, in the same engine call,
+/// so that they share their prompts' prefixes with the questions' own orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unit {
     pub task: Task,
@@ -40,8 +38,6 @@ impl Unit {
         let task = match self.task {
             Task::Stated => "t1",
             Task::Action => "t2",
-            Task::StatedPermuted => "p1",
-            Task::ActionPermuted => "p2",
         };
         format!("{task}-{:03}", self.scenario)
     }
@@ -50,8 +46,6 @@ impl Unit {
         let task = match self.task {
             Task::Stated => "Task 1",
             Task::Action => "Task 2",
-            Task::StatedPermuted => "Task 1 (PriDe sample)",
-            Task::ActionPermuted => "Task 2 (PriDe sample)",
         };
         format!(
             "{task} {} / {}",
@@ -73,8 +67,7 @@ pub struct Plan<'a> {
 
 impl Plan<'_> {
     /// Task 1 for every selected scenario, then Task 2 for every selected scenario with a
-    /// usable pair among the selected values, then PriDe's permuted questions of each
-    /// scenario with sampled ones.
+    /// usable pair among the selected values.
     pub fn units(&self) -> Vec<Unit> {
         let scenarios = self.selection.scenarios();
         let with_pairs: HashSet<usize> = self
@@ -94,40 +87,20 @@ impl Plan<'_> {
                 task: Task::Action,
                 scenario,
             });
-        let unit = |task| move |scenario| Unit { task, scenario };
-        let (permuted_stated, permuted_action) = match &self.sample {
-            Some(sample) => (
-                scenarios
-                    .iter()
-                    .copied()
-                    .filter(|&s| !sample.task1_variants(s).is_empty())
-                    .map(unit(Task::StatedPermuted))
-                    .collect(),
-                scenarios
-                    .iter()
-                    .copied()
-                    .filter(|&s| !sample.task2_questions(s).is_empty())
-                    .map(unit(Task::ActionPermuted))
-                    .collect(),
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        stated
-            .chain(action)
-            .chain(permuted_stated)
-            .chain(permuted_action)
-            .collect()
+        stated.chain(action).collect()
     }
 
-    /// PriDe's sample; only units of a run with one ask for it.
+    /// PriDe's sample; only runs with one ask for it.
     pub fn pride_sample(&self) -> &Sample {
         self.sample
             .as_ref()
-            .expect("permuted units exist only in runs with a sample")
+            .expect("permuted questions exist only in runs with a sample")
     }
 
-    pub fn requests(&self, unit: Unit) -> Result<Vec<Request>> {
-        match unit.task {
+    /// A unit's requests: its questions in the protocol's variants, then (with PriDe) its
+    /// sampled questions in their other orders; and how many of them are the former.
+    pub fn requests(&self, unit: Unit) -> Result<(Vec<Request>, usize)> {
+        let own = match unit.task {
             Task::Stated => stated::requests(
                 self.format,
                 unit.scenario,
@@ -141,26 +114,36 @@ impl Plan<'_> {
                 &self.protocol.task2_variants(),
                 &self.selection.values,
             ),
-            Task::StatedPermuted => pride::task1_requests(
+        }
+        .with_context(|| format!("building the prompts of {}", unit.describe()))?;
+        let own_count = own.len();
+        let Some(sample) = &self.sample else {
+            return Ok((own, own_count));
+        };
+        let permuted = match unit.task {
+            Task::Stated => pride::task1_requests(
                 self.format,
                 unit.scenario,
-                &self.pride_sample().task1_variants(unit.scenario),
+                &sample.task1_variants(unit.scenario),
                 &self.selection.values,
             ),
-            Task::ActionPermuted => pride::task2_requests(
+            Task::Action => pride::task2_requests(
                 self.format,
                 self.dataset,
                 unit.scenario,
-                &self.pride_sample().task2_questions(unit.scenario),
+                &sample.task2_questions(unit.scenario),
                 &self.selection.values,
             ),
         }
-        .with_context(|| format!("building the prompts of {}", unit.describe()))
+        .with_context(|| format!("building the permuted prompts of {}", unit.describe()))?;
+        let mut requests = own;
+        requests.extend(permuted);
+        Ok((requests, own_count))
     }
 
     /// An estimate of the tokens a unit computes, for the progress bar.
     pub fn weight(&self, unit: Unit) -> u64 {
-        match unit.task {
+        let own = match unit.task {
             Task::Stated => self.protocol.task1_variants().len() as u64 * TASK1_PROMPT_TOKENS,
             Task::Action => {
                 let pairs = self
@@ -172,14 +155,17 @@ impl Plan<'_> {
                     .count() as u64;
                 pairs * self.protocol.task2_variants().len() as u64 * TASK2_QUESTION_TOKENS
             }
-            Task::StatedPermuted => {
-                let prompts = self.pride_sample().task1_variants(unit.scenario).len() as u64;
+        };
+        let permuted = match (&self.sample, unit.task) {
+            (None, _) => 0,
+            (Some(sample), Task::Stated) => {
+                let prompts = sample.task1_variants(unit.scenario).len() as u64;
                 prompts * (TASK1_OPTIONS as u64 - 1) * TASK1_PROMPT_TOKENS
             }
-            Task::ActionPermuted => {
-                self.pride_sample().task2_questions(unit.scenario).len() as u64
-                    * TASK2_QUESTION_TOKENS
+            (Some(sample), Task::Action) => {
+                sample.task2_questions(unit.scenario).len() as u64 * TASK2_QUESTION_TOKENS
             }
-        }
+        };
+        own + permuted
     }
 }

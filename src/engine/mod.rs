@@ -15,6 +15,6 @@ mod score;
 mod tokenize;
 mod types;
 
-pub use score::{score, score_stream, score_tokenized, score_with_stats, TokenScores};
+pub use score::{plan_stats, score, score_stream, score_tokenized, score_with_stats, TokenScores};
 pub use tokenize::{tokenize_request, tokenize_requests, tokenize_with, TokenizedRequest};
 pub use types::{EngineOptions, EngineStats, Request, Score};

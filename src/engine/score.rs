@@ -60,13 +60,35 @@ pub fn score_tokenized(
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<TokenScores>, EngineStats)> {
+    run_tokenized(model, requests, options, progress, true)
+}
+
+/// What scoring `requests` would compute (tokens, forwards), planned without running the
+/// model: e.g. the share of a unit's cost that some of its requests add.
+pub fn plan_stats(
+    model: &Model,
+    requests: &[Request],
+    options: &EngineOptions,
+) -> Result<EngineStats> {
+    let tokenized = tokenize_requests(model, requests)?;
+    Ok(run_tokenized(model, &tokenized, options, None, false)?.1)
+}
+
+/// Plans the forwards of `requests` and, with `score`, runs them.
+fn run_tokenized(
+    model: &Model,
+    requests: &[TokenizedRequest],
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+    score: bool,
+) -> Result<(Vec<TokenScores>, EngineStats)> {
     let regimes: Vec<u8> = requests
         .iter()
         .map(|r| model.rope_regime(r.input().len()))
         .collect();
     let first = regimes.first().copied().unwrap_or(0);
     if regimes.iter().all(|&r| r == first) {
-        return score_regime(model, requests, first, options, progress);
+        return score_regime(model, requests, first, options, progress, score);
     }
     // Inputs whose length gives them other rotary frequencies are scored apart: a prefix
     // computed with one regime's frequencies is not the prefix of the other's.
@@ -80,7 +102,7 @@ pub fn score_tokenized(
             .filter(|&i| regimes[i] == regime)
             .collect();
         let group: Vec<TokenizedRequest> = members.iter().map(|&i| requests[i].clone()).collect();
-        let (scores, group_stats) = score_regime(model, &group, regime, options, progress)?;
+        let (scores, group_stats) = score_regime(model, &group, regime, options, progress, score)?;
         for (i, score) in members.into_iter().zip(scores) {
             results[i] = score;
         }
@@ -96,6 +118,7 @@ fn score_regime(
     regime: u8,
     options: &EngineOptions,
     progress: Option<&ProgressBar>,
+    score: bool,
 ) -> Result<(Vec<TokenScores>, EngineStats)> {
     let mut tree = PrefixTree::default();
     let mut pending: Vec<(u32, Consumer)> = Vec::new();
@@ -140,6 +163,11 @@ fn score_regime(
         ..EngineStats::default()
     };
     for mut planned in Schedule::new(&segments, &consumers, requests, options.batch_tokens) {
+        stats.computed_tokens += planned.batch.tokens.len();
+        stats.forwards += 1;
+        if !score {
+            continue;
+        }
         planned.batch.rope_regime = regime;
         let scores = model.score(&planned.batch)?;
         for &(t, (i, j)) in &planned.answers {
@@ -147,8 +175,6 @@ fn score_regime(
             result.token_logprobs[j as usize] = scores[t].logprob;
             result.greedy &= scores[t].is_argmax;
         }
-        stats.computed_tokens += planned.batch.tokens.len();
-        stats.forwards += 1;
         if let Some(bar) = progress {
             bar.inc(planned.batch.tokens.len() as u64);
         }
