@@ -48,11 +48,19 @@ def metrics(valuelens, folder, out, *flags):
     return report, cells
 
 
-def agreement(cells, balanced):
-    """Share of cells whose binarised V equals balanced's; of the cells balanced answered the
-    same way in both orders (A of 0 or 1), the share whose binarised A equals it."""
+def pair_cells(folder):
+    """The cells with a usable Task-2 pair (the others' A is 0 by the paper's convention)."""
+    with open(os.path.join(folder, "action.csv")) as f:
+        return {(r["country"], r["topic"], r["value"]) for r in csv.DictReader(f)}
+
+
+def agreement(cells, balanced, with_pairs):
+    """Share of cells whose binarised V equals balanced's; of the cells with a pair that
+    balanced answered the same way in both orders (A of 0 or 1), the share whose binarised A
+    equals it."""
     stated = sum(cells[c]["stated_disagree"] == balanced[c]["stated_disagree"] for c in cells)
-    decided = [c for c in cells if float(balanced[c]["action"]) in (0.0, 1.0)]
+    decided = [c for c in cells
+               if c in with_pairs and float(balanced[c]["action"]) in (0.0, 1.0)]
     action = sum(cells[c]["action_disagree"] == balanced[c]["action_disagree"] for c in decided)
     return {
         "task1": stated / len(cells),
@@ -143,6 +151,7 @@ def main():
                 "balanced": balanced_cost,
             }
             balanced_cells = reports["balanced"][1]
+            with_pairs = pair_cells(folder)
             for name, (report, cells) in reports.items():
                 bias = report["bias"]
                 t1, t2 = bias["task1"], bias["task2"]
@@ -165,7 +174,7 @@ def main():
                     "order_consistency": t2["order_consistency"],
                     "task1_prior": t1.get("prior"),
                     "task2_prior": t2.get("prior"),
-                    "agreement_with_balanced": agreement(cells, balanced_cells),
+                    "agreement_with_balanced": agreement(cells, balanced_cells, with_pairs),
                     "computed_tokens": costs[name][0],
                     "compute_s": costs[name][1],
                     "cost_measured": measured or name == "balanced",
