@@ -935,27 +935,9 @@ fn metrics_refuses_priors_or_variants_a_run_does_not_have() {
     ] {
         let mut args = vec!["metrics"];
         args.extend(flags);
-        args.push("--stated");
-        let out = dir.path().join(flags[1]);
-        let output = valuelens(
-            &args,
-            &[
-                &stated,
-                Path::new("--action"),
-                &action,
-                Path::new("--out"),
-                &out,
-            ],
-        )
-        .output()
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains(expected),
-            "expected '{expected}' in: {stderr}"
-        );
-        assert!(!out.join("metrics.json").exists());
+        args.extend(["--stated", stated.to_str().unwrap()]);
+        args.extend(["--action", action.to_str().unwrap()]);
+        run_fails(&args, &dir.path().join(flags[1]), expected);
     }
 }
 

@@ -143,21 +143,18 @@ fn of_run(inputs: &MetricsInputs) -> Result<Recomputed> {
         let (task1, task2) = (view.task1_variants(), view.task2_variants());
         let asked_task1: BTreeSet<usize> = stated_items.iter().map(|i| i.variant).collect();
         let asked_task2: BTreeSet<usize> = action_items.iter().map(|i| i.variant).collect();
-        if let Some(v) = task1.iter().find(|v| !asked_task1.contains(v)) {
-            bail!(
-                "{} has no Task-1 variant {v}, which --protocol {} asks: give a protocol the run \
-                 covers (its own, or paper from full or balanced)",
-                stated_csv.display(),
-                view.name()
-            );
-        }
-        if let Some(v) = task2.iter().find(|v| !asked_task2.contains(v)) {
-            bail!(
-                "{} has no Task-2 variant {v}, which --protocol {} asks: give a protocol the run \
-                 covers (its own, or paper from full or balanced)",
-                action_csv.display(),
-                view.name()
-            );
+        for (task, wanted, asked, csv) in [
+            ("Task-1", &task1, &asked_task1, stated_csv),
+            ("Task-2", &task2, &asked_task2, action_csv),
+        ] {
+            if let Some(v) = wanted.iter().find(|v| !asked.contains(v)) {
+                bail!(
+                    "{} has no {task} variant {v}, which --protocol {} asks: give a protocol the \
+                     run covers (its own, or paper from full or balanced)",
+                    csv.display(),
+                    view.name()
+                );
+            }
         }
         stated_items.retain(|i| task1.contains(&i.variant));
         action_items.retain(|i| task2.contains(&i.variant));
