@@ -70,14 +70,24 @@ def agreement(cells, balanced, with_pairs):
 
 
 def unit_costs(folder):
-    """Tokens computed and seconds per unit kind (t1, t2, p1, p2) of a results folder."""
+    """Tokens computed and seconds per unit kind of a results folder: t1, t2 (the questions)
+    and p1, p2 (PriDe's permuted questions: separate units in runs before c2eb787, since then
+    the `permuted` share of each t1/t2 unit, taken out of that unit's own cost)."""
     costs = {}
+
+    def add(kind, tokens, seconds):
+        t, s = costs.get(kind, (0, 0.0))
+        costs[kind] = (t + tokens, s + seconds)
+
     for path in glob.glob(os.path.join(folder, "checkpoints", "*-*.json")):
         kind = os.path.basename(path).split("-")[0]
         with open(path) as f:
             unit = json.load(f)
-        tokens, seconds = costs.get(kind, (0, 0.0))
-        costs[kind] = (tokens + unit["stats"]["computed_tokens"], seconds + unit["seconds"])
+        permuted = unit.get("permuted") or {"computed_tokens": 0, "seconds": 0.0}
+        add(kind, unit["stats"]["computed_tokens"] - permuted["computed_tokens"],
+            unit["seconds"] - permuted["seconds"])
+        if permuted["computed_tokens"]:
+            add("p" + kind[1:], permuted["computed_tokens"], permuted["seconds"])
     return costs
 
 
@@ -95,7 +105,8 @@ def estimated_costs(folder):
     share1 = sum(int(r["variant"]) < 8 for r in t1_rows) / max(len(t1_rows), 1)
     share2 = sum(r["variant"] == "5" for r in t2_rows) / max(len(t2_rows), 1)
     paper = tuple(c["t1"][i] / 2 + c["t2"][i] / 2 for i in (0, 1))
-    pride = tuple(c["p1"][i] * share1 + c["p2"][i] * share2 for i in (0, 1))
+    p1, p2 = c.get("p1", (0, 0.0)), c.get("p2", (0, 0.0))
+    pride = tuple(p1[i] * share1 + p2[i] * share2 for i in (0, 1))
     return paper, pride
 
 
