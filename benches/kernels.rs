@@ -1,39 +1,65 @@
-//! Matrix-multiplication kernels at the shapes of a SmolLM2-135M prefill (512 tokens × the
-//! fused QKV projection, 576 → 960), for choosing the CPU weight format by measurement:
-//! candle's f32 (gemm), f16 and bf16 matmuls, and `QMatMul` with Q4_1 (the default model's
-//! format), Q8_0, Q4_K and Q6_K weights. Throughput is reported in FLOP/s ("elem/s").
-//! Run with `cargo bench --bench kernels`.
+//! Matrix-multiplication kernels at the real shapes of the three registry models' prefills
+//! (512 tokens through each linear layer), for choosing the CPU weight format by measurement:
+//! candle's f32 (gemm) matmul, `QMatMul` with Q8_0 and Q6_K weights, and every path of
+//! valuelens's own int8 kernel this CPU can run. Throughput is reported in FLOP/s ("elem/s").
+//! Run with `cargo bench --bench kernels` (`-- int8` for the int8 paths only).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use valuelens::model::kernels::int8::{Int8Matrix, Int8Path};
+use valuelens::model::kernels::CpuFeatures;
+
+/// (model, layer, n, k): SmolLM2-135M, gemma-3-270m, Qwen2.5-0.5B.
+const SHAPES: [(&str, &str, usize, usize); 12] = [
+    ("smollm2", "qkv", 960, 576),
+    ("smollm2", "o", 576, 576),
+    ("smollm2", "gate_up", 3072, 576),
+    ("smollm2", "down", 576, 1536),
+    ("gemma3", "qkv", 1536, 640),
+    ("gemma3", "o", 640, 1024),
+    ("gemma3", "gate_up", 4096, 640),
+    ("gemma3", "down", 640, 2048),
+    ("qwen2", "qkv", 1152, 896),
+    ("qwen2", "o", 896, 896),
+    ("qwen2", "gate_up", 9728, 896),
+    ("qwen2", "down", 896, 4864),
+];
 
 fn kernels(c: &mut Criterion) {
     let dev = Device::Cpu;
-    for (m, k, n) in [(512usize, 576usize, 960usize), (512, 1536, 576)] {
+    let features = CpuFeatures::detect();
+    eprintln!("CPU features: {}", features.names().join(" "));
+    let m = 512usize;
+    for (model, layer, n, k) in SHAPES {
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
         let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-        let mut group = c.benchmark_group(format!("matmul_{m}x{k}x{n}"));
+        let mut group = c.benchmark_group(format!("{model}_{layer}_{m}x{k}x{n}"));
         group.sample_size(10);
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
-            group.bench_function(format!("{dtype:?}"), |b| {
-                b.iter(|| x.matmul(&w.t().unwrap()).unwrap())
-            });
-        }
-        for format in [
-            GgmlDType::Q4_1,
-            GgmlDType::Q8_0,
-            GgmlDType::Q4K,
-            GgmlDType::Q6K,
-        ] {
+        group.bench_function("f32 candle", |b| {
+            b.iter(|| x.matmul(&w.t().unwrap()).unwrap())
+        });
+        for format in [GgmlDType::Q8_0, GgmlDType::Q6K] {
             let Ok(q) = QTensor::quantize(&w, format) else {
                 continue; // k-quants need k to be a multiple of 256
             };
             let q = QMatMul::from_qtensor(q).unwrap();
             group.bench_function(format!("QMatMul {format:?}"), |b| {
                 b.iter(|| q.forward(&x).unwrap())
+            });
+        }
+        let (xs, ws) = (
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for path in Int8Path::available(&features) {
+            if path == Int8Path::Portable && features.avx2 {
+                continue; // minutes per shape; only a fallback where nothing faster exists
+            }
+            let packed = Int8Matrix::new(&ws, n, k, path);
+            group.bench_function(format!("int8 {}", path.name()), |b| {
+                b.iter(|| packed.matmul(&xs, m))
             });
         }
         group.finish();

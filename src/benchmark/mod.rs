@@ -20,6 +20,7 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 
 use crate::model::device::device_name;
+use crate::model::kernels::{matmul_kernels, CpuFeatures};
 use crate::model::{resolve, Model, ResolvedModel};
 use crate::output::{write_atomically, write_json_line};
 use crate::report::{figures, results, MetricsReport};
@@ -177,6 +178,12 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
             architecture: loaded.architecture.clone(),
             dtype: options.placement.precision,
             device: device_name(&loaded.device),
+            matmul_kernels: matmul_kernels(options.placement.precision, loaded.device.is_cpu())?,
+            cpu_features: CpuFeatures::detect()
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
         },
         data: DataRecord {
             file: data.display().to_string(),

@@ -76,6 +76,12 @@ pub struct ModelRecord {
     pub architecture: String,
     pub dtype: Precision,
     pub device: String,
+    /// Which kernels multiplied the matrices (e.g. int8's instruction set), and the CPU's
+    /// features they were chosen by; empty in records written before they were recorded.
+    #[serde(default)]
+    pub matmul_kernels: String,
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

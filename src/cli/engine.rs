@@ -8,6 +8,7 @@ use indicatif::ProgressBar;
 use valuelens::engine::agreement::{Agreement, Comparison, Setting};
 use valuelens::engine::{self, requests};
 use valuelens::model::device::device_name;
+use valuelens::model::kernels::{matmul_kernels, CpuFeatures};
 use valuelens::model::open::open_checkpoint;
 use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{parse_device, resolve, Model, Placement};
@@ -124,6 +125,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "settings": {
                 "dtype": model.precision,
                 "device": device_name(&model.device),
+                "matmul_kernels": matmul_kernels(model.precision, model.device.is_cpu())?,
+                "cpu_features": CpuFeatures::detect().names(),
                 "batch_tokens": options.batch_tokens,
                 "share_prefixes": options.share_prefixes,
                 "naive": naive,

@@ -23,13 +23,18 @@ pub enum Precision {
     /// Kept quantized and multiplied with candle's quantized kernels (on CPU, formats without a
     /// fast kernel are requantized at load to a finer one that has it); activations in f32.
     Quantized,
+    /// int8 on the CPU: weight matrices requantized at load to 8 bits per block of 32 inputs,
+    /// activations quantized the same way at each product, integer dot products on the fastest
+    /// instruction set the CPU has (AVX-512 VNNI, else portable code; the same numbers on
+    /// every path); everything else in f32.
+    Int8,
 }
 
 impl Precision {
     /// The dtype of dense weights and activations.
     pub fn activation_dtype(self) -> DType {
         match self {
-            Precision::F32 | Precision::Quantized => DType::F32,
+            Precision::F32 | Precision::Quantized | Precision::Int8 => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -69,6 +74,7 @@ impl Precision {
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
             Precision::Quantized => "quantized",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -112,6 +118,19 @@ impl Placement {
     /// A CPU f32 tensor in the activation dtype on the device.
     pub fn put(&self, tensor: &Tensor) -> Result<Tensor> {
         Ok(tensor.to_dtype(self.dtype())?.to_device(&self.device)?)
+    }
+
+    /// Where the layers whose inputs hold outliers go: the attention's projections (Q, K, V
+    /// and output) and the LM head. Int8 keeps them in f32: their inputs (the normalised residual stream, the heads' attention outputs)
+    /// hold outlier channels that 8-bit blocks round too coarsely. Measured on the SmolLM2-135M
+    /// fixtures, mean |Δ| per token against the f32 reference: 0.053 with everything but the
+    /// LM head in int8, 0.042 with this; the feed-forward products left in int8 are ≈ 75 % of
+    /// a layer's multiply-adds (≈ 85 % for Qwen2.5-0.5B).
+    pub fn outlier_sensitive(&self) -> Placement {
+        match self.precision {
+            Precision::Int8 => Placement::new(self.device.clone(), Precision::F32),
+            _ => self.clone(),
+        }
     }
 
     /// A quantized tensor moved to the device as it is (its blocks copied, not requantized).

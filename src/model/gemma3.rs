@@ -392,9 +392,12 @@ impl Gemma {
             };
             blocks.push(Block {
                 attn_norm: placement.dense(&t("attn_norm")?)?,
-                qkv: Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?,
+                qkv: Linear::stacked(
+                    vec![t("attn_q")?, t("attn_k")?, t("attn_v")?],
+                    &placement.outlier_sensitive(),
+                )?,
                 qk_norm,
-                attn_out: Linear::new(t("attn_output")?, placement)?,
+                attn_out: Linear::new(t("attn_output")?, &placement.outlier_sensitive())?,
                 post_attn_norm: placement.dense(&t("post_attention_norm")?)?,
                 ffn_norm: placement.dense(&t("ffn_norm")?)?,
                 gate_up: Linear::stacked(vec![t("ffn_gate")?, t("ffn_up")?], placement)?,

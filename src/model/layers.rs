@@ -10,17 +10,24 @@ use super::batch::PackedBatch;
 use super::cpu_ops;
 pub use super::cpu_ops::GateActivation;
 use super::device::{is_float_format, Placement, Precision};
+use super::kernels::int8::{Int8Matrix, Int8Path};
+use super::kernels::CpuFeatures;
 use super::rope::RopeScaling;
 
-/// A weight matrix `[out, in]`, applied as `x · Wᵀ`.
+/// A weight matrix `[out, in]`, applied as `x · Wᵀ`: with candle's kernels (dense or
+/// quantized), or with valuelens's int8 kernel.
 pub struct Linear {
     parts: Vec<QMatMul>,
+    int8: Option<Int8Matrix>,
 }
 
 impl Linear {
     /// One matrix whose output rows are the rows of `parts` stacked in order (e.g. Q, K and V),
     /// so that one large matmul replaces several small ones; placed as `placement` says.
     pub fn stacked(parts: Vec<QTensor>, placement: &Placement) -> Result<Self> {
+        if placement.precision == Precision::Int8 {
+            return Self::int8(&parts, placement);
+        }
         let quantized = placement.precision == Precision::Quantized
             && parts.iter().all(|p| !is_float_format(p.dtype()));
         if !quantized {
@@ -32,6 +39,7 @@ impl Linear {
             let w = placement.put(&Tensor::cat(&dense, 0)?)?;
             return Ok(Self {
                 parts: vec![QMatMul::Tensor(w)],
+                int8: None,
             });
         }
         let parts = if placement.device.is_cpu() {
@@ -65,7 +73,41 @@ impl Linear {
                 .into_iter()
                 .map(|p| Ok(QMatMul::from_qtensor(placement.quantized(p)?)?))
                 .collect::<Result<_>>()?,
+            int8: None,
         })
+    }
+
+    /// The stacked parts dequantized and requantized for the int8 kernel (on the fastest path
+    /// this CPU has).
+    fn int8(parts: &[QTensor], placement: &Placement) -> Result<Self> {
+        if !placement.device.is_cpu() {
+            bail!("--dtype int8 computes on the CPU only; on a GPU use --dtype bf16 or f16");
+        }
+        let mut values = Vec::new();
+        let (mut rows, mut cols) = (0, None);
+        for part in parts {
+            let (r, c) = part.shape().dims2()?;
+            if let Some(cols) = cols.filter(|&cols| cols != c) {
+                bail!("cannot stack weights of {cols} and {c} columns");
+            }
+            cols = Some(c);
+            rows += r;
+            values.extend(
+                part.dequantize(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        let path = Int8Path::select(&CpuFeatures::detect())?;
+        Ok(Self {
+            parts: Vec::new(),
+            int8: Some(Int8Matrix::new(&values, rows, cols.unwrap_or(0), path)),
+        })
+    }
+
+    /// The int8 kernel's path, when this layer uses it.
+    pub fn int8_path(&self) -> Option<Int8Path> {
+        self.int8.as_ref().map(Int8Matrix::path)
     }
 
     pub fn new(weight: QTensor, placement: &Placement) -> Result<Self> {
@@ -76,11 +118,23 @@ impl Linear {
     pub fn dense(weight: Tensor) -> Self {
         Self {
             parts: vec![QMatMul::Tensor(weight)],
+            int8: None,
         }
     }
 
     /// `x: [rows, in]` → `[rows, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(matrix) = &self.int8 {
+            let x = x.to_dtype(DType::F32)?.contiguous()?;
+            let rows = x.dim(0)?;
+            let (storage, layout) = x.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                bail!("the int8 kernel needs its input on the CPU");
+            };
+            let values = cpu_ops::slice_of(cpu.as_slice::<f32>()?, layout)?;
+            let out = matrix.matmul(values, rows);
+            return Ok(Tensor::from_vec(out, (rows, matrix.rows()), &Device::Cpu)?);
+        }
         if self.parts.len() == 1 {
             return Ok(self.parts[0].forward(x)?);
         }

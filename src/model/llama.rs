@@ -243,10 +243,11 @@ impl Llama {
             let fused_gate_up = !checkpoint.has_tensor(&format!("blk.{i}.ffn_gate.weight"));
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
             let qkv = match fused_qkv {
-                true => Linear::new(t("attn_qkv")?, placement)?,
-                false => {
-                    Linear::stacked(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], placement)?
-                }
+                true => Linear::new(t("attn_qkv")?, &placement.outlier_sensitive())?,
+                false => Linear::stacked(
+                    vec![t("attn_q")?, t("attn_k")?, t("attn_v")?],
+                    &placement.outlier_sensitive(),
+                )?,
             };
             let gate_up = match fused_gate_up {
                 true => Linear::new(t("ffn_up")?, placement)?,
@@ -257,7 +258,7 @@ impl Llama {
                 qkv,
                 qkv_bias,
                 qk_norm,
-                attn_out: Linear::new(t("attn_output")?, placement)?,
+                attn_out: Linear::new(t("attn_output")?, &placement.outlier_sensitive())?,
                 ffn_norm: placement.dense(&t("ffn_norm")?)?,
                 gate_up,
                 down: Linear::new(t("ffn_down")?, placement)?,

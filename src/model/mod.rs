@@ -7,7 +7,7 @@
 //!   safetensors, synthetic behind one trait) and `checkpoint` (metadata and tensors under
 //!   GGUF's names); `tokenizer`;
 //! - compute: `device` (where and in which precision), `batch` (one forward's input),
-//!   `cpu_ops`, `layers`, `attention` (the CPU tree kernel and masked blocks), `scoring` (LM
+//!   `cpu_ops`, `kernels` (matrix kernels picked by the CPU's features: int8), `layers`, `attention` (the CPU tree kernel and masked blocks), `scoring` (LM
 //!   head and log-softmax);
 //! - architectures: `architecture` (the trait and what all share), one file each (`llama`,
 //!   `qwen2`, `gemma3`), listed in `architectures`;
@@ -26,6 +26,7 @@ pub mod formats;
 pub mod gemma2;
 pub mod gemma3;
 pub mod hub;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod mistral;

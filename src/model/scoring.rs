@@ -40,7 +40,7 @@ impl LmHead {
         softcap: Option<f32>,
     ) -> Result<Self> {
         let projection = match (output, placement.precision) {
-            (Some(output), _) => Linear::new(output, placement)?,
+            (Some(output), _) => Linear::new(output, &placement.outlier_sensitive())?,
             (None, Precision::Quantized) => Linear::new(embeddings_q, placement)?,
             (None, _) => Linear::dense(embeddings.clone()),
         };

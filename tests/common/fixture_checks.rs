@@ -92,6 +92,11 @@ pub fn quantized_close(scores: &[Score], references: &[Reference]) {
     close_on_average(scores, references, "quantized", 0.15);
 }
 
+/// Int8 (issue 16's bar): mean |Δ| per token ≤ 0.05 and greedy agreement ≥ 99 %.
+pub fn int8_close(scores: &[Score], references: &[Reference]) {
+    close_within(scores, references, "int8", 0.05, 0.99);
+}
+
 /// Mean |Δ| per token ≤ `max_mean` and greedy agreement ≥ 95 % (`label` names the setting);
 /// returns the mean.
 pub fn close_on_average(
@@ -99,6 +104,17 @@ pub fn close_on_average(
     references: &[Reference],
     label: &str,
     max_mean: f64,
+) -> f64 {
+    close_within(scores, references, label, max_mean, 0.95)
+}
+
+/// Mean |Δ| per token ≤ `max_mean` and greedy agreement ≥ `min_agreement`; returns the mean.
+pub fn close_within(
+    scores: &[Score],
+    references: &[Reference],
+    label: &str,
+    max_mean: f64,
+    min_agreement: f64,
 ) -> f64 {
     let (mut total_delta, mut total_tokens, mut greedy_agree) = (0.0, 0usize, 0usize);
     for (score, reference) in scores.iter().zip(references) {
@@ -117,7 +133,10 @@ pub fn close_on_average(
         agreement * 100.0
     );
     assert!(mean <= max_mean, "{label}: mean |Δ| per token {mean}");
-    assert!(agreement >= 0.95, "{label}: greedy agreement {agreement}");
+    assert!(
+        agreement >= min_agreement,
+        "{label}: greedy agreement {agreement}"
+    );
     mean
 }
 
@@ -162,13 +181,13 @@ pub fn every(i: usize, n: usize) -> bool {
 }
 
 /// The fixture tests of one registry model: token ids on all requests, f32 on every
-/// `f32_every`-th, batch invariance on every `invariance_every`-th and quantized closeness on
-/// every `quantized_every`-th (the full sets where the model is fast enough, subsets
+/// `f32_every`-th, batch invariance on every `invariance_every`-th, quantized closeness on
+/// every `quantized_every`-th and int8 closeness on every `int8_every`-th (the full sets where the model is fast enough, subsets
 /// otherwise; `invariance_every` must be a multiple of `f32_every`). Expands into a test crate
 /// that declares `mod common;`.
 #[macro_export]
 macro_rules! valuelens_fixture_suite {
-    ($model:expr, f32_every: $f32_every:expr, quantized_every: $quantized_every:expr, invariance_every: $invariance_every:expr) => {
+    ($model:expr, f32_every: $f32_every:expr, quantized_every: $quantized_every:expr, int8_every: $int8_every:expr, invariance_every: $invariance_every:expr) => {
         use std::sync::OnceLock;
 
         use common::fixture_checks::{self, score_subset};
@@ -230,6 +249,17 @@ macro_rules! valuelens_fixture_suite {
                 &EngineOptions::default(),
             );
             fixture_checks::quantized_close(&scores, &references);
+        }
+
+        #[test]
+        fn int8_logprobs_are_within_0_05_per_token_and_greedy_agrees_on_99_percent() {
+            let (scores, references) = score_subset(
+                &model(Precision::Int8),
+                MODEL,
+                |i, _| fixture_checks::every(i, $int8_every),
+                &EngineOptions::default(),
+            );
+            fixture_checks::int8_close(&scores, &references);
         }
     };
 }

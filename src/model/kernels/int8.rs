@@ -1,0 +1,532 @@
+//! The int8 matrix product `y = x · Wᵀ` of `--dtype int8`: weights quantized once at load to
+//! 8 bits per block of 16 inputs (each block with its own f32 scale, as GGUF's Q8_0 does per
+//! 32: blocks of 16 halve the error of activations with outliers at no measurable cost), the
+//! activations quantized the same way per row at each call, integer dot products per block,
+//! and f32 accumulation of the blocks.
+//!
+//! Every path computes exactly the same numbers: the block dot products are integers (exact
+//! on any instruction set), and the blocks are accumulated in one order with the same fused
+//! multiply-adds. So a run's scores do not depend on the CPU it ran on.
+//!
+//! Weights are packed at load into panels of 32 output columns, blocks of 16 inputs within a
+//! panel, and within a block 4 groups of 4 consecutive inputs for each column: the layout in
+//! which one AVX-512 VNNI instruction (`vpdpbusd`) multiplies 4 inputs of one row, broadcast,
+//! with those 4 inputs of 16 columns. VNNI multiplies unsigned by signed bytes, so activations
+//! are stored offset by 128 (`u = q + 128`) and each block's weight sum times 128 is taken back
+//! out, which the packing precomputes.
+
+use rayon::prelude::*;
+
+use super::features::CpuFeatures;
+
+/// A raw pointer to output rows that several threads write, each its own columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the kernels write disjoint elements through it, and the buffer outlives the threads.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Inputs per quantization block.
+pub const BLOCK: usize = 16;
+/// Output columns per packed panel.
+const PANEL: usize = 32;
+/// Rows of `x` per kernel tile.
+const TILE_ROWS: usize = 4;
+/// Input groups of 4 per block (one VNNI step each).
+const GROUPS: usize = BLOCK / 4;
+/// Bytes of one packed (panel, block).
+const PACKED_BLOCK: usize = BLOCK * PANEL;
+/// Rows of `x` a thread quantizes and multiplies in one task (a multiple of `TILE_ROWS`),
+/// so that a task's activations stay in cache while it goes through a panel's weights.
+const CHUNK_ROWS: usize = 64;
+
+/// The instruction sets the int8 product can run on, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Int8Path {
+    /// AVX-512 with VNNI: 64 multiply-adds per instruction.
+    Avx512Vnni,
+    /// Plain Rust on any CPU: the reference every other path equals.
+    Portable,
+}
+
+impl Int8Path {
+    /// The name reports and `VALUELENS_INT8_PATH` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Path::Avx512Vnni => "avx512_vnni",
+            Int8Path::Portable => "portable",
+        }
+    }
+
+    /// The paths the CPU can run, fastest first (always ending with the portable one).
+    pub fn available(features: &CpuFeatures) -> Vec<Int8Path> {
+        let mut paths = Vec::new();
+        if features.avx512f && features.avx512bw && features.avx512vnni {
+            paths.push(Int8Path::Avx512Vnni);
+        }
+        paths.push(Int8Path::Portable);
+        paths
+    }
+
+    /// The fastest path this CPU has, unless `VALUELENS_INT8_PATH` names another one it has
+    /// (to measure a slower path on a faster machine).
+    pub fn select(features: &CpuFeatures) -> anyhow::Result<Int8Path> {
+        let available = Self::available(features);
+        match std::env::var("VALUELENS_INT8_PATH") {
+            Ok(wanted) if !wanted.is_empty() => available
+                .iter()
+                .copied()
+                .find(|p| p.name() == wanted)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "VALUELENS_INT8_PATH={wanted} is not a path this CPU can run; it can run: {}",
+                        available
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }),
+            _ => Ok(available[0]),
+        }
+    }
+}
+
+/// A weight matrix `[n, k]` quantized and packed for the int8 kernels.
+pub struct Int8Matrix {
+    n: usize,
+    k: usize,
+    blocks: usize,
+    panels: usize,
+    /// `[panel][block][group][column][4]` signed 8-bit weights (zero beyond `n` and `k`).
+    weights: Vec<i8>,
+    /// `[panel][block][column]` the scale of each column's block.
+    scales: Vec<f32>,
+    /// `[panel][block][column]` −128 × the sum of the column's quantized block.
+    offsets: Vec<i32>,
+    path: Int8Path,
+}
+
+/// Quantizes up to `BLOCK` values to integers in −127..=127 with one scale (the largest
+/// magnitude maps to 127), writing `q + 128` into `out`; returns the scale. Values beyond
+/// `values.len()` are zero.
+#[inline(always)]
+fn quantize_block(values: &[f32], out: &mut [u8]) -> f32 {
+    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = amax / 127.0;
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    for (i, o) in out.iter_mut().enumerate().take(BLOCK) {
+        let q = values
+            .get(i)
+            .map_or(0.0, |v| (v * inverse).round().clamp(-127.0, 127.0));
+        *o = (q as i32 + 128) as u8;
+    }
+    scale
+}
+
+/// One row quantized per block into `bytes` (`q + 128`) and `scales`; compiled for AVX2 where
+/// the CPU has it, so that rounding is an instruction rather than a call (the same numbers).
+fn quantize_row(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+    #[inline(always)]
+    fn blocks(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+        for (b, (out, scale)) in bytes.chunks_mut(BLOCK).zip(scales.iter_mut()).enumerate() {
+            let end = ((b + 1) * BLOCK).min(row.len());
+            *scale = quantize_block(&row[b * BLOCK..end], out);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+            blocks(row, bytes, scales)
+        }
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { with_avx2(row, bytes, scales) };
+        return;
+    }
+    blocks(row, bytes, scales)
+}
+
+/// Rows of activations quantized per block: `bytes` holds `q + 128`, `[rows][blocks · BLOCK]`.
+struct QuantizedRows {
+    bytes: Vec<u8>,
+    scales: Vec<f32>,
+    stride: usize,
+    blocks: usize,
+}
+
+impl QuantizedRows {
+    /// `x: [rows, k]` row-major; rows are padded with zeros to a multiple of `TILE_ROWS`.
+    fn new(x: &[f32], rows: usize, k: usize) -> Self {
+        let blocks = k.div_ceil(BLOCK);
+        let stride = blocks * BLOCK;
+        let padded = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+        let mut bytes = vec![128u8; padded * stride];
+        let mut scales = vec![0f32; padded * blocks];
+        bytes
+            .par_chunks_mut(stride)
+            .zip(scales.par_chunks_mut(blocks))
+            .take(rows)
+            .enumerate()
+            .for_each(|(r, (row_bytes, row_scales))| {
+                quantize_row(&x[r * k..(r + 1) * k], row_bytes, row_scales);
+            });
+        Self {
+            bytes,
+            scales,
+            stride,
+            blocks,
+        }
+    }
+}
+
+impl Int8Matrix {
+    /// Quantizes and packs `w: [n, k]` (row-major f32) for `path`.
+    pub fn new(w: &[f32], n: usize, k: usize, path: Int8Path) -> Self {
+        assert_eq!(w.len(), n * k, "weight of {n}×{k} needs {} values", n * k);
+        let blocks = k.div_ceil(BLOCK);
+        let panels = n.div_ceil(PANEL);
+        let mut weights = vec![0i8; panels * blocks * PACKED_BLOCK];
+        let mut scales = vec![0f32; panels * blocks * PANEL];
+        let mut offsets = vec![0i32; panels * blocks * PANEL];
+        weights
+            .par_chunks_mut(blocks * PACKED_BLOCK)
+            .zip(scales.par_chunks_mut(blocks * PANEL))
+            .zip(offsets.par_chunks_mut(blocks * PANEL))
+            .enumerate()
+            .for_each(|(p, ((panel_w, panel_s), panel_o))| {
+                let mut bytes = vec![0u8; blocks * BLOCK];
+                let mut row_scales = vec![0f32; blocks];
+                for c in 0..PANEL.min(n - p * PANEL) {
+                    let row = &w[(p * PANEL + c) * k..(p * PANEL + c + 1) * k];
+                    quantize_row(row, &mut bytes, &mut row_scales);
+                    for (b, q) in bytes.chunks(BLOCK).enumerate() {
+                        panel_s[b * PANEL + c] = row_scales[b];
+                        let mut sum = 0i32;
+                        for (i, &u) in q.iter().enumerate() {
+                            let v = u as i32 - 128;
+                            sum += v;
+                            let at = b * PACKED_BLOCK + (i / 4) * PANEL * 4 + c * 4 + i % 4;
+                            panel_w[at] = v as i8;
+                        }
+                        panel_o[b * PANEL + c] = -128 * sum;
+                    }
+                }
+            });
+        Self {
+            n,
+            k,
+            blocks,
+            panels,
+            weights,
+            scales,
+            offsets,
+            path,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    pub fn path(&self) -> Int8Path {
+        self.path
+    }
+
+    /// `x: [rows, k]` row-major → `[rows, n]` row-major.
+    pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        assert_eq!(
+            x.len(),
+            rows * self.k,
+            "input of {rows}×{} expected",
+            self.k
+        );
+        let mut out = vec![0f32; rows * self.n];
+        if rows == 0 || self.n == 0 {
+            return out;
+        }
+        let quantized = QuantizedRows::new(x, rows, self.k);
+        let chunks = rows.div_ceil(CHUNK_ROWS);
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..chunks * self.panels)
+            .into_par_iter()
+            .for_each(|task| self.task(&quantized, rows, task, shared));
+        out
+    }
+
+    /// One chunk of rows through one panel.
+    fn task(&self, x: &QuantizedRows, rows: usize, task: usize, out: SharedOut) {
+        let (chunk, panel) = (task / self.panels, task % self.panels);
+        let first_row = chunk * CHUNK_ROWS;
+        let last_row = (first_row + CHUNK_ROWS).min(rows);
+        let columns = PANEL.min(self.n - panel * PANEL);
+        let weights =
+            &self.weights[panel * self.blocks * PACKED_BLOCK..][..self.blocks * PACKED_BLOCK];
+        let scales = &self.scales[panel * self.blocks * PANEL..][..self.blocks * PANEL];
+        let offsets = &self.offsets[panel * self.blocks * PANEL..][..self.blocks * PANEL];
+        for row in (first_row..last_row).step_by(TILE_ROWS) {
+            let tile_x = &x.bytes[row * x.stride..(row + TILE_ROWS) * x.stride];
+            let tile_scales = &x.scales[row * x.blocks..(row + TILE_ROWS) * x.blocks];
+            let mut tile = [[0f32; PANEL]; TILE_ROWS];
+            let operands = Operands {
+                x: tile_x,
+                x_scales: tile_scales,
+                stride: x.stride,
+                blocks: self.blocks,
+                weights,
+                scales,
+                offsets,
+            };
+            match self.path {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the path was chosen among those the CPU supports.
+                Int8Path::Avx512Vnni => unsafe { tile_avx512_vnni(&operands, &mut tile) },
+                #[cfg(not(target_arch = "x86_64"))]
+                Int8Path::Avx512Vnni => unreachable!("AVX-512 is x86_64 only"),
+                Int8Path::Portable => tile_portable(&operands, &mut tile),
+            }
+            for (r, tile_row) in tile.iter().enumerate().take(last_row - row) {
+                // SAFETY: row < rows and the panel's columns < n; each task writes its own
+                // (rows, columns) block of `out`, which outlives the tasks.
+                unsafe {
+                    let dst = out.0.add((row + r) * self.n + panel * PANEL);
+                    std::ptr::copy_nonoverlapping(tile_row.as_ptr(), dst, columns);
+                }
+            }
+        }
+    }
+}
+
+/// What a kernel tile reads: `TILE_ROWS` quantized rows and one panel.
+struct Operands<'a> {
+    x: &'a [u8],
+    x_scales: &'a [f32],
+    stride: usize,
+    blocks: usize,
+    weights: &'a [i8],
+    scales: &'a [f32],
+    offsets: &'a [i32],
+}
+
+/// The reference tile: `TILE_ROWS` × `PANEL` outputs, in plain Rust.
+fn tile_portable(o: &Operands, tile: &mut [[f32; PANEL]; TILE_ROWS]) {
+    for (r, tile_row) in tile.iter_mut().enumerate() {
+        for (c, out) in tile_row.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for b in 0..o.blocks {
+                let mut dot = o.offsets[b * PANEL + c];
+                for i in 0..BLOCK {
+                    let u = o.x[r * o.stride + b * BLOCK + i] as i32;
+                    let w = o.weights[b * PACKED_BLOCK + (i / 4) * PANEL * 4 + c * 4 + i % 4];
+                    dot += u * w as i32;
+                }
+                let t = dot as f32 * o.x_scales[r * o.blocks + b];
+                acc = t.mul_add(o.scales[b * PANEL + c], acc);
+            }
+            *out = acc;
+        }
+    }
+}
+
+/// The AVX-512 VNNI tile: per block, 4 steps of `vpdpbusd` into integer accumulators that
+/// start at the block's offsets, then one scale-and-accumulate in f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_avx512_vnni(o: &Operands, tile: &mut [[f32; PANEL]; TILE_ROWS]) {
+    use std::arch::x86_64::*;
+    assert!(o.x.len() >= TILE_ROWS * o.stride && o.weights.len() >= o.blocks * PACKED_BLOCK);
+    assert!(o.scales.len() >= o.blocks * PANEL && o.offsets.len() >= o.blocks * PANEL);
+    assert!(o.x_scales.len() >= TILE_ROWS * o.blocks);
+    let mut acc = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
+    let x = o.x.as_ptr();
+    let w = o.weights.as_ptr();
+    for b in 0..o.blocks {
+        // SAFETY (all loads below): the asserts above bound every offset.
+        let offsets = o.offsets.as_ptr().add(b * PANEL);
+        let low = _mm512_loadu_si512(offsets as *const _);
+        let high = _mm512_loadu_si512(offsets.add(16) as *const _);
+        let mut dots = [[low, high]; TILE_ROWS];
+        let block = w.add(b * PACKED_BLOCK);
+        for g in 0..GROUPS {
+            let w_low = _mm512_loadu_si512(block.add(g * PANEL * 4) as *const _);
+            let w_high = _mm512_loadu_si512(block.add(g * PANEL * 4 + 64) as *const _);
+            for (r, dot) in dots.iter_mut().enumerate() {
+                let four = (x.add(r * o.stride + b * BLOCK + g * 4) as *const i32).read_unaligned();
+                let inputs = _mm512_set1_epi32(four);
+                dot[0] = _mm512_dpbusd_epi32(dot[0], inputs, w_low);
+                dot[1] = _mm512_dpbusd_epi32(dot[1], inputs, w_high);
+            }
+        }
+        let scales = o.scales.as_ptr().add(b * PANEL);
+        let s_low = _mm512_loadu_ps(scales);
+        let s_high = _mm512_loadu_ps(scales.add(16));
+        for (r, (dot, acc)) in dots.iter().zip(acc.iter_mut()).enumerate() {
+            let x_scale = _mm512_set1_ps(*o.x_scales.get_unchecked(r * o.blocks + b));
+            let t_low = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[0]), x_scale);
+            let t_high = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[1]), x_scale);
+            acc[0] = _mm512_fmadd_ps(t_low, s_low, acc[0]);
+            acc[1] = _mm512_fmadd_ps(t_high, s_high, acc[1]);
+        }
+    }
+    for (row, acc) in tile.iter_mut().zip(acc.iter()) {
+        _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+        _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+    }
+}
+
+/// `y = x · Wᵀ` with plain f32 arithmetic on the same quantized values as the kernels (the
+/// weights and activations rounded exactly as they round them, each block's integer dot
+/// product then scaled): what every path must equal, for tests.
+pub fn reference(w: &[f32], x: &[f32], n: usize, k: usize, rows: usize) -> Vec<f32> {
+    let blocks = k.div_ceil(BLOCK);
+    let quantize = |row: &[f32]| -> Vec<(Vec<i32>, f32)> {
+        (0..blocks)
+            .map(|b| {
+                let mut q = [0u8; BLOCK];
+                let scale = quantize_block(&row[b * BLOCK..((b + 1) * BLOCK).min(k)], &mut q);
+                (q.iter().map(|&u| u as i32 - 128).collect(), scale)
+            })
+            .collect()
+    };
+    let wq: Vec<_> = (0..n).map(|c| quantize(&w[c * k..(c + 1) * k])).collect();
+    let mut y = vec![0f32; rows * n];
+    for r in 0..rows {
+        let xq = quantize(&x[r * k..(r + 1) * k]);
+        for c in 0..n {
+            let mut acc = 0f32;
+            for ((xb, xs), (wb, ws)) in xq.iter().zip(&wq[c]) {
+                let dot: i32 = xb.iter().zip(wb).map(|(a, b)| a * b).sum();
+                acc = (dot as f32 * xs).mul_add(*ws, acc);
+            }
+            y[r * n + c] = acc;
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::splitmix64;
+
+    /// Uniform values in (−spread, spread), stream `seed`.
+    fn random_matrix(seed: u64, len: usize, spread: f32) -> Vec<f32> {
+        (0..len as u64)
+            .map(|i| {
+                let unit = (splitmix64(seed.wrapping_mul(1 << 40).wrapping_add(i)) >> 40) as f32
+                    / (1u64 << 24) as f32;
+                (unit * 2.0 - 1.0) * spread
+            })
+            .collect()
+    }
+
+    /// Every path this CPU has equals the reference bit for bit; paths it lacks are named.
+    fn check_shape(rows: usize, n: usize, k: usize) {
+        let seed = (rows * 31 + n * 7 + k) as u64;
+        let mut w = random_matrix(seed, n * k, 0.05);
+        let mut x = random_matrix(seed + 1, rows * k, 1.0);
+        // An outlier channel, as real activations have, and an all-zero block.
+        if k > 40 {
+            for r in 0..rows {
+                x[r * k + 3] = 60.0;
+                x[r * k + BLOCK..r * k + (2 * BLOCK).min(k)].fill(0.0);
+            }
+            w[..BLOCK.min(k)].fill(0.0);
+        }
+        let expected = reference(&w, &x, n, k, rows);
+        let features = CpuFeatures::detect();
+        for path in Int8Path::available(&features) {
+            let got = Int8Matrix::new(&w, n, k, path).matmul(&x, rows);
+            assert_eq!(got.len(), expected.len());
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    g.to_bits() == e.to_bits(),
+                    "{} at {rows}×{n}×{k}, output {i}: {g} ≠ {e}",
+                    path.name()
+                );
+            }
+        }
+        if !Int8Path::available(&features).contains(&Int8Path::Avx512Vnni) {
+            println!("skipped the avx512_vnni int8 path: this CPU lacks avx512_vnni");
+        }
+    }
+
+    #[test]
+    fn every_path_equals_the_reference_at_odd_sizes() {
+        for (rows, n, k) in [
+            (1, 1, 1),
+            (1, 33, 31),
+            (3, 32, 32),
+            (3, 65, 100),
+            (5, 47, 257),
+            (1000, 40, 70),
+        ] {
+            check_shape(rows, n, k);
+        }
+    }
+
+    #[test]
+    fn every_path_equals_the_reference_at_the_models_shapes() {
+        // (n, k) of SmolLM2-135M, gemma-3-270m and Qwen2.5-0.5B: fused QKV, output, fused
+        // gate/up, down projections.
+        let shapes = [
+            (960, 576),
+            (576, 576),
+            (3072, 576),
+            (576, 1536),
+            (1536, 640),
+            (640, 1024),
+            (4096, 640),
+            (640, 2048),
+            (1152, 896),
+            (896, 896),
+            (9728, 896),
+            (896, 4864),
+        ];
+        for (n, k) in shapes {
+            for rows in [1, 3] {
+                check_shape(rows, n, k);
+            }
+        }
+        check_shape(1000, 960, 576);
+    }
+
+    #[test]
+    fn the_language_model_heads_shapes_too() {
+        for (n, k) in [(49152, 576), (262144, 640), (151936, 896)] {
+            check_shape(1, n, k);
+        }
+    }
+
+    #[test]
+    fn quantization_is_close_to_the_float_product() {
+        let (rows, n, k) = (8, 64, 576);
+        let w = random_matrix(5, n * k, 0.05);
+        let x = random_matrix(6, rows * k, 1.0);
+        let got = Int8Matrix::new(&w, n, k, Int8Path::Portable).matmul(&x, rows);
+        for r in 0..rows {
+            for c in 0..n {
+                let exact: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
+                let g = got[r * n + c];
+                // Two 8-bit roundings per product: relative error ≈ 2 · 2⁻⁸ of the terms.
+                assert!((g - exact).abs() < 0.02, "{g} vs {exact}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_blocks_round_to_nearest_with_the_largest_at_127() {
+        let mut out = [0u8; BLOCK];
+        let scale = quantize_block(&[1.0, -2.0, 0.5, 0.0], &mut out);
+        assert_eq!(scale, 2.0 / 127.0);
+        assert_eq!(out[1] as i32 - 128, -127);
+        assert_eq!(out[0] as i32 - 128, 64); // 63.5 rounds away from zero
+        assert!(out[3..].iter().all(|&u| u == 128));
+        assert_eq!(quantize_block(&[0.0; 3], &mut out), 0.0);
+    }
+}
