@@ -23,10 +23,10 @@ pub enum Precision {
     /// Kept quantized and multiplied with candle's quantized kernels (on CPU, formats without a
     /// fast kernel are requantized at load to a finer one that has it); activations in f32.
     Quantized,
-    /// int8 on the CPU: weight matrices requantized at load to 8 bits per block of 32 inputs,
-    /// activations quantized the same way at each product, integer dot products on the fastest
-    /// instruction set the CPU has (AVX-512 VNNI, else portable code; the same numbers on
-    /// every path); everything else in f32.
+    /// int8 on the CPU: the feed-forward matrices requantized at load to 8 bits per block of
+    /// 16 inputs, activations quantized the same way at each product, integer dot products on
+    /// the fastest instruction set the CPU has (AVX-512 VNNI, AVX2, else portable code; the
+    /// same numbers on every path); attention projections, LM head and the rest in f32.
     Int8,
 }
 

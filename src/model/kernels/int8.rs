@@ -46,6 +46,9 @@ const CHUNK_ROWS: usize = 64;
 pub enum Int8Path {
     /// AVX-512 with VNNI: 64 multiply-adds per instruction.
     Avx512Vnni,
+    /// AVX2: `vpmaddubsw` on |w| and x·sign(w), then `vpmaddwd` into 32 bits (no overflow:
+    /// both operands are within ±127); for CPUs without AVX-512 VNNI.
+    Avx2,
     /// Plain Rust on any CPU: the reference every other path equals.
     Portable,
 }
@@ -55,6 +58,7 @@ impl Int8Path {
     pub fn name(self) -> &'static str {
         match self {
             Int8Path::Avx512Vnni => "avx512_vnni",
+            Int8Path::Avx2 => "avx2",
             Int8Path::Portable => "portable",
         }
     }
@@ -64,6 +68,9 @@ impl Int8Path {
         let mut paths = Vec::new();
         if features.avx512f && features.avx512bw && features.avx512vnni {
             paths.push(Int8Path::Avx512Vnni);
+        }
+        if features.avx2 && features.fma {
+            paths.push(Int8Path::Avx2);
         }
         paths.push(Int8Path::Portable);
         paths
@@ -286,8 +293,11 @@ impl Int8Matrix {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the path was chosen among those the CPU supports.
                 Int8Path::Avx512Vnni => unsafe { tile_avx512_vnni(&operands, &mut tile) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Int8Path::Avx2 => unsafe { tile_avx2(&operands, &mut tile) },
                 #[cfg(not(target_arch = "x86_64"))]
-                Int8Path::Avx512Vnni => unreachable!("AVX-512 is x86_64 only"),
+                Int8Path::Avx512Vnni | Int8Path::Avx2 => unreachable!("x86_64 paths"),
                 Int8Path::Portable => tile_portable(&operands, &mut tile),
             }
             for (r, tile_row) in tile.iter().enumerate().take(last_row - row) {
@@ -379,6 +389,61 @@ unsafe fn tile_avx512_vnni(o: &Operands, tile: &mut [[f32; PANEL]; TILE_ROWS]) {
     }
 }
 
+/// The AVX2 tile, as pairs of rows × halves of the panel (16 columns, two registers of 8):
+/// per block, 4 steps of `vpmaddubsw(|w|, x·sign(w))` and `vpmaddwd` by ones into integer
+/// accumulators, then the same scale-and-accumulate in f32 as every path. The activations'
+/// stored `q + 128` turn back into `q` by flipping the top bit, so no offset is needed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(o: &Operands, tile: &mut [[f32; PANEL]; TILE_ROWS]) {
+    use std::arch::x86_64::*;
+    assert!(o.x.len() >= TILE_ROWS * o.stride && o.weights.len() >= o.blocks * PACKED_BLOCK);
+    assert!(o.scales.len() >= o.blocks * PANEL && o.x_scales.len() >= TILE_ROWS * o.blocks);
+    let ones = _mm256_set1_epi16(1);
+    let top_bit = _mm256_set1_epi8(-128);
+    let x = o.x.as_ptr();
+    let w = o.weights.as_ptr();
+    for rows in (0..TILE_ROWS).step_by(2) {
+        for half in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 2];
+            for b in 0..o.blocks {
+                let mut dots = [[_mm256_setzero_si256(); 2]; 2];
+                // SAFETY (all loads below): the asserts above bound every offset.
+                let block = w.add(b * PACKED_BLOCK + half * 64);
+                for g in 0..GROUPS {
+                    let w0 = _mm256_loadu_si256(block.add(g * PANEL * 4) as *const _);
+                    let w1 = _mm256_loadu_si256(block.add(g * PANEL * 4 + 32) as *const _);
+                    let (a0, a1) = (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(w1, w1));
+                    for (r, dot) in dots.iter_mut().enumerate() {
+                        let at = (rows + r) * o.stride + b * BLOCK + g * 4;
+                        let four = (x.add(at) as *const i32).read_unaligned();
+                        let q = _mm256_xor_si256(_mm256_set1_epi32(four), top_bit);
+                        let p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(q, w0));
+                        let p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(q, w1));
+                        dot[0] = _mm256_add_epi32(dot[0], _mm256_madd_epi16(p0, ones));
+                        dot[1] = _mm256_add_epi32(dot[1], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+                let scales = o.scales.as_ptr().add(b * PANEL + half * 16);
+                let s = [_mm256_loadu_ps(scales), _mm256_loadu_ps(scales.add(8))];
+                for (r, (dot, acc)) in dots.iter().zip(acc.iter_mut()).enumerate() {
+                    let x_scale =
+                        _mm256_set1_ps(*o.x_scales.get_unchecked((rows + r) * o.blocks + b));
+                    for v in 0..2 {
+                        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(dot[v]), x_scale);
+                        acc[v] = _mm256_fmadd_ps(t, s[v], acc[v]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let out = tile[rows + r].as_mut_ptr().add(half * 16);
+                _mm256_storeu_ps(out, acc[0]);
+                _mm256_storeu_ps(out.add(8), acc[1]);
+            }
+        }
+    }
+}
+
 /// `y = x · Wᵀ` with plain f32 arithmetic on the same quantized values as the kernels (the
 /// weights and activations rounded exactly as they round them, each block's integer dot
 /// product then scaled): what every path must equal, for tests.
@@ -451,8 +516,12 @@ mod tests {
                 );
             }
         }
-        if !Int8Path::available(&features).contains(&Int8Path::Avx512Vnni) {
+        let available = Int8Path::available(&features);
+        if !available.contains(&Int8Path::Avx512Vnni) {
             println!("skipped the avx512_vnni int8 path: this CPU lacks avx512_vnni");
+        }
+        if !available.contains(&Int8Path::Avx2) {
+            println!("skipped the avx2 int8 path: this CPU lacks avx2");
         }
     }
 
