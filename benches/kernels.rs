@@ -1,12 +1,13 @@
 //! Matrix-multiplication kernels at the real shapes of the three registry models' prefills
 //! (512 tokens through each linear layer), for choosing the CPU weight format by measurement:
 //! candle's f32 (gemm) matmul, `QMatMul` with Q8_0 and Q6_K weights, and every path of
-//! valuelens's own int8 kernel this CPU can run. Throughput is reported in FLOP/s ("elem/s").
-//! Run with `cargo bench --bench kernels` (`-- int8` for the int8 paths only).
+//! valuelens's own int8 and bf16 kernels this CPU can run. Throughput is reported in FLOP/s
+//! ("elem/s"). Run with `cargo bench --bench kernels` (`-- int8` for the int8 paths only).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use valuelens::model::kernels::bf16::{Bf16Matrix, Bf16Path};
 use valuelens::model::kernels::int8::{Int8Matrix, Int8Path};
 use valuelens::model::kernels::CpuFeatures;
 
@@ -59,6 +60,15 @@ fn kernels(c: &mut Criterion) {
             }
             let packed = Int8Matrix::new(&ws, n, k, path);
             group.bench_function(format!("int8 {}", path.name()), |b| {
+                b.iter(|| packed.matmul(&xs, m))
+            });
+        }
+        for path in Bf16Path::available(&features) {
+            if path == Bf16Path::Portable && features.avx2 {
+                continue; // as for int8
+            }
+            let packed = Bf16Matrix::new(&ws, n, k, path);
+            group.bench_function(format!("bf16 {}", path.name()), |b| {
                 b.iter(|| packed.matmul(&xs, m))
             });
         }

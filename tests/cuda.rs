@@ -52,7 +52,9 @@ fn agreement(shape: &str, mode: Precision) -> Agreement {
     let requests = requests();
     let options = EngineOptions::default();
     let score = |device: Device| {
-        let model = Model::load_on(&spec(shape), &Placement::new(device, mode)).unwrap();
+        // The CPU computes bf16 as the GPU does, not with its own bf16 kernel.
+        let placement = Placement::new(device, mode).with_gpu_numerics();
+        let model = Model::load_on(&spec(shape), &placement).unwrap();
         engine::score(&model, &requests, &options, None).unwrap()
     };
     let cpu = score(Device::Cpu);

@@ -1,5 +1,6 @@
-//! Devices and precisions: bf16 and f16 (the GPU precisions, run here on the CPU through the
-//! same masked-attention path the GPU takes) stay close to the f32 references, `--device`
+//! Devices and precisions: bf16 and f16 as GPUs compute them (run here on the CPU through the
+//! same half-precision activations and masked-attention path the GPU takes) stay close to the
+//! f32 references, `--device`
 //! explains itself when CUDA is not built in, and `compare` / `tokenize` / `bench --repeat`
 //! do what they say.
 
@@ -17,7 +18,8 @@ fn valuelens() -> Command {
 }
 
 fn load(name: &str, mode: Precision) -> Model {
-    Model::load_file_on(name, &registry_model_path(name), &Placement::cpu(mode)).unwrap()
+    let placement = Placement::cpu(mode).with_gpu_numerics();
+    Model::load_file_on(name, &registry_model_path(name), &placement).unwrap()
 }
 
 /// SmolLM2 on every 16th fixture request (contexts up to ~2,500 tokens, so several 1,024-row

@@ -7,4 +7,4 @@
 
 mod common;
 
-valuelens_fixture_suite!("gemma3-270m", f32_every: 1, quantized_every: 2, int8_every: 1, invariance_every: 32);
+valuelens_fixture_suite!("gemma3-270m", f32_every: 1, quantized_every: 2, int8_every: 1, bf16_every: 1, invariance_every: 32);

@@ -8,4 +8,4 @@
 
 mod common;
 
-valuelens_fixture_suite!("qwen2.5-coder-0.5b", f32_every: 2, quantized_every: 16, int8_every: 1, invariance_every: 32);
+valuelens_fixture_suite!("qwen2.5-coder-0.5b", f32_every: 2, quantized_every: 16, int8_every: 1, bf16_every: 2, invariance_every: 32);

@@ -9,5 +9,6 @@ valuelens_fixture_suite!(
     f32_every: 1,
     quantized_every: 1,
     int8_every: 1,
+    bf16_every: 1,
     invariance_every: 1
 );

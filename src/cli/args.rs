@@ -139,8 +139,8 @@ pub struct ModelArg {
 /// Where and how a model computes.
 #[derive(clap::Args, Clone)]
 pub struct ComputeArgs {
-    /// Weights (and activations): f32 (the reference; fastest on CPU), bf16 or f16 (for
-    /// GPUs), or quantized as the file stores them (GGUF; activations in f32).
+    /// Weights (and activations): f32 (the reference), int8 (fastest on CPU), bf16 (GPUs; on
+    /// the CPU, valuelens's bf16 kernel), f16 (GPUs), or quantized as the file stores them.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Precision,
     /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).

@@ -145,11 +145,15 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let requests: Vec<engine::Request> = requests::RequestLines::open(&args.input)?
         .take(limit)
         .collect::<Result<_>>()?;
-    let reference = Placement::new(
+    let tested = args.compute.placement()?;
+    let mut reference = Placement::new(
         parse_device(&args.reference_device)?,
         args.reference_dtype.unwrap_or(args.compute.dtype),
     );
-    let tested = args.compute.placement()?;
+    if !tested.device.is_cpu() {
+        // Against a GPU, the CPU computes half precisions as the GPU does.
+        reference = reference.with_gpu_numerics();
+    }
     let run = |placement: &Placement| -> Result<(Vec<engine::Score>, Setting)> {
         let model = Model::load_on(&args.model.model, placement)?;
         let started = Instant::now();

@@ -15,8 +15,10 @@ pub enum Precision {
     /// Dequantized to f32 at load: the fastest path on CPU with candle's kernels, and the
     /// reference precision.
     F32,
-    /// Dequantized to bf16 at load, activations in bf16 (softmaxes and log-softmax in f32): the
-    /// usual precision on GPUs.
+    /// Weights in bf16. On a GPU, activations in bf16 too (softmaxes and log-softmax in f32):
+    /// the usual precision there. On the CPU, every linear layer and the LM head multiply with
+    /// valuelens's bf16 kernel (inputs rounded to bf16 at each product, f32 accumulation; AVX-512
+    /// BF16, AVX2 or portable code, the same numbers on every path) and the rest stays f32.
     Bf16,
     /// Dequantized to f16 at load, activations in f16 (softmaxes and log-softmax in f32).
     F16,
@@ -93,20 +95,45 @@ pub fn device_name(device: &Device) -> String {
 pub struct Placement {
     pub device: Device,
     pub precision: Precision,
+    /// Compute bf16 on the CPU as a GPU does (bf16 activations through candle, masked
+    /// attention blocks) instead of with the CPU's bf16 kernel: to test on a CPU what GPUs
+    /// compute.
+    pub gpu_numerics: bool,
 }
 
 impl Placement {
     pub fn new(device: Device, precision: Precision) -> Self {
-        Self { device, precision }
+        Self {
+            device,
+            precision,
+            gpu_numerics: false,
+        }
+    }
+
+    /// The same placement computing as a GPU would (see [`Placement::gpu_numerics`]).
+    pub fn with_gpu_numerics(self) -> Self {
+        Self {
+            gpu_numerics: true,
+            ..self
+        }
+    }
+
+    /// Whether the matrices multiply with valuelens's CPU bf16 kernel (bf16 on the CPU).
+    pub fn cpu_bf16_kernel(&self) -> bool {
+        self.precision == Precision::Bf16 && self.device.is_cpu() && !self.gpu_numerics
     }
 
     pub fn cpu(precision: Precision) -> Self {
         Self::new(Device::Cpu, precision)
     }
 
-    /// The dtype of dense weights and activations.
+    /// The dtype of dense weights and activations: f32 for bf16 on the CPU, whose bf16 is in
+    /// the matrix kernel only.
     pub fn dtype(&self) -> DType {
-        self.precision.activation_dtype()
+        match self.precision {
+            Precision::Bf16 if self.cpu_bf16_kernel() => DType::F32,
+            p => p.activation_dtype(),
+        }
     }
 
     /// A dense tensor (norm weights, biases, embeddings, a dense weight matrix) in the
@@ -128,7 +155,10 @@ impl Placement {
     /// a layer's multiply-adds (≈ 85 % for Qwen2.5-0.5B).
     pub fn outlier_sensitive(&self) -> Placement {
         match self.precision {
-            Precision::Int8 => Placement::new(self.device.clone(), Precision::F32),
+            Precision::Int8 => Placement {
+                precision: Precision::F32,
+                ..self.clone()
+            },
             _ => self.clone(),
         }
     }

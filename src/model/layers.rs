@@ -10,23 +10,30 @@ use super::batch::PackedBatch;
 use super::cpu_ops;
 pub use super::cpu_ops::GateActivation;
 use super::device::{is_float_format, Placement, Precision};
+use super::kernels::bf16::{Bf16Matrix, Bf16Path};
 use super::kernels::int8::{Int8Matrix, Int8Path};
 use super::kernels::CpuFeatures;
 use super::rope::RopeScaling;
 
 /// A weight matrix `[out, in]`, applied as `x · Wᵀ`: with candle's kernels (dense or
-/// quantized), or with valuelens's int8 kernel.
+/// quantized), or with one of valuelens's own CPU kernels.
 pub struct Linear {
     parts: Vec<QMatMul>,
-    int8: Option<Int8Matrix>,
+    packed: Option<Packed>,
+}
+
+/// A matrix packed for one of valuelens's CPU kernels.
+enum Packed {
+    Int8(Int8Matrix),
+    Bf16(Bf16Matrix),
 }
 
 impl Linear {
     /// One matrix whose output rows are the rows of `parts` stacked in order (e.g. Q, K and V),
     /// so that one large matmul replaces several small ones; placed as `placement` says.
     pub fn stacked(parts: Vec<QTensor>, placement: &Placement) -> Result<Self> {
-        if placement.precision == Precision::Int8 {
-            return Self::int8(&parts, placement);
+        if placement.precision == Precision::Int8 || placement.cpu_bf16_kernel() {
+            return Self::packed(&parts, placement);
         }
         let quantized = placement.precision == Precision::Quantized
             && parts.iter().all(|p| !is_float_format(p.dtype()));
@@ -39,7 +46,7 @@ impl Linear {
             let w = placement.put(&Tensor::cat(&dense, 0)?)?;
             return Ok(Self {
                 parts: vec![QMatMul::Tensor(w)],
-                int8: None,
+                packed: None,
             });
         }
         let parts = if placement.device.is_cpu() {
@@ -73,13 +80,13 @@ impl Linear {
                 .into_iter()
                 .map(|p| Ok(QMatMul::from_qtensor(placement.quantized(p)?)?))
                 .collect::<Result<_>>()?,
-            int8: None,
+            packed: None,
         })
     }
 
-    /// The stacked parts dequantized and requantized for the int8 kernel (on the fastest path
-    /// this CPU has).
-    fn int8(parts: &[QTensor], placement: &Placement) -> Result<Self> {
+    /// The stacked parts dequantized and packed for valuelens's kernel of the placement's
+    /// precision (int8 or bf16, on the fastest path this CPU has).
+    fn packed(parts: &[QTensor], placement: &Placement) -> Result<Self> {
         if !placement.device.is_cpu() {
             bail!("--dtype int8 computes on the CPU only; on a GPU use --dtype bf16 or f16");
         }
@@ -98,16 +105,41 @@ impl Linear {
                     .to_vec1::<f32>()?,
             );
         }
-        let path = Int8Path::select(&CpuFeatures::detect())?;
+        let (features, cols) = (CpuFeatures::detect(), cols.unwrap_or(0));
+        let packed = match placement.precision {
+            Precision::Bf16 => Packed::Bf16(Bf16Matrix::new(
+                &values,
+                rows,
+                cols,
+                Bf16Path::select(&features)?,
+            )),
+            _ => Packed::Int8(Int8Matrix::new(
+                &values,
+                rows,
+                cols,
+                Int8Path::select(&features)?,
+            )),
+        };
         Ok(Self {
             parts: Vec::new(),
-            int8: Some(Int8Matrix::new(&values, rows, cols.unwrap_or(0), path)),
+            packed: Some(packed),
         })
     }
 
     /// The int8 kernel's path, when this layer uses it.
     pub fn int8_path(&self) -> Option<Int8Path> {
-        self.int8.as_ref().map(Int8Matrix::path)
+        match &self.packed {
+            Some(Packed::Int8(m)) => Some(m.path()),
+            _ => None,
+        }
+    }
+
+    /// The bf16 kernel's path, when this layer uses it.
+    pub fn bf16_path(&self) -> Option<Bf16Path> {
+        match &self.packed {
+            Some(Packed::Bf16(m)) => Some(m.path()),
+            _ => None,
+        }
     }
 
     pub fn new(weight: QTensor, placement: &Placement) -> Result<Self> {
@@ -118,22 +150,25 @@ impl Linear {
     pub fn dense(weight: Tensor) -> Self {
         Self {
             parts: vec![QMatMul::Tensor(weight)],
-            int8: None,
+            packed: None,
         }
     }
 
     /// `x: [rows, in]` → `[rows, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(matrix) = &self.int8 {
+        if let Some(packed) = &self.packed {
             let x = x.to_dtype(DType::F32)?.contiguous()?;
             let rows = x.dim(0)?;
             let (storage, layout) = x.storage_and_layout();
             let candle_core::Storage::Cpu(cpu) = &*storage else {
-                bail!("the int8 kernel needs its input on the CPU");
+                bail!("valuelens's CPU kernels need their input on the CPU");
             };
             let values = cpu_ops::slice_of(cpu.as_slice::<f32>()?, layout)?;
-            let out = matrix.matmul(values, rows);
-            return Ok(Tensor::from_vec(out, (rows, matrix.rows()), &Device::Cpu)?);
+            let (out, n) = match packed {
+                Packed::Int8(m) => (m.matmul(values, rows), m.rows()),
+                Packed::Bf16(m) => (m.matmul(values, rows), m.rows()),
+            };
+            return Ok(Tensor::from_vec(out, (rows, n), &Device::Cpu)?);
         }
         if self.parts.len() == 1 {
             return Ok(self.parts[0].forward(x)?);

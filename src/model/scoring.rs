@@ -42,6 +42,9 @@ impl LmHead {
         let projection = match (output, placement.precision) {
             (Some(output), _) => Linear::new(output, &placement.outlier_sensitive())?,
             (None, Precision::Quantized) => Linear::new(embeddings_q, placement)?,
+            (None, Precision::Bf16) if placement.cpu_bf16_kernel() => {
+                Linear::new(embeddings_q, placement)?
+            }
             (None, _) => Linear::dense(embeddings.clone()),
         };
         Ok(Self {

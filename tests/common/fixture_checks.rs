@@ -97,6 +97,11 @@ pub fn int8_close(scores: &[Score], references: &[Reference]) {
     close_within(scores, references, "int8", 0.05, 0.99);
 }
 
+/// CPU bf16 (issue 16's bar): mean |Δ| per token ≤ 0.02 and greedy agreement ≥ 99 %.
+pub fn bf16_close(scores: &[Score], references: &[Reference]) {
+    close_within(scores, references, "bf16", 0.02, 0.99);
+}
+
 /// Mean |Δ| per token ≤ `max_mean` and greedy agreement ≥ 95 % (`label` names the setting);
 /// returns the mean.
 pub fn close_on_average(
@@ -182,12 +187,13 @@ pub fn every(i: usize, n: usize) -> bool {
 
 /// The fixture tests of one registry model: token ids on all requests, f32 on every
 /// `f32_every`-th, batch invariance on every `invariance_every`-th, quantized closeness on
-/// every `quantized_every`-th and int8 closeness on every `int8_every`-th (the full sets where the model is fast enough, subsets
-/// otherwise; `invariance_every` must be a multiple of `f32_every`). Expands into a test crate
-/// that declares `mod common;`.
+/// every `quantized_every`-th, int8 closeness on every `int8_every`-th and CPU bf16 closeness
+/// on every `bf16_every`-th (the full sets where the model is fast enough, subsets otherwise;
+/// `invariance_every` must be a multiple of `f32_every`). Expands into a test crate that
+/// declares `mod common;`.
 #[macro_export]
 macro_rules! valuelens_fixture_suite {
-    ($model:expr, f32_every: $f32_every:expr, quantized_every: $quantized_every:expr, int8_every: $int8_every:expr, invariance_every: $invariance_every:expr) => {
+    ($model:expr, f32_every: $f32_every:expr, quantized_every: $quantized_every:expr, int8_every: $int8_every:expr, bf16_every: $bf16_every:expr, invariance_every: $invariance_every:expr) => {
         use std::sync::OnceLock;
 
         use common::fixture_checks::{self, score_subset};
@@ -260,6 +266,17 @@ macro_rules! valuelens_fixture_suite {
                 &EngineOptions::default(),
             );
             fixture_checks::int8_close(&scores, &references);
+        }
+
+        #[test]
+        fn cpu_bf16_logprobs_are_within_0_02_per_token_and_greedy_agrees_on_99_percent() {
+            let (scores, references) = score_subset(
+                &model(Precision::Bf16),
+                MODEL,
+                |i, _| fixture_checks::every(i, $bf16_every),
+                &EngineOptions::default(),
+            );
+            fixture_checks::bf16_close(&scores, &references);
         }
     };
 }

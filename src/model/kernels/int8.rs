@@ -18,13 +18,7 @@
 use rayon::prelude::*;
 
 use super::features::CpuFeatures;
-
-/// A raw pointer to output rows that several threads write, each its own columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the kernels write disjoint elements through it, and the buffer outlives the threads.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+use super::SharedOut;
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 16;
@@ -79,24 +73,11 @@ impl Int8Path {
     /// The fastest path this CPU has, unless `VALUELENS_INT8_PATH` names another one it has
     /// (to measure a slower path on a faster machine).
     pub fn select(features: &CpuFeatures) -> anyhow::Result<Int8Path> {
-        let available = Self::available(features);
-        match std::env::var("VALUELENS_INT8_PATH") {
-            Ok(wanted) if !wanted.is_empty() => available
-                .iter()
-                .copied()
-                .find(|p| p.name() == wanted)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "VALUELENS_INT8_PATH={wanted} is not a path this CPU can run; it can run: {}",
-                        available
-                            .iter()
-                            .map(|p| p.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }),
-            _ => Ok(available[0]),
-        }
+        super::select_path(
+            "VALUELENS_INT8_PATH",
+            &Self::available(features),
+            Self::name,
+        )
     }
 }
 
@@ -116,7 +97,8 @@ pub struct Int8Matrix {
 }
 
 /// Quantizes up to `BLOCK` values to integers in −127..=127 with one scale (the largest
-/// magnitude maps to 127), writing `q + 128` into `out`; returns the scale. Values beyond
+/// magnitude maps to 127), rounding halves to even (one instruction on every CPU, unlike
+/// halves away from zero), writing `q + 128` into `out`; returns the scale. Values beyond
 /// `values.len()` are zero.
 #[inline(always)]
 fn quantize_block(values: &[f32], out: &mut [u8]) -> f32 {
@@ -124,35 +106,82 @@ fn quantize_block(values: &[f32], out: &mut [u8]) -> f32 {
     let scale = amax / 127.0;
     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     for (i, o) in out.iter_mut().enumerate().take(BLOCK) {
-        let q = values
-            .get(i)
-            .map_or(0.0, |v| (v * inverse).round().clamp(-127.0, 127.0));
+        let q = values.get(i).map_or(0.0, |v| {
+            (v * inverse).round_ties_even().clamp(-127.0, 127.0)
+        });
         *o = (q as i32 + 128) as u8;
     }
     scale
 }
 
-/// One row quantized per block into `bytes` (`q + 128`) and `scales`; compiled for AVX2 where
-/// the CPU has it, so that rounding is an instruction rather than a call (the same numbers).
+/// One row quantized per block into `bytes` (`q + 128`) and `scales`: whole blocks with AVX2
+/// where the CPU has it (the same numbers as [`quantize_block`]: the same products, the same
+/// rounding), the rest — and everything on other CPUs — with [`quantize_block`].
 fn quantize_row(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
-    #[inline(always)]
-    fn blocks(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
-        for (b, (out, scale)) in bytes.chunks_mut(BLOCK).zip(scales.iter_mut()).enumerate() {
-            let end = ((b + 1) * BLOCK).min(row.len());
-            *scale = quantize_block(&row[b * BLOCK..end], out);
-        }
-    }
+    let mut whole = row.len() / BLOCK;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn with_avx2(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
-            blocks(row, bytes, scales)
-        }
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { with_avx2(row, bytes, scales) };
-        return;
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; the function reads `whole` blocks of `row` and writes as
+        // many of `bytes` and `scales`, all in bounds.
+        unsafe { quantize_blocks_avx2(&row[..whole * BLOCK], bytes, scales) };
+    } else {
+        whole = 0;
     }
-    blocks(row, bytes, scales)
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        whole = 0;
+    }
+    for (b, (out, scale)) in bytes
+        .chunks_mut(BLOCK)
+        .zip(scales.iter_mut())
+        .enumerate()
+        .skip(whole)
+    {
+        let end = ((b + 1) * BLOCK).min(row.len());
+        *scale = quantize_block(&row[(b * BLOCK).min(end)..end], out);
+    }
+}
+
+/// [`quantize_block`] on the whole blocks of `row`, 16 values in two registers at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_blocks_avx2(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(BLOCK == 16);
+    let blocks = row.len() / BLOCK;
+    assert!(bytes.len() >= blocks * BLOCK && scales.len() >= blocks);
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (low, high) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let offset = _mm256_set1_epi32(128);
+    for b in 0..blocks {
+        // SAFETY (loads and stores): `b < blocks`, bounded by the assert above.
+        let at = row.as_ptr().add(b * BLOCK);
+        let (v0, v1) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+        let m = _mm256_max_ps(_mm256_and_ps(v0, magnitude), _mm256_and_ps(v1, magnitude));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        let amax = _mm_cvtss_f32(m);
+        let scale = amax / 127.0;
+        let inverse = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let quantize = |v| {
+            const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let q = _mm256_round_ps::<NEAREST>(_mm256_mul_ps(v, inverse));
+            let q = _mm256_min_ps(_mm256_max_ps(q, low), high);
+            _mm256_add_epi32(_mm256_cvtps_epi32(q), offset)
+        };
+        // 32-bit lanes → 16 → 8 bits (both packs saturate, no value needs it), then the
+        // lane-crossing order of the packs undone.
+        let words = _mm256_packs_epi32(quantize(v0), quantize(v1));
+        let packed = _mm256_packus_epi16(words, words);
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+        _mm_storeu_si128(
+            bytes.as_mut_ptr().add(b * BLOCK) as *mut __m128i,
+            _mm256_castsi256_si128(ordered),
+        );
+        *scales.get_unchecked_mut(b) = scale;
+    }
 }
 
 /// Rows of activations quantized per block: `bytes` holds `q + 128`, `[rows][blocks · BLOCK]`.
@@ -477,18 +506,7 @@ pub fn reference(w: &[f32], x: &[f32], n: usize, k: usize, rows: usize) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::splitmix64;
-
-    /// Uniform values in (−spread, spread), stream `seed`.
-    fn random_matrix(seed: u64, len: usize, spread: f32) -> Vec<f32> {
-        (0..len as u64)
-            .map(|i| {
-                let unit = (splitmix64(seed.wrapping_mul(1 << 40).wrapping_add(i)) >> 40) as f32
-                    / (1u64 << 24) as f32;
-                (unit * 2.0 - 1.0) * spread
-            })
-            .collect()
-    }
+    use crate::model::kernels::test_support::{random_matrix, MODEL_SHAPES};
 
     /// Every path this CPU has equals the reference bit for bit; paths it lacks are named.
     fn check_shape(rows: usize, n: usize, k: usize) {
@@ -541,23 +559,7 @@ mod tests {
 
     #[test]
     fn every_path_equals_the_reference_at_the_models_shapes() {
-        // (n, k) of SmolLM2-135M, gemma-3-270m and Qwen2.5-0.5B: fused QKV, output, fused
-        // gate/up, down projections.
-        let shapes = [
-            (960, 576),
-            (576, 576),
-            (3072, 576),
-            (576, 1536),
-            (1536, 640),
-            (640, 1024),
-            (4096, 640),
-            (640, 2048),
-            (1152, 896),
-            (896, 896),
-            (9728, 896),
-            (896, 4864),
-        ];
-        for (n, k) in shapes {
+        for (n, k) in MODEL_SHAPES {
             for rows in [1, 3] {
                 check_shape(rows, n, k);
             }
@@ -588,13 +590,37 @@ mod tests {
         }
     }
 
+    /// The vectorized row quantizer equals the scalar blocks, ties and tails included.
+    #[test]
+    fn rows_quantize_as_the_scalar_blocks_do() {
+        for k in [1, 15, 16, 17, 576, 1000] {
+            let mut row = random_matrix(k as u64, k, 3.0);
+            // Exact ties after scaling: with a block maximum of 127 the scale is 1.
+            for (i, v) in row.iter_mut().enumerate().take(16.min(k)) {
+                *v = if i == 0 { 127.0 } else { i as f32 - 7.5 };
+            }
+            let blocks = k.div_ceil(BLOCK);
+            let (mut bytes, mut scales) = (vec![0u8; blocks * BLOCK], vec![0f32; blocks]);
+            quantize_row(&row, &mut bytes, &mut scales);
+            for b in 0..blocks {
+                let mut want = [0u8; BLOCK];
+                let scale = quantize_block(&row[b * BLOCK..((b + 1) * BLOCK).min(k)], &mut want);
+                assert_eq!(scales[b].to_bits(), scale.to_bits(), "k {k} block {b}");
+                assert_eq!(&bytes[b * BLOCK..(b + 1) * BLOCK], &want, "k {k} block {b}");
+            }
+        }
+        if !CpuFeatures::detect().avx2 {
+            println!("skipped the avx2 row quantizer: this CPU lacks avx2");
+        }
+    }
+
     #[test]
     fn quantized_blocks_round_to_nearest_with_the_largest_at_127() {
         let mut out = [0u8; BLOCK];
         let scale = quantize_block(&[1.0, -2.0, 0.5, 0.0], &mut out);
         assert_eq!(scale, 2.0 / 127.0);
         assert_eq!(out[1] as i32 - 128, -127);
-        assert_eq!(out[0] as i32 - 128, 64); // 63.5 rounds away from zero
+        assert_eq!(out[0] as i32 - 128, 64); // 63.5 rounds to even
         assert!(out[3..].iter().all(|&u| u == 128));
         assert_eq!(quantize_block(&[0.0; 3], &mut out), 0.0);
     }
