@@ -345,6 +345,52 @@ fn a_run_killed_partway_resumes_to_identical_results() {
     }
 }
 
+/// `--dtype auto` runs in the precision it picks for this CPU, says so in run.json, and binds
+/// the folder to that precision: the same run asked with the precision itself resumes every
+/// unit; asked in another precision, it is refused.
+#[test]
+fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let with_dtype = |dtype: &str| {
+        let mut command = run_subset(&out);
+        command.args(["--dtype", dtype]);
+        command
+    };
+    succeed(with_dtype("auto"));
+    let record: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
+    let features = valuelens::model::kernels::CpuFeatures::detect();
+    let expected = if features.avx2 && features.fma {
+        "int8"
+    } else {
+        println!("auto chose f32: this CPU lacks avx2 (int8 is auto's choice where it has it)");
+        "f32"
+    };
+    assert_eq!(record["model"]["dtype"], expected, "{record}");
+    let kernels = record["model"]["matmul_kernels"].as_str().unwrap();
+    assert!(kernels.starts_with(expected), "{kernels}");
+    let config: serde_json::Value =
+        serde_json::from_str(&read(&out.join("checkpoints/config.json"))).unwrap();
+    assert_eq!(config["dtype"], expected);
+    assert_eq!(
+        config.get("kernels").is_some(),
+        expected == "int8",
+        "{config}"
+    );
+
+    let resumed = succeed(with_dtype(expected));
+    let summary = String::from_utf8_lossy(&resumed.stdout);
+    assert!(summary.contains("(4 of 4 units resumed)"), "{summary}");
+    let other = if expected == "f32" { "int8" } else { "f32" };
+    let refused = with_dtype(other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another configuration (dtype was"),
+        "{stderr}"
+    );
+}
+
 /// Runs `valuelens run` with `args`, expecting the failure contract: exit 1, one message
 /// containing `expected`, no panic, no results written into `out`.
 fn run_fails(args: &[&str], out: &Path, expected: &str) {

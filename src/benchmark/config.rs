@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineOptions;
 use crate::model::device::device_name;
+use crate::model::kernels::kernel_arithmetic;
 use crate::model::open::open_checkpoint;
 use crate::model::{ModelSource, Placement, Precision};
 use crate::prompts::chat::ChatTemplate;
@@ -70,6 +71,11 @@ pub struct RunConfig {
     /// PriDe's sample, for debiased runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pride: Option<PrideSettings>,
+    /// The arithmetic of valuelens's own matrix kernels where they compute (int8, bf16 on the
+    /// CPU): what changes their scores. Not the instruction set, since every path of a kernel
+    /// gives the same numbers, so a run resumes on any CPU. Left out for candle's kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
 }
 
 impl RunConfig {
@@ -91,6 +97,7 @@ impl RunConfig {
             device,
             debias: options.debias,
             pride: (options.debias == Debias::Pride).then_some(options.pride),
+            kernels: kernel_arithmetic(&options.placement).map(str::to_string),
         }
     }
 }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use valuelens::benchmark::config::ChatTemplateMode;
 use valuelens::engine::EngineOptions;
 use valuelens::model::export::ExportDtype;
-use valuelens::model::Precision;
+use valuelens::model::{DtypeChoice, Precision};
 use valuelens::tasks::pride::{Debias, PrideSettings};
 use valuelens::tasks::{Protocol, Scoring};
 
@@ -139,10 +139,11 @@ pub struct ModelArg {
 /// Where and how a model computes.
 #[derive(clap::Args, Clone)]
 pub struct ComputeArgs {
-    /// Weights (and activations): f32 (the reference), int8 (fastest on CPU), bf16 (GPUs; on
-    /// the CPU, valuelens's bf16 kernel), f16 (GPUs), or quantized as the file stores them.
+    /// Weights (and activations): f32 (the reference), auto (the fastest within tolerance
+    /// here), int8 (fastest on CPU), bf16 (GPUs; on the CPU, valuelens's bf16 kernel), f16
+    /// (GPUs), or quantized as the file stores them.
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Precision,
+    pub dtype: DtypeChoice,
     /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -148,7 +148,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let tested = args.compute.placement()?;
     let mut reference = Placement::new(
         parse_device(&args.reference_device)?,
-        args.reference_dtype.unwrap_or(args.compute.dtype),
+        args.reference_dtype.unwrap_or(tested.precision),
     );
     if !tested.device.is_cpu() {
         // Against a GPU, the CPU computes half precisions as the GPU does.

@@ -16,7 +16,9 @@ use args::ComputeArgs;
 
 impl ComputeArgs {
     pub fn placement(&self) -> Result<Placement> {
-        Ok(Placement::new(parse_device(&self.device)?, self.dtype))
+        let device = parse_device(&self.device)?;
+        let precision = self.dtype.resolve(&device);
+        Ok(Placement::new(device, precision))
     }
 
     pub fn engine_options(&self) -> Result<EngineOptions> {

@@ -19,6 +19,9 @@ use rayon::prelude::*;
 use super::features::CpuFeatures;
 use super::SharedOut;
 
+/// What this kernel computes, for resume identities: changed whenever its numbers change.
+pub const ARITHMETIC: &str = "bf16 v1: pairs in f32, odd first; every linear layer and LM head";
+
 /// Output columns per packed panel.
 const PANEL: usize = 32;
 /// Rows of `x` per kernel tile.

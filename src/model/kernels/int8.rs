@@ -20,6 +20,10 @@ use rayon::prelude::*;
 use super::features::CpuFeatures;
 use super::SharedOut;
 
+/// What this kernel computes, for resume identities: changed whenever its numbers change.
+pub const ARITHMETIC: &str =
+    "int8 v2: blocks of 16, half to even; feed-forward only (attention and LM head f32)";
+
 /// Inputs per quantization block.
 pub const BLOCK: usize = 16;
 /// Output columns per packed panel.

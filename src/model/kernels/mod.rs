@@ -9,7 +9,7 @@ pub mod int8;
 
 pub use features::CpuFeatures;
 
-use super::device::Precision;
+use super::device::{Placement, Precision};
 
 /// Which kernels multiply a model's matrices in `precision` on the CPU (`on_cpu`) or a GPU,
 /// in words for reports (`valuelens bench`, `run.json`).
@@ -27,6 +27,16 @@ pub fn matmul_kernels(precision: Precision, on_cpu: bool) -> anyhow::Result<Stri
         (p, true) => format!("{} candle gemm", p.name()),
         (p, false) => format!("{} candle cuBLAS", p.name()),
     })
+}
+
+/// The arithmetic of valuelens's own kernels where `placement` uses them, for a run's resume
+/// identity (see `RunConfig::kernels`); `None` where candle's kernels compute.
+pub fn kernel_arithmetic(placement: &Placement) -> Option<&'static str> {
+    match placement.precision {
+        Precision::Int8 => Some(int8::ARITHMETIC),
+        Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
+        _ => None,
+    }
 }
 
 /// A raw pointer to output rows that several threads write, each its own elements.
