@@ -1,4 +1,4 @@
-//! Element-wise CPU kernels of the forward pass, vectorized through runtime AVX2/FMA dispatch:
+//! Element-wise CPU kernels of the forward pass, vectorized for AVX2/FMA where the CPU has them:
 //! the masked (optionally soft-capped) softmax of attention rows and the gated activations of
 //! the feed-forward layers (SwiGLU, GeGLU), all on a fast `exp`; and the view of a contiguous
 //! CPU tensor as a slice.
@@ -7,20 +7,13 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Runs `f` compiled for AVX2/FMA when the CPU has them, so that its loops vectorize.
+/// Whether this CPU has AVX2 and FMA (checked once per process by std, then a load).
 #[inline(always)]
-fn dispatch(f: impl FnOnce()) {
+fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn with_avx2(f: impl FnOnce()) {
-            f()
-        }
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { with_avx2(f) };
-        return;
-    }
-    f()
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The elements of a contiguous CPU tensor's storage, in order.
@@ -33,8 +26,21 @@ pub fn slice_of<'a>(data: &'a [f32], layout: &candle_core::Layout) -> Result<&'a
 
 /// Softmax over the entries `visible` of a score row (a causal, possibly sliding window), each
 /// first soft-capped to `cap · tanh(x / cap)` when `softcap` is given; the rest become 0.
+///
+/// The body is compiled twice, for AVX2/FMA and for any CPU, and picked at run time: each copy
+/// is a named function with the body inlined into it (a closure passed to a function compiled
+/// for AVX2 would stay a separate function compiled without it).
 pub fn softmax_window(row: &mut [f32], visible: std::ops::Range<usize>, softcap: Option<f32>) {
-    dispatch(|| softmax_window_inline(row, visible, softcap))
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2(row: &mut [f32], visible: std::ops::Range<usize>, cap: Option<f32>) {
+            softmax_window_inline(row, visible, cap)
+        }
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { with_avx2(row, visible, softcap) };
+    }
+    softmax_window_inline(row, visible, softcap)
 }
 
 #[inline(always)]
@@ -47,14 +53,57 @@ fn softmax_window_inline(row: &mut [f32], visible: std::ops::Range<usize>, softc
         let inv = 1.0 / cap;
         seen.iter_mut().for_each(|x| *x = cap * tanh(*x * inv));
     }
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0f32;
-    for x in seen.iter_mut() {
-        *x = exp_nonpositive(*x - max);
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
+    let max = max_of(seen);
+    let inv = 1.0 / exp_in_place(seen, max);
     seen.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Lanes of the reductions below: partial results in a fixed-width array, so that the loops
+/// vectorize (a single running sum is a chain the compiler may not reorder), combined in a
+/// fixed order, so that a row's result depends on its values only.
+const LANES: usize = 16;
+
+/// The largest of `xs` (−∞ for none).
+#[inline(always)]
+fn max_of(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(x);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    lanes.iter().fold(tail, |m, &x| m.max(x))
+}
+
+/// Replaces each `x` of `xs` by `e^(x − max)` and returns their sum.
+#[inline(always)]
+fn exp_in_place(xs: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp_nonpositive(*x - max);
+            *lane += *x;
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_nonpositive(*x - max);
+        tail += *x;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0] + tail
 }
 
 /// `tanh(x) = sign(x) · (1 − e^{−2|x|}) / (1 + e^{−2|x|})`, on the fast `exp`.
@@ -107,22 +156,33 @@ pub fn gated(gate_up: &Tensor, activation: GateActivation) -> Result<Tensor> {
         let input = slice_of(cpu.as_slice::<f32>()?, layout)?;
         out.par_chunks_mut(ffn)
             .zip(input.par_chunks(width))
-            .for_each(|(out, row)| {
-                dispatch(|| {
-                    let (gate, up) = row.split_at(ffn);
-                    let pairs = out.iter_mut().zip(gate).zip(up);
-                    match activation {
-                        GateActivation::Silu => {
-                            pairs.for_each(|((o, &g), &u)| *o = silu(g) * u);
-                        }
-                        GateActivation::GeluTanh => {
-                            pairs.for_each(|((o, &g), &u)| *o = gelu_tanh(g) * u);
-                        }
-                    }
-                })
-            });
+            .for_each(|(out, row)| gated_row(out, row, activation));
     }
     Ok(Tensor::from_vec(out, (rows, ffn), &Device::Cpu)?)
+}
+
+/// One row of [`gated`]: `out = act(gate) ⊙ up` for `row = [gate | up]`, compiled for
+/// AVX2/FMA where the CPU has them (as [`softmax_window`] is).
+fn gated_row(out: &mut [f32], row: &[f32], activation: GateActivation) {
+    #[inline(always)]
+    fn body(out: &mut [f32], row: &[f32], activation: GateActivation) {
+        let (gate, up) = row.split_at(out.len());
+        let pairs = out.iter_mut().zip(gate).zip(up);
+        match activation {
+            GateActivation::Silu => pairs.for_each(|((o, &g), &u)| *o = silu(g) * u),
+            GateActivation::GeluTanh => pairs.for_each(|((o, &g), &u)| *o = gelu_tanh(g) * u),
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2(out: &mut [f32], row: &[f32], activation: GateActivation) {
+            body(out, row, activation)
+        }
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { with_avx2(out, row, activation) };
+    }
+    body(out, row, activation)
 }
 
 /// `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, PyTorch's `gelu(approximate="tanh")`.
@@ -217,6 +277,41 @@ mod tests {
         let want = [[silu(1.0) * 3.0, silu(-2.0) * 4.0], [-silu(0.5), 0.0]];
         for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
             assert!((g - w).abs() < 1e-6);
+        }
+    }
+
+    /// Rows longer than the lanes, with a tail, a window and a cap: the f64 softmax.
+    #[test]
+    fn softmax_of_long_rows_matches_the_f64_softmax() {
+        for (len, visible, cap) in [
+            (1000, 0..1000, None),
+            (77, 5..70, Some(30.0)),
+            (17, 0..17, None),
+        ] {
+            let mut row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
+                .collect();
+            let original = row.clone();
+            softmax_window(&mut row, visible.clone(), cap);
+            let capped =
+                |x: f32| cap.map_or(x as f64, |c: f32| c as f64 * (x as f64 / c as f64).tanh());
+            let seen: Vec<f64> = original[visible.clone()]
+                .iter()
+                .map(|&x| capped(x))
+                .collect();
+            let max = seen.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = seen.iter().map(|x| (x - max).exp()).sum();
+            for (i, &got) in row.iter().enumerate() {
+                let want = if visible.contains(&i) {
+                    (seen[i - visible.start] - max).exp() / sum
+                } else {
+                    0.0
+                };
+                assert!(
+                    (got as f64 - want).abs() < 1e-6,
+                    "{len} {i}: {got} vs {want}"
+                );
+            }
         }
     }
 
