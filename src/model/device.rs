@@ -43,57 +43,6 @@ impl Precision {
     }
 }
 
-/// What `--dtype` takes: a precision, or `auto` for the fastest one whose scores stay within
-/// the tolerances of `tests/fixtures_*.rs` on the device at hand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DtypeChoice {
-    Auto,
-    Fixed(Precision),
-}
-
-impl DtypeChoice {
-    /// The precision to compute in on `device`. `auto`: bf16 on a GPU; on the CPU int8 where
-    /// the CPU has an int8 path faster than portable code (AVX2 or AVX-512 VNNI: measured
-    /// faster than f32, within 0.05 per token of the references, and the same numbers on every
-    /// such CPU), else f32.
-    pub fn resolve(self, device: &Device) -> Precision {
-        match self {
-            DtypeChoice::Fixed(precision) => precision,
-            DtypeChoice::Auto if !device.is_cpu() => Precision::Bf16,
-            DtypeChoice::Auto => {
-                let features = crate::model::kernels::CpuFeatures::detect();
-                match crate::model::kernels::int8::Int8Path::available(&features)[0] {
-                    crate::model::kernels::int8::Int8Path::Portable => Precision::F32,
-                    _ => Precision::Int8,
-                }
-            }
-        }
-    }
-}
-
-impl clap::ValueEnum for DtypeChoice {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            DtypeChoice::Auto,
-            DtypeChoice::Fixed(Precision::F32),
-            DtypeChoice::Fixed(Precision::Bf16),
-            DtypeChoice::Fixed(Precision::F16),
-            DtypeChoice::Fixed(Precision::Quantized),
-            DtypeChoice::Fixed(Precision::Int8),
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        match self {
-            DtypeChoice::Auto => Some(clap::builder::PossibleValue::new("auto").help(
-                "The fastest precision within tolerance on this device: bf16 on a GPU; on the \
-                 CPU int8 where it has AVX2 or AVX-512 VNNI, else f32 (run.json says which)",
-            )),
-            DtypeChoice::Fixed(precision) => precision.to_possible_value(),
-        }
-    }
-}
-
 /// Parses `cpu`, `cuda` or `cuda:N` into a device.
 pub fn parse_device(name: &str) -> Result<Device> {
     let ordinal = match name.trim() {

@@ -47,7 +47,8 @@ use candle_core::Device;
 
 use architecture::Network;
 pub use batch::{PackedBatch, Segment};
-pub use device::{parse_device, DtypeChoice, Placement, Precision};
+pub use device::{parse_device, Placement, Precision};
+pub use kernels::DtypeChoice;
 pub use scoring::RowScore;
 pub use source::{resolve, ModelSource, ResolvedModel};
 use tokenizer::TextTokenizer;

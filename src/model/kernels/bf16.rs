@@ -16,8 +16,8 @@
 
 use rayon::prelude::*;
 
+use super::common::SharedOut;
 use super::features::CpuFeatures;
-use super::SharedOut;
 
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
 pub const ARITHMETIC: &str = "bf16 v1: pairs in f32, odd first; every linear layer and LM head";
@@ -67,7 +67,7 @@ impl Bf16Path {
 
     /// The fastest path this CPU has, unless `VALUELENS_BF16_PATH` names another one it has.
     pub fn select(features: &CpuFeatures) -> anyhow::Result<Bf16Path> {
-        super::select_path(
+        super::common::select_path(
             "VALUELENS_BF16_PATH",
             &Self::available(features),
             Self::name,
@@ -390,7 +390,7 @@ pub fn reference(w: &[f32], x: &[f32], n: usize, k: usize, rows: usize) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::test_support::random_matrix;
+    use crate::model::kernels::common::test_support::random_matrix;
 
     /// Every path this CPU has equals the reference bit for bit; paths it lacks are named.
     fn check_shape(rows: usize, n: usize, k: usize) {
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn every_path_equals_the_reference_at_the_models_shapes() {
-        for (n, k) in crate::model::kernels::test_support::MODEL_SHAPES {
+        for (n, k) in crate::model::kernels::common::test_support::MODEL_SHAPES {
             for rows in [1, 3] {
                 check_shape(rows, n, k);
             }

@@ -17,8 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::common::SharedOut;
 use super::features::CpuFeatures;
-use super::SharedOut;
 
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
 pub const ARITHMETIC: &str =
@@ -77,7 +77,7 @@ impl Int8Path {
     /// The fastest path this CPU has, unless `VALUELENS_INT8_PATH` names another one it has
     /// (to measure a slower path on a faster machine).
     pub fn select(features: &CpuFeatures) -> anyhow::Result<Int8Path> {
-        super::select_path(
+        super::common::select_path(
             "VALUELENS_INT8_PATH",
             &Self::available(features),
             Self::name,
@@ -510,7 +510,7 @@ pub fn reference(w: &[f32], x: &[f32], n: usize, k: usize, rows: usize) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::test_support::{random_matrix, MODEL_SHAPES};
+    use crate::model::kernels::common::test_support::{random_matrix, MODEL_SHAPES};
 
     /// Every path this CPU has equals the reference bit for bit; paths it lacks are named.
     fn check_shape(rows: usize, n: usize, k: usize) {

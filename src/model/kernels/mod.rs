@@ -1,15 +1,70 @@
 //! Matrix kernels of the CPU linear layers that candle does not have, each picked at run time
 //! by the features of the CPU it runs on (never assumed at compile time), each with a portable
 //! fallback that every other path must equal: the CPU features that matter here (`features`),
-//! the int8 kernel (`int8`) and the bf16 kernel (`bf16`).
+//! the int8 kernel (`int8`) and the bf16 kernel (`bf16`); and what `--dtype auto` picks by
+//! them.
 
 pub mod bf16;
+mod common;
 pub mod features;
 pub mod int8;
 
 pub use features::CpuFeatures;
 
+use candle_core::Device;
+
 use super::device::{Placement, Precision};
+
+/// What `--dtype` takes: a precision, or `auto` for the fastest one whose scores stay within
+/// the tolerances of `tests/fixtures_*.rs` on the device at hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtypeChoice {
+    Auto,
+    Fixed(Precision),
+}
+
+impl DtypeChoice {
+    /// The precision to compute in on `device`. `auto`: bf16 on a GPU; on the CPU int8 where
+    /// the CPU has an int8 path faster than portable code (AVX2 or AVX-512 VNNI: measured
+    /// faster than f32, within 0.05 per token of the references, and the same numbers on every
+    /// such CPU), else f32.
+    pub fn resolve(self, device: &Device) -> Precision {
+        match self {
+            DtypeChoice::Fixed(precision) => precision,
+            DtypeChoice::Auto if !device.is_cpu() => Precision::Bf16,
+            DtypeChoice::Auto => {
+                let features = CpuFeatures::detect();
+                match int8::Int8Path::available(&features)[0] {
+                    int8::Int8Path::Portable => Precision::F32,
+                    _ => Precision::Int8,
+                }
+            }
+        }
+    }
+}
+
+impl clap::ValueEnum for DtypeChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            DtypeChoice::Auto,
+            DtypeChoice::Fixed(Precision::F32),
+            DtypeChoice::Fixed(Precision::Bf16),
+            DtypeChoice::Fixed(Precision::F16),
+            DtypeChoice::Fixed(Precision::Quantized),
+            DtypeChoice::Fixed(Precision::Int8),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            DtypeChoice::Auto => Some(clap::builder::PossibleValue::new("auto").help(
+                "The fastest precision within tolerance on this device: bf16 on a GPU; on the \
+                 CPU int8 where it has AVX2 or AVX-512 VNNI, else f32 (run.json says which)",
+            )),
+            DtypeChoice::Fixed(precision) => precision.to_possible_value(),
+        }
+    }
+}
 
 /// Which kernels multiply a model's matrices in `precision` on the CPU (`on_cpu`) or a GPU,
 /// in words for reports (`valuelens bench`, `run.json`).
@@ -36,71 +91,5 @@ pub fn kernel_arithmetic(placement: &Placement) -> Option<&'static str> {
         Precision::Int8 => Some(int8::ARITHMETIC),
         Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
         _ => None,
-    }
-}
-
-/// A raw pointer to output rows that several threads write, each its own elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the kernels write disjoint elements through it, and the buffer outlives the threads.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-/// The first of a kernel's `available` paths (fastest first), unless the environment variable
-/// `variable` names another one of them (to measure a slower path on a faster machine).
-fn select_path<P: Copy>(
-    variable: &str,
-    available: &[P],
-    name: fn(P) -> &'static str,
-) -> anyhow::Result<P> {
-    match std::env::var(variable) {
-        Ok(wanted) if !wanted.is_empty() => available
-            .iter()
-            .copied()
-            .find(|&p| name(p) == wanted)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{variable}={wanted} is not a path this CPU can run; it can run: {}",
-                    available
-                        .iter()
-                        .map(|&p| name(p))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }),
-        _ => Ok(available[0]),
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod test_support {
-    use crate::random::splitmix64;
-
-    /// (n, k) of the linear layers of SmolLM2-135M, gemma-3-270m and Qwen2.5-0.5B: fused QKV,
-    /// attention output, fused gate/up, down projections.
-    pub const MODEL_SHAPES: [(usize, usize); 12] = [
-        (960, 576),
-        (576, 576),
-        (3072, 576),
-        (576, 1536),
-        (1536, 640),
-        (640, 1024),
-        (4096, 640),
-        (640, 2048),
-        (1152, 896),
-        (896, 896),
-        (9728, 896),
-        (896, 4864),
-    ];
-
-    /// Uniform values in (−spread, spread), stream `seed`.
-    pub fn random_matrix(seed: u64, len: usize, spread: f32) -> Vec<f32> {
-        (0..len as u64)
-            .map(|i| {
-                let unit = (splitmix64(seed.wrapping_mul(1 << 40).wrapping_add(i)) >> 40) as f32
-                    / (1u64 << 24) as f32;
-                (unit * 2.0 - 1.0) * spread
-            })
-            .collect()
     }
 }
