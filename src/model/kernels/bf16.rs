@@ -16,19 +16,14 @@
 
 use rayon::prelude::*;
 
-use super::common::SharedOut;
+use super::common::{tiled_product, PANEL};
 use super::features::CpuFeatures;
 
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
 pub const ARITHMETIC: &str = "bf16 v1: pairs in f32, odd first; every linear layer and LM head";
 
-/// Output columns per packed panel.
-const PANEL: usize = 32;
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 8;
-/// Rows of `x` a task multiplies with one panel (a multiple of `TILE_ROWS`), so that a task's
-/// activations stay in cache while it goes through the panel's weights.
-const CHUNK_ROWS: usize = 64;
 
 /// The instruction sets the bf16 product can run on, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -107,7 +102,6 @@ pub struct Bf16Matrix {
     n: usize,
     k: usize,
     pairs: usize,
-    panels: usize,
     /// `[panel][pair][column]` the column's two weights of the pair (zero beyond `n`, `k`).
     weights: Vec<u32>,
     path: Bf16Path,
@@ -184,7 +178,6 @@ impl Bf16Matrix {
             n,
             k,
             pairs,
-            panels,
             weights,
             path,
         }
@@ -210,53 +203,25 @@ impl Bf16Matrix {
             "input of {rows}×{} expected",
             self.k
         );
-        let mut out = vec![0f32; rows * self.n];
-        if rows == 0 || self.n == 0 {
-            return out;
-        }
         let x = Bf16Rows::new(x, rows, self.k);
-        let chunks = rows.div_ceil(CHUNK_ROWS);
-        let shared = SharedOut(out.as_mut_ptr());
-        (0..chunks * self.panels)
-            .into_par_iter()
-            .for_each(|task| self.task(&x, rows, task, shared));
-        out
-    }
-
-    /// One chunk of rows through one panel.
-    fn task(&self, x: &Bf16Rows, rows: usize, task: usize, out: SharedOut) {
-        let (chunk, panel) = (task / self.panels, task % self.panels);
-        let first_row = chunk * CHUNK_ROWS;
-        let last_row = (first_row + CHUNK_ROWS).min(rows);
-        let columns = PANEL.min(self.n - panel * PANEL);
-        let weights = &self.weights[panel * self.pairs * PANEL..][..self.pairs * PANEL];
-        for row in (first_row..last_row).step_by(TILE_ROWS) {
+        tiled_product::<TILE_ROWS>(rows, self.n, |row, panel, tile| {
             let operands = Operands {
                 x: &x.words[row * x.pairs..(row + TILE_ROWS) * x.pairs],
                 pairs: self.pairs,
-                weights,
+                weights: &self.weights[panel * self.pairs * PANEL..][..self.pairs * PANEL],
             };
-            let mut tile = [[0f32; PANEL]; TILE_ROWS];
             match self.path {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the path was chosen among those the CPU supports.
-                Bf16Path::Avx512Bf16 => unsafe { tile_avx512_bf16(&operands, &mut tile) },
+                Bf16Path::Avx512Bf16 => unsafe { tile_avx512_bf16(&operands, tile) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Bf16Path::Avx2 => unsafe { tile_avx2(&operands, &mut tile) },
+                Bf16Path::Avx2 => unsafe { tile_avx2(&operands, tile) },
                 #[cfg(not(target_arch = "x86_64"))]
                 Bf16Path::Avx512Bf16 | Bf16Path::Avx2 => unreachable!("x86_64 paths"),
-                Bf16Path::Portable => tile_portable(&operands, &mut tile),
+                Bf16Path::Portable => tile_portable(&operands, tile),
             }
-            for (r, tile_row) in tile.iter().enumerate().take(last_row - row) {
-                // SAFETY: row < rows and the panel's columns < n; each task writes its own
-                // (rows, columns) block of `out`, which outlives the tasks.
-                unsafe {
-                    let dst = out.0.add((row + r) * self.n + panel * PANEL);
-                    std::ptr::copy_nonoverlapping(tile_row.as_ptr(), dst, columns);
-                }
-            }
-        }
+        })
     }
 }
 

@@ -1,13 +1,73 @@
-//! What the kernels share: the pointer through which their threads write disjoint parts of one
-//! output, the choice of a path by the CPU (or by an environment variable), and, for tests,
-//! random matrices and the models' shapes.
+//! What the kernels share: the driver that cuts a product into (chunk of rows, panel of
+//! columns) tasks over threads and writes each task's tiles into the output, the choice of a
+//! path by the CPU (or by an environment variable), and, for tests, random matrices and the
+//! models' shapes.
+
+use rayon::prelude::*;
+
+/// Output columns per packed panel, in every kernel.
+pub(super) const PANEL: usize = 32;
+
+/// Rows of `x` one task multiplies with one panel (a multiple of every kernel's tile height), so
+/// that a task's activations stay in cache while it goes through the panel's weights.
+const CHUNK_ROWS: usize = 64;
 
 /// A raw pointer to output rows that several threads write, each its own elements.
 #[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
+struct SharedOut(*mut f32);
 // SAFETY: the kernels write disjoint elements through it, and the buffer outlives the threads.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `offset` of the buffer (a method, so that closures capture the whole
+    /// `Send + Sync` value rather than its raw pointer field).
+    ///
+    /// # Safety
+    /// `offset` is within the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` within the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `[rows, n]` row-major, computed tile by tile: `tile(first_row, panel, out)` fills the
+/// `TILE_ROWS × PANEL` tile of rows `first_row..` and the panel's columns (rows past `rows` and
+/// columns past `n` are computed and dropped). Tasks of one chunk of rows × one panel run on
+/// rayon's threads.
+pub(super) fn tiled_product<const TILE_ROWS: usize>(
+    rows: usize,
+    n: usize,
+    tile: impl Fn(usize, usize, &mut [[f32; PANEL]; TILE_ROWS]) + Sync,
+) -> Vec<f32> {
+    debug_assert_eq!(CHUNK_ROWS % TILE_ROWS, 0);
+    let mut out = vec![0f32; rows * n];
+    if rows == 0 || n == 0 {
+        return out;
+    }
+    let panels = n.div_ceil(PANEL);
+    let chunks = rows.div_ceil(CHUNK_ROWS);
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..chunks * panels).into_par_iter().for_each(|task| {
+        let (chunk, panel) = (task / panels, task % panels);
+        let first_row = chunk * CHUNK_ROWS;
+        let last_row = (first_row + CHUNK_ROWS).min(rows);
+        let columns = PANEL.min(n - panel * PANEL);
+        for row in (first_row..last_row).step_by(TILE_ROWS) {
+            let mut values = [[0f32; PANEL]; TILE_ROWS];
+            tile(row, panel, &mut values);
+            for (r, tile_row) in values.iter().enumerate().take(last_row - row) {
+                // SAFETY: row + r < rows and the panel's columns < n; each task writes its own
+                // (rows, columns) block of `out`, which outlives the tasks.
+                unsafe {
+                    let dst = shared.at((row + r) * n + panel * PANEL);
+                    std::ptr::copy_nonoverlapping(tile_row.as_ptr(), dst, columns);
+                }
+            }
+        }
+    });
+    out
+}
 
 /// The first of a kernel's `available` paths (fastest first), unless the environment variable
 /// `variable` names another one of them (to measure a slower path on a faster machine).

@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::common::SharedOut;
+use super::common::{tiled_product, PANEL};
 use super::features::CpuFeatures;
 
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
@@ -26,17 +26,12 @@ pub const ARITHMETIC: &str =
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 16;
-/// Output columns per packed panel.
-const PANEL: usize = 32;
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 4;
 /// Input groups of 4 per block (one VNNI step each).
 const GROUPS: usize = BLOCK / 4;
 /// Bytes of one packed (panel, block).
 const PACKED_BLOCK: usize = BLOCK * PANEL;
-/// Rows of `x` a thread quantizes and multiplies in one task (a multiple of `TILE_ROWS`),
-/// so that a task's activations stay in cache while it goes through a panel's weights.
-const CHUNK_ROWS: usize = 64;
 
 /// The instruction sets the int8 product can run on, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -90,7 +85,6 @@ pub struct Int8Matrix {
     n: usize,
     k: usize,
     blocks: usize,
-    panels: usize,
     /// `[panel][block][group][column][4]` signed 8-bit weights (zero beyond `n` and `k`).
     weights: Vec<i8>,
     /// `[panel][block][column]` the scale of each column's block.
@@ -258,7 +252,6 @@ impl Int8Matrix {
             n,
             k,
             blocks,
-            panels,
             weights,
             scales,
             offsets,
@@ -286,62 +279,31 @@ impl Int8Matrix {
             "input of {rows}×{} expected",
             self.k
         );
-        let mut out = vec![0f32; rows * self.n];
-        if rows == 0 || self.n == 0 {
-            return out;
-        }
-        let quantized = QuantizedRows::new(x, rows, self.k);
-        let chunks = rows.div_ceil(CHUNK_ROWS);
-        let shared = SharedOut(out.as_mut_ptr());
-        (0..chunks * self.panels)
-            .into_par_iter()
-            .for_each(|task| self.task(&quantized, rows, task, shared));
-        out
-    }
-
-    /// One chunk of rows through one panel.
-    fn task(&self, x: &QuantizedRows, rows: usize, task: usize, out: SharedOut) {
-        let (chunk, panel) = (task / self.panels, task % self.panels);
-        let first_row = chunk * CHUNK_ROWS;
-        let last_row = (first_row + CHUNK_ROWS).min(rows);
-        let columns = PANEL.min(self.n - panel * PANEL);
-        let weights =
-            &self.weights[panel * self.blocks * PACKED_BLOCK..][..self.blocks * PACKED_BLOCK];
-        let scales = &self.scales[panel * self.blocks * PANEL..][..self.blocks * PANEL];
-        let offsets = &self.offsets[panel * self.blocks * PANEL..][..self.blocks * PANEL];
-        for row in (first_row..last_row).step_by(TILE_ROWS) {
-            let tile_x = &x.bytes[row * x.stride..(row + TILE_ROWS) * x.stride];
-            let tile_scales = &x.scales[row * x.blocks..(row + TILE_ROWS) * x.blocks];
-            let mut tile = [[0f32; PANEL]; TILE_ROWS];
+        let x = QuantizedRows::new(x, rows, self.k);
+        let panel_bytes = self.blocks * PACKED_BLOCK;
+        let panel_values = self.blocks * PANEL;
+        tiled_product::<TILE_ROWS>(rows, self.n, |row, panel, tile| {
             let operands = Operands {
-                x: tile_x,
-                x_scales: tile_scales,
+                x: &x.bytes[row * x.stride..(row + TILE_ROWS) * x.stride],
+                x_scales: &x.scales[row * x.blocks..(row + TILE_ROWS) * x.blocks],
                 stride: x.stride,
                 blocks: self.blocks,
-                weights,
-                scales,
-                offsets,
+                weights: &self.weights[panel * panel_bytes..][..panel_bytes],
+                scales: &self.scales[panel * panel_values..][..panel_values],
+                offsets: &self.offsets[panel * panel_values..][..panel_values],
             };
             match self.path {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the path was chosen among those the CPU supports.
-                Int8Path::Avx512Vnni => unsafe { tile_avx512_vnni(&operands, &mut tile) },
+                Int8Path::Avx512Vnni => unsafe { tile_avx512_vnni(&operands, tile) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Int8Path::Avx2 => unsafe { tile_avx2(&operands, &mut tile) },
+                Int8Path::Avx2 => unsafe { tile_avx2(&operands, tile) },
                 #[cfg(not(target_arch = "x86_64"))]
                 Int8Path::Avx512Vnni | Int8Path::Avx2 => unreachable!("x86_64 paths"),
-                Int8Path::Portable => tile_portable(&operands, &mut tile),
+                Int8Path::Portable => tile_portable(&operands, tile),
             }
-            for (r, tile_row) in tile.iter().enumerate().take(last_row - row) {
-                // SAFETY: row < rows and the panel's columns < n; each task writes its own
-                // (rows, columns) block of `out`, which outlives the tasks.
-                unsafe {
-                    let dst = out.0.add((row + r) * self.n + panel * PANEL);
-                    std::ptr::copy_nonoverlapping(tile_row.as_ptr(), dst, columns);
-                }
-            }
-        }
+        })
     }
 }
 
