@@ -5,8 +5,10 @@
 //! ("elem/s"). Run with `cargo bench --bench kernels` (`-- int8` for the int8 paths only).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use valuelens::model::attention::{AttentionPlan, AttentionSpec};
+use valuelens::model::batch::PackedBatch;
 use valuelens::model::kernels::bf16::{Bf16Matrix, Bf16Path};
 use valuelens::model::kernels::int8::{Int8Matrix, Int8Path};
 use valuelens::model::kernels::CpuFeatures;
@@ -76,5 +78,53 @@ fn kernels(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels);
+/// The CPU tree attention on SmolLM2-135M's heads (9 query heads sharing 3 key/value heads of
+/// 64), for two batch shapes: Task 1's (a long shared prompt, short questions below it and short
+/// answer labels below each question) and prefills of whole sequences. Throughput counts the
+/// products' FLOPs over the keys each query sees (`4 · head_dim` per query head and key).
+fn attention(c: &mut Criterion) {
+    let (n_head, n_kv, head_dim) = (9, 3, 64);
+    let mut task1 = PackedBatch::default();
+    let trunk = task1.push_segment(&[0; 640], vec![]);
+    for _ in 0..28 {
+        let question = task1.push_segment(&[0; 14], vec![trunk.clone()]);
+        for _ in 0..4 {
+            task1.push_segment(&[0; 2], vec![trunk.clone(), question.clone()]);
+        }
+    }
+    let mut prefill = PackedBatch::default();
+    for _ in 0..4 {
+        prefill.push_segment(&[0; 512], vec![]);
+    }
+    for (name, batch) in [("task1_tree", &task1), ("prefill_4x512", &prefill)] {
+        let n = batch.tokens.len();
+        let keys_seen: usize = batch
+            .segments
+            .iter()
+            .map(|s| {
+                let context: usize = s.ancestors.iter().map(|a| a.len()).sum();
+                (1..=s.range.len()).map(|i| context + i).sum::<usize>()
+            })
+            .sum();
+        let q = Tensor::randn(0f32, 1.0, (n_head, n, head_dim), &Device::Cpu).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (n_kv, n, head_dim), &Device::Cpu).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (n_kv, n, head_dim), &Device::Cpu).unwrap();
+        let plan = AttentionPlan::new(
+            batch,
+            AttentionSpec::causal(0.125),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let mut group = c.benchmark_group(format!("attention_{name}_{n}_tokens"));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(
+            (4 * head_dim * n_head * keys_seen) as u64,
+        ));
+        group.bench_function("tree f32", |b| b.iter(|| plan.attend(&q, &k, &v).unwrap()));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, attention);
 criterion_main!(benches);

@@ -49,15 +49,18 @@ pub fn tree_attention(
             ),
             _ => bail!("cpu attention needs CPU tensors"),
         };
-        let tasks = plan_tasks(segments, n_head);
+        let tasks = plan_tasks(segments, n_kv);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let row_stride = n_head * head_dim;
         tasks
             .par_iter()
             .for_each_init(Scratch::default, |scratch, task| {
-                let g = task.head / rep;
+                let g = task.group;
                 let context: usize = task.ancestors.iter().map(|r| r.len()).sum();
-                let rows: usize = task.pieces.iter().map(|p| p.block.len()).sum();
+                // Rows are stacked piece by piece, and within a piece head by head: the
+                // `rep` query heads that share the group's keys go through each product
+                // together (one packing of the keys, `rep` times the rows).
+                let rows = rep * task.pieces.iter().map(|p| p.block.len()).sum::<usize>();
                 let own_max = task.pieces.iter().map(|p| p.block.end).max().unwrap_or(0);
                 let n_keys = context + own_max;
                 let Scratch {
@@ -67,10 +70,12 @@ pub fn tree_attention(
                 } = scratch;
                 q_rows.clear();
                 for piece in &task.pieces {
-                    let first = task.head * n_tokens + piece.start + piece.block.start;
-                    q_rows.extend_from_slice(
-                        &q[first * head_dim..(first + piece.block.len()) * head_dim],
-                    );
+                    for head in g * rep..(g + 1) * rep {
+                        let first = head * n_tokens + piece.start + piece.block.start;
+                        q_rows.extend_from_slice(
+                            &q[first * head_dim..(first + piece.block.len()) * head_dim],
+                        );
+                    }
                 }
                 scores.clear();
                 scores.resize(rows * n_keys, 0f32);
@@ -97,11 +102,12 @@ pub fn tree_attention(
                 }
                 let mut row = 0;
                 for piece in &task.pieces {
+                    let piece_rows = rep * piece.block.len();
                     let k_rows = &k[(g * n_tokens + piece.start) * head_dim..];
                     // SAFETY: as above, for the piece's rows and its `block.end` own keys.
                     unsafe {
                         matmul_into(
-                            (piece.block.len(), piece.block.end, head_dim),
+                            (piece_rows, piece.block.end, head_dim),
                             scores.as_mut_ptr().add(row * n_keys + context),
                             n_keys,
                             (q_rows.as_ptr().add(row * head_dim), head_dim as isize, 1),
@@ -110,16 +116,16 @@ pub fn tree_attention(
                             false,
                         );
                     }
-                    for i in 0..piece.block.len() {
+                    for r in 0..piece_rows {
                         // Keys are numbered by position along the query's ancestor chain.
-                        let position = context + piece.block.start + i;
+                        let position = context + piece.block.start + r % piece.block.len();
                         softmax_window(
-                            &mut scores[(row + i) * n_keys..(row + i + 1) * n_keys],
+                            &mut scores[(row + r) * n_keys..(row + r + 1) * n_keys],
                             spec.visible_keys(position),
                             spec.softcap,
                         );
                     }
-                    row += piece.block.len();
+                    row += piece_rows;
                 }
                 let mut column = 0;
                 for (j, keys) in task.ancestors.iter().enumerate() {
@@ -140,11 +146,12 @@ pub fn tree_attention(
                 }
                 let mut row = 0;
                 for piece in &task.pieces {
+                    let piece_rows = rep * piece.block.len();
                     let v_rows = &v[(g * n_tokens + piece.start) * head_dim..];
                     // SAFETY: reads as above; writes the piece's rows of `out_rows`.
                     unsafe {
                         matmul_into(
-                            (piece.block.len(), head_dim, piece.block.end),
+                            (piece_rows, head_dim, piece.block.end),
                             out_rows.as_mut_ptr().add(row * head_dim),
                             head_dim,
                             (
@@ -157,16 +164,17 @@ pub fn tree_attention(
                             context > 0,
                         );
                     }
-                    for i in 0..piece.block.len() {
-                        let token = piece.start + piece.block.start + i;
-                        let src = &out_rows[(row + i) * head_dim..(row + i + 1) * head_dim];
+                    for r in 0..piece_rows {
+                        let head = g * rep + r / piece.block.len();
+                        let token = piece.start + piece.block.start + r % piece.block.len();
+                        let src = &out_rows[(row + r) * head_dim..(row + r + 1) * head_dim];
                         // SAFETY: each (token, head) output slot belongs to exactly one task.
                         unsafe {
-                            let dst = out_ptr.get().add(token * row_stride + task.head * head_dim);
+                            let dst = out_ptr.get().add(token * row_stride + head * head_dim);
                             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, head_dim);
                         }
                     }
-                    row += piece.block.len();
+                    row += piece_rows;
                 }
             });
     }
@@ -183,11 +191,11 @@ struct Piece {
     block: Range<usize>,
 }
 
-/// Queries of one head that see the same ancestors: blocks of a long segment, or many short
-/// sibling segments (e.g. the branches after one shared prompt) batched into one set of gemm
-/// calls against the shared keys.
+/// Queries of the heads of one key/value group that see the same ancestors: blocks of a long
+/// segment, or many short sibling segments (e.g. the branches after one shared prompt) batched
+/// into one set of gemm calls against the shared keys.
 struct Task<'a> {
-    head: usize,
+    group: usize,
     ancestors: &'a [Range<usize>],
     pieces: Vec<Piece>,
 }
@@ -195,7 +203,7 @@ struct Task<'a> {
 /// Most query rows in one task of grouped short segments.
 const GROUP_ROWS: usize = 256;
 
-fn plan_tasks(segments: &[Segment], n_head: usize) -> Vec<Task<'_>> {
+fn plan_tasks(segments: &[Segment], n_kv: usize) -> Vec<Task<'_>> {
     let mut groups: Vec<(&[Range<usize>], Vec<Piece>)> = Vec::new();
     for seg in segments {
         let len = seg.range.len();
@@ -226,10 +234,10 @@ fn plan_tasks(segments: &[Segment], n_head: usize) -> Vec<Task<'_>> {
             _ => groups.push((&seg.ancestors, vec![piece])),
         }
     }
-    (0..n_head)
-        .flat_map(|head| {
+    (0..n_kv)
+        .flat_map(|group| {
             groups.iter().map(move |(ancestors, pieces)| Task {
-                head,
+                group,
                 ancestors,
                 pieces: pieces
                     .iter()
