@@ -11,8 +11,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use common::succeed;
 use valuelens::engine::requests::read_requests;
+use valuelens::model::device::{Placement, Precision};
+use valuelens::model::kernels::kernel_arithmetic;
 
 /// One country, two topics, two values: four units (Task 1 and Task 2 of two scenarios), asked
 /// as the paper asked them (no debiasing: exactly the paper's requests).
@@ -372,11 +375,18 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     let config: serde_json::Value =
         serde_json::from_str(&read(&out.join("checkpoints/config.json"))).unwrap();
     assert_eq!(config["dtype"], expected);
+    let precision = if expected == "int8" {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    let arithmetic = kernel_arithmetic(&Placement::new(Device::Cpu, precision));
     assert_eq!(
-        config.get("kernels").is_some(),
-        expected == "int8",
+        config.get("kernels").and_then(|k| k.as_str()),
+        arithmetic.as_deref(),
         "{config}"
     );
+    assert_eq!(arithmetic.is_some(), expected == "int8" || features.avx512f);
 
     let resumed = succeed(with_dtype(expected));
     let summary = String::from_utf8_lossy(&resumed.stdout);

@@ -71,9 +71,11 @@ pub struct RunConfig {
     /// PriDe's sample, for debiased runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pride: Option<PrideSettings>,
-    /// The arithmetic of valuelens's own matrix kernels where they compute (int8, bf16 on the
-    /// CPU): what changes their scores. Not the instruction set, since every path of a kernel
-    /// gives the same numbers, so a run resumes on any CPU. Left out for candle's kernels.
+    /// What decides a CPU run's numbers beyond its dtype: the arithmetic of valuelens's own
+    /// matrix kernels where they compute (int8, bf16), which is the same on every instruction
+    /// set, and candle's gemm's instruction set where it is AVX-512 (see
+    /// `kernels::kernel_arithmetic`). Left out where neither applies, as it was for runs before
+    /// either existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
 }
@@ -97,7 +99,7 @@ impl RunConfig {
             device,
             debias: options.debias,
             pride: (options.debias == Debias::Pride).then_some(options.pride),
-            kernels: kernel_arithmetic(&options.placement).map(str::to_string),
+            kernels: kernel_arithmetic(&options.placement),
         }
     }
 }

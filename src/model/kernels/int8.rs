@@ -6,7 +6,8 @@
 //!
 //! Every path computes exactly the same numbers: the block dot products are integers (exact
 //! on any instruction set), and the blocks are accumulated in one order with the same fused
-//! multiply-adds. So a run's scores do not depend on the CPU it ran on.
+//! multiply-adds. So this product does not depend on the CPU it runs on (the f32 layers around
+//! it do, slightly, where candle's gemm has AVX-512: see `kernel_arithmetic`).
 //!
 //! Weights are packed at load into panels of 32 output columns, blocks of 16 inputs within a
 //! panel, and within a block 4 groups of 4 consecutive inputs for each column: the layout in

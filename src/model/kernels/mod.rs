@@ -71,25 +71,55 @@ impl clap::ValueEnum for DtypeChoice {
 pub fn matmul_kernels(precision: Precision, on_cpu: bool) -> anyhow::Result<String> {
     Ok(match (precision, on_cpu) {
         (Precision::Int8, _) => format!(
-            "int8 {} (feed-forward); f32 candle gemm (attention projections, LM head)",
-            int8::Int8Path::select(&CpuFeatures::detect())?.name()
+            "int8 {} (feed-forward); f32 candle gemm {} (attention projections, LM head)",
+            int8::Int8Path::select(&CpuFeatures::detect())?.name(),
+            cpu_gemm_path()
         ),
         (Precision::Bf16, true) => format!(
-            "bf16 {} (every linear layer and the LM head; f32 between them)",
-            bf16::Bf16Path::select(&CpuFeatures::detect())?.name()
+            "bf16 {} (every linear layer and the LM head); f32 candle gemm {} (attention)",
+            bf16::Bf16Path::select(&CpuFeatures::detect())?.name(),
+            cpu_gemm_path()
         ),
         (Precision::Quantized, _) => "candle QMatMul (GGUF blocks; Q4/Q5 as Q8_0)".into(),
-        (p, true) => format!("{} candle gemm", p.name()),
+        (p, true) => format!("{} candle gemm {}", p.name(), cpu_gemm_path()),
         (p, false) => format!("{} candle cuBLAS", p.name()),
     })
 }
 
-/// The arithmetic of valuelens's own kernels where `placement` uses them, for a run's resume
-/// identity (see `RunConfig::kernels`); `None` where candle's kernels compute.
-pub fn kernel_arithmetic(placement: &Placement) -> Option<&'static str> {
-    match placement.precision {
+/// The instruction set of candle's CPU gemm (the `gemm` crate, built with its AVX-512 kernels),
+/// which multiplies f32 matrices on the CPU: it picks by the CPU as this does.
+pub fn cpu_gemm_path() -> &'static str {
+    let features = CpuFeatures::detect();
+    if features.avx512f {
+        "avx512f"
+    } else if features.fma {
+        "fma"
+    } else {
+        "scalar"
+    }
+}
+
+/// What decides the numbers of a CPU run beyond its precision, for its resume identity (see
+/// `RunConfig::kernels`): the arithmetic of valuelens's own kernels where `placement` uses
+/// them, and the instruction set of candle's gemm where it is not FMA (AVX-512 sums in another
+/// order; runs before valuelens used it computed with the FMA kernel, and their identity, which
+/// named no gemm, stays theirs). `None` on GPUs, whose kind the identity holds instead.
+pub fn kernel_arithmetic(placement: &Placement) -> Option<String> {
+    if !placement.device.is_cpu() {
+        return None;
+    }
+    let own = match placement.precision {
         Precision::Int8 => Some(int8::ARITHMETIC),
         Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
         _ => None,
+    };
+    let gemm = match cpu_gemm_path() {
+        "fma" => None,
+        path => Some(format!("candle gemm {path}")),
+    };
+    match (own, gemm) {
+        (Some(own), Some(gemm)) => Some(format!("{own}; {gemm}")),
+        (Some(own), None) => Some(own.to_string()),
+        (None, gemm) => gemm,
     }
 }
