@@ -348,6 +348,64 @@ fn a_run_killed_partway_resumes_to_identical_results() {
     }
 }
 
+fn run_subset_shard(out: &Path, shard: &str, values: &str) -> Command {
+    common::default_model_path();
+    let mut args = vec!["run"];
+    args.extend(SUBSET);
+    args[6] = values;
+    args.extend(["--shard", shard, "--out"]);
+    valuelens(&args, &[out])
+}
+
+/// A run cut into three shards scored one after the other into one folder, then finished by
+/// the same command without --shard, gives the one-process run's files byte for byte; each
+/// unit is scored by exactly one shard; a shard of another configuration is refused there.
+#[test]
+fn three_shards_then_the_whole_run_give_the_one_process_results() {
+    let baseline = baseline().join("run");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut scored = 0;
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        let output = succeed(run_subset_shard(&out, &shard, "Equality,Wealth"));
+        let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+        let done = format!("shard {shard} done: ");
+        let units: usize = summary
+            .split_once(&done)
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{summary}"));
+        assert!(
+            summary.contains("of the run's 4 units (0 resumed)"),
+            "{summary}"
+        );
+        scored += units;
+        assert_eq!(checkpointed_units(&out), scored, "after shard {shard}");
+        assert!(
+            !out.join("metrics.json").exists(),
+            "a shard writes no results"
+        );
+    }
+    assert_eq!(scored, 4, "every unit in exactly one shard");
+
+    let foreign = run_subset_shard(&out, "1/3", "Equality").output().unwrap();
+    assert!(!foreign.status.success());
+    let err = String::from_utf8_lossy(&foreign.stderr);
+    assert!(err.contains("another configuration"), "{err}");
+
+    let finished = succeed(run_subset(&out));
+    let summary = String::from_utf8_lossy(&finished.stdout);
+    assert!(summary.contains("(4 of 4 units resumed)"), "{summary}");
+    for file in ["stated.csv", "action.csv", "metrics.json", "summary.md"] {
+        assert_eq!(
+            read(&out.join(file)),
+            read(&baseline.join(file)),
+            "{file} equals the one-process run's"
+        );
+    }
+}
+
 /// `--dtype auto` runs in the precision it picks for this CPU, says so in run.json, and binds
 /// the folder to that precision: the same run asked with the precision itself resumes every
 /// unit; asked in another precision, it is refused.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
+use super::shard::Shard;
 use crate::engine::EngineOptions;
 use crate::model::device::device_name;
 use crate::model::kernels::kernel_arithmetic;
@@ -45,6 +46,8 @@ pub struct RunOptions {
     pub engine: EngineOptions,
     /// Discard a results folder of another configuration instead of refusing it.
     pub force: bool,
+    /// Score only this shard's units, and leave writing the results to a run without one.
+    pub shard: Option<Shard>,
 }
 
 /// Everything that changes a score: a results folder resumes only a run with the same. Its

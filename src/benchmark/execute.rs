@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
 use super::store::{PermutedCost, UnitScores, UnitStore};
-use super::units::{Plan, Task};
+use super::units::{Plan, Task, Unit};
 use crate::engine::{self, EngineOptions, EngineStats};
 use crate::model::Model;
 use crate::tasks::action::{self, ActionItem};
@@ -35,22 +35,70 @@ pub struct Outcome {
     pub resumed_units: usize,
 }
 
-/// Scores every unit of `plan` that `store` does not already hold, storing each.
+impl Outcome {
+    /// Adds a finished unit: its costs, and its items from its log-probabilities (the first
+    /// `own_count` are its own questions', the rest PriDe's permuted ones).
+    pub fn add(&mut self, plan: &Plan, unit: Unit, scores: &UnitScores, own_count: usize) {
+        self.stats.add(&scores.stats);
+        if let Some(permuted) = &scores.permuted {
+            self.permuted_tokens += permuted.computed_tokens;
+            self.permuted_seconds += permuted.seconds;
+        }
+        self.compute_seconds += scores.seconds;
+        let (own, permuted) = scores.logprobs.split_at(own_count);
+        match unit.task {
+            Task::Stated => {
+                self.stated.extend(stated::items(
+                    unit.scenario,
+                    &plan.protocol.task1_variants(),
+                    &plan.selection.values,
+                    own,
+                ));
+                if plan.sample.is_some() {
+                    self.permuted_stated.extend(pride::task1_items(
+                        unit.scenario,
+                        &plan.pride_sample().task1_variants(unit.scenario),
+                        &plan.selection.values,
+                        permuted,
+                    ));
+                }
+            }
+            Task::Action => {
+                self.action.extend(action::items(
+                    plan.dataset,
+                    unit.scenario,
+                    &plan.protocol.task2_variants(),
+                    &plan.selection.values,
+                    own,
+                ));
+                if plan.sample.is_some() {
+                    self.permuted_action.extend(pride::task2_items(
+                        unit.scenario,
+                        &plan.pride_sample().task2_questions(unit.scenario),
+                        permuted,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Scores every one of `units` (of `plan`) that `store` does not already hold, storing each.
 pub fn execute(
     plan: &Plan,
+    units: &[Unit],
     model: &Model,
     options: &EngineOptions,
     store: &UnitStore,
     progress: &ProgressBar,
 ) -> Result<Outcome> {
-    let units = plan.units();
     progress.set_length(units.iter().map(|&u| plan.weight(u)).sum());
     let mut outcome = Outcome {
         units: units.len(),
         ..Outcome::default()
     };
     let started = Instant::now();
-    for unit in units {
+    for &unit in units {
         progress.set_message(unit.describe());
         let (requests, own_count) = plan.requests(unit)?;
         let scores = match store.load(unit, &requests)? {
@@ -91,47 +139,7 @@ pub fn execute(
                 scores
             }
         };
-        outcome.stats.add(&scores.stats);
-        if let Some(permuted) = &scores.permuted {
-            outcome.permuted_tokens += permuted.computed_tokens;
-            outcome.permuted_seconds += permuted.seconds;
-        }
-        outcome.compute_seconds += scores.seconds;
-        let (own, permuted) = scores.logprobs.split_at(own_count);
-        match unit.task {
-            Task::Stated => {
-                outcome.stated.extend(stated::items(
-                    unit.scenario,
-                    &plan.protocol.task1_variants(),
-                    &plan.selection.values,
-                    own,
-                ));
-                if plan.sample.is_some() {
-                    outcome.permuted_stated.extend(pride::task1_items(
-                        unit.scenario,
-                        &plan.pride_sample().task1_variants(unit.scenario),
-                        &plan.selection.values,
-                        permuted,
-                    ));
-                }
-            }
-            Task::Action => {
-                outcome.action.extend(action::items(
-                    plan.dataset,
-                    unit.scenario,
-                    &plan.protocol.task2_variants(),
-                    &plan.selection.values,
-                    own,
-                ));
-                if plan.sample.is_some() {
-                    outcome.permuted_action.extend(pride::task2_items(
-                        unit.scenario,
-                        &plan.pride_sample().task2_questions(unit.scenario),
-                        permuted,
-                    ));
-                }
-            }
-        }
+        outcome.add(plan, unit, &scores, own_count);
     }
     outcome.session_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)

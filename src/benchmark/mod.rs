@@ -1,6 +1,7 @@
 //! A whole benchmark run: the options and the configuration that a results folder is bound to
 //! (`config`), the units a run is cut into (`units`), their stored progress (`store`) under a
-//! lock on the folder (`lock`), scoring them (`execute`), and the results folder — CSVs, the
+//! lock on the folder (`lock`), the shards a run may be cut into for several processes
+//! (`shard`), scoring them (`execute`), and the results folder — CSVs, the
 //! measures, figures and `run.json` (`record`) — with the summary that ends a run (`summary`).
 //! `recompute` gives the measures from files alone (`valuelens metrics`).
 
@@ -9,6 +10,7 @@ pub mod execute;
 pub mod lock;
 pub mod recompute;
 pub mod record;
+pub mod shard;
 pub mod store;
 pub mod summary;
 pub mod units;
@@ -16,7 +18,7 @@ pub mod units;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 
 use crate::model::device::device_name;
@@ -33,8 +35,53 @@ use record::{
     DataRecord, ItemCounts, ModelRecord, PrideRecord, RunRecord, SettingsRecord, Timings,
     UnitCounts, RUN_RECORD_FILE, RUN_RECORD_SCHEMA,
 };
+use shard::Shard;
 use store::UnitStore;
 use units::Plan;
+
+/// What a run ends with: the results of a whole run, or one shard's part of them.
+pub enum Finished {
+    Run(Box<RunResults>),
+    Shard(ShardResults),
+}
+
+impl Finished {
+    /// What to tell the user at the end.
+    pub fn summary(&self) -> String {
+        match self {
+            Finished::Run(results) => results.summary(),
+            Finished::Shard(results) => results.summary(),
+        }
+    }
+}
+
+/// A finished shard: its units are stored in the results folder; the results are not written.
+pub struct ShardResults {
+    pub out: PathBuf,
+    pub shard: Shard,
+    pub units: usize,
+    pub resumed_units: usize,
+    pub total_units: usize,
+    pub computed_tokens: usize,
+    pub scoring_s: f64,
+}
+
+impl ShardResults {
+    pub fn summary(&self) -> String {
+        format!(
+            "shard {} done: {} of the run's {} units ({} resumed), {} tokens computed in {:.1} s, \
+             stored in {}\nOnce every shard is done, the same command without --shard writes \
+             the results (it scores any unit still missing).\n",
+            self.shard,
+            self.units,
+            self.total_units,
+            self.resumed_units,
+            self.computed_tokens,
+            self.scoring_s,
+            self.out.display()
+        )
+    }
+}
 
 /// A finished run: where its results are, its measures and its record.
 pub struct RunResults {
@@ -101,8 +148,9 @@ fn plan<'a>(
 
 /// Runs the benchmark as `options` say: scores every unit not already in the results folder
 /// (taking its lock for the whole run), then writes the CSVs, the measures, the figures and
-/// run.json. `progress` shows the scoring.
-pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
+/// run.json. With a shard, scores only the shard's units not already there and stops.
+/// `progress` shows the scoring.
+pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
     let started = Instant::now();
     let Inputs {
         data,
@@ -119,16 +167,48 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
             &options.selection,
         )
     });
-    let _lock = RunLock::acquire(&out)?;
+    if options.shard.is_some() && options.force {
+        bail!(
+            "--force would discard the other shards' units: run it once without --shard to \
+             start the folder over, then start the shards"
+        );
+    }
+    let _lock = match options.shard {
+        None => RunLock::acquire(&out)?,
+        Some(shard) => RunLock::acquire_shard(&out, shard)?,
+    };
     let model_sha256 = model.source.sha256()?;
     let data_sha256 = verified::sha256_file(&data)?;
     let config = RunConfig::new(options, model_sha256.clone(), data_sha256.clone());
-    let store = UnitStore::open(&out, &config, options.force)?;
+    let store = lock::while_binding(&out, || UnitStore::open(&out, &config, options.force))?;
 
     let loaded = Model::load_resolved(&model, &options.placement)?;
     let load_s = started.elapsed().as_secs_f64();
-    let outcome = execute::execute(&plan, &loaded, &options.engine, &store, progress)?;
+    let all_units = plan.units();
+    let units = match options.shard {
+        None => all_units.clone(),
+        Some(shard) => {
+            let costs: Vec<u64> = all_units.iter().map(|&unit| plan.weight(unit)).collect();
+            shard
+                .select(&costs)
+                .into_iter()
+                .map(|i| all_units[i])
+                .collect()
+        }
+    };
+    let outcome = execute::execute(&plan, &units, &loaded, &options.engine, &store, progress)?;
     progress.finish_and_clear();
+    if let Some(shard) = options.shard {
+        return Ok(Finished::Shard(ShardResults {
+            out,
+            shard,
+            units: outcome.units,
+            resumed_units: outcome.resumed_units,
+            total_units: all_units.len(),
+            computed_tokens: outcome.stats.computed_tokens,
+            scoring_s: outcome.session_seconds,
+        }));
+    }
     let mut pride = None;
 
     let permuted = plan.sample.as_ref().map(|_| recompute::Permuted {
@@ -224,12 +304,12 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<RunResults> {
             / outcome.compute_seconds.max(1e-9),
     };
     record.write(&out.join(RUN_RECORD_FILE))?;
-    Ok(RunResults {
+    Ok(Finished::Run(Box::new(RunResults {
         out,
         report,
         record,
         figures,
-    })
+    })))
 }
 
 /// Writes the requests a run with `options` would score (JSONL `id, context, continuation`)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::RunConfig;
-use super::lock::LOCK_FILE;
+use super::lock::is_lock_file;
 use super::units::Unit;
 use crate::engine::{EngineStats, Request};
 use crate::output::write_atomically;
@@ -47,13 +47,13 @@ const UNITS_DIR: &str = "checkpoints";
 /// The configuration the units belong to, inside `UNITS_DIR`.
 const CONFIG_FILE: &str = "config.json";
 
-/// Whether `out` is a folder with files other than the run's lock.
+/// Whether `out` is a folder with files other than the run's locks.
 fn holds_anything_but_the_lock(out: &Path) -> Result<bool> {
     if !out.is_dir() {
         return Ok(false);
     }
     for entry in fs::read_dir(out)? {
-        if entry?.file_name() != LOCK_FILE {
+        if !is_lock_file(&entry?.file_name().to_string_lossy()) {
             return Ok(true);
         }
     }

@@ -124,6 +124,15 @@ pub struct RunArgs {
     /// Discard a results folder of another configuration instead of refusing it.
     #[arg(long)]
     pub force: bool,
+    /// Score only shard K of N (0-based; units dealt by expected tokens, the same on every
+    /// machine) into --out, beside the other shards; the same command without --shard then
+    /// writes the results. auto: K and N from a Slurm job array (SLURM_ARRAY_TASK_*) or a
+    /// Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards N).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// With --shard auto in a Kubernetes Indexed Job: how many shards (the Job's completions).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
 }
 
 /// Which model.

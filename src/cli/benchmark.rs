@@ -1,9 +1,10 @@
 //! `valuelens run` and `valuelens metrics`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use valuelens::benchmark::config::RunOptions;
 use valuelens::benchmark::recompute::{recompute, ActionInput, MetricsInputs};
+use valuelens::benchmark::shard::{self, Shard};
 use valuelens::benchmark::{self};
 use valuelens::report::MetricsReport;
 use valuelens::tasks::pride::PrideSettings;
@@ -12,8 +13,33 @@ use valuelens::tasks::Selection;
 use super::args::{MetricsArgs, RunArgs};
 use super::progress_bar;
 
+/// The shard `--shard` and `--shards` ask for, if any.
+fn shard_of(shard: Option<&str>, shards: Option<usize>) -> Result<Option<Shard>> {
+    let shard = match shard {
+        None if shards.is_some() => bail!("--shards goes with --shard auto"),
+        None => return Ok(None),
+        Some("auto") => {
+            let shard = shard::from_scheduler(|name| std::env::var(name).ok(), shards)?;
+            eprintln!("--shard auto: shard {shard}, from the scheduler's environment");
+            shard
+        }
+        Some(text) => {
+            let shard = Shard::parse(text)?;
+            if shards.is_some_and(|count| count != shard.count) {
+                bail!(
+                    "--shard {text} and --shards {} disagree",
+                    shards.unwrap_or(0)
+                );
+            }
+            shard
+        }
+    };
+    Ok(Some(shard))
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let options = RunOptions {
+        shard: shard_of(args.shard.as_deref(), args.shards)?,
         engine: args.compute.engine_options()?,
         placement: args.compute.placement()?,
         selection: Selection::parse(
@@ -40,8 +66,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         return Ok(());
     }
     let bar = progress_bar("{spinner} [{elapsed_precise}] {wide_bar} {percent}% ETA {eta} · {msg}");
-    let results = benchmark::run(&options, &bar)?;
-    print!("{}", results.summary());
+    let finished = benchmark::run(&options, &bar)?;
+    print!("{}", finished.summary());
     Ok(())
 }
 
