@@ -30,6 +30,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => cli::engine::score(args),
         Command::Run(args) => cli::benchmark::run(args),
+        Command::Merge(args) => cli::benchmark::merge(args),
         Command::Bench(args) => cli::engine::bench(args),
         Command::Compare(args) => cli::engine::compare(args),
         Command::Tokenize(args) => cli::engine::tokenize(args),

@@ -357,35 +357,57 @@ fn run_subset_shard(out: &Path, shard: &str, values: &str) -> Command {
     valuelens(&args, &[out])
 }
 
-/// A run cut into three shards scored one after the other into one folder, then finished by
-/// the same command without --shard, gives the one-process run's files byte for byte; each
-/// unit is scored by exactly one shard; a shard of another configuration is refused there.
-#[test]
-fn three_shards_then_the_whole_run_give_the_one_process_results() {
+/// Compares the results files of `out` with the one-process run's, byte for byte.
+fn assert_same_results(out: &Path, how: &str) {
     let baseline = baseline().join("run");
+    for file in ["stated.csv", "action.csv", "metrics.json", "summary.md"] {
+        assert_eq!(
+            read(&out.join(file)),
+            read(&baseline.join(file)),
+            "{file} of {how} equals the one-process run's"
+        );
+    }
+}
+
+/// Scores shard `shard` (K/N) of the subset into `out`; returns how many units it scored.
+fn score_shard(out: &Path, shard: &str) -> usize {
+    let output = succeed(run_subset_shard(out, shard, "Equality,Wealth"));
+    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        summary.contains("of the run's 4 units (0 resumed)"),
+        "{summary}"
+    );
+    assert!(
+        !out.join("metrics.json").exists(),
+        "a shard writes no results"
+    );
+    summary
+        .split_once(&format!("shard {shard} done: "))
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"))
+}
+
+fn merge(dirs: &[&Path], out: Option<&Path>) -> std::process::Output {
+    let mut command = valuelens(&["merge"], dirs);
+    if let Some(out) = out {
+        command.arg("--out").arg(out);
+    }
+    command.output().unwrap()
+}
+
+/// A run cut into three shards scored one after the other into one folder, then merged,
+/// gives the one-process run's files byte for byte; so does the same command without --shard
+/// afterwards; each unit is scored by exactly one shard; a shard of another configuration is
+/// refused there.
+#[test]
+fn three_shards_in_one_folder_merge_to_the_one_process_results() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let mut scored = 0;
     for k in 0..3 {
-        let shard = format!("{k}/3");
-        let output = succeed(run_subset_shard(&out, &shard, "Equality,Wealth"));
-        let summary = String::from_utf8_lossy(&output.stdout).into_owned();
-        let done = format!("shard {shard} done: ");
-        let units: usize = summary
-            .split_once(&done)
-            .and_then(|(_, rest)| rest.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{summary}"));
-        assert!(
-            summary.contains("of the run's 4 units (0 resumed)"),
-            "{summary}"
-        );
-        scored += units;
-        assert_eq!(checkpointed_units(&out), scored, "after shard {shard}");
-        assert!(
-            !out.join("metrics.json").exists(),
-            "a shard writes no results"
-        );
+        scored += score_shard(&out, &format!("{k}/3"));
+        assert_eq!(checkpointed_units(&out), scored, "after shard {k}/3");
     }
     assert_eq!(scored, 4, "every unit in exactly one shard");
 
@@ -394,16 +416,62 @@ fn three_shards_then_the_whole_run_give_the_one_process_results() {
     let err = String::from_utf8_lossy(&foreign.stderr);
     assert!(err.contains("another configuration"), "{err}");
 
+    let merged = merge(&[&out], None);
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    assert_same_results(&out, "the merge");
+    let record: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
+    assert_eq!(
+        record["parts"].as_array().map(Vec::len),
+        Some(3),
+        "{record}"
+    );
+
     let finished = succeed(run_subset(&out));
     let summary = String::from_utf8_lossy(&finished.stdout);
     assert!(summary.contains("(4 of 4 units resumed)"), "{summary}");
-    for file in ["stated.csv", "action.csv", "metrics.json", "summary.md"] {
-        assert_eq!(
-            read(&out.join(file)),
-            read(&baseline.join(file)),
-            "{file} equals the one-process run's"
-        );
-    }
+    assert_same_results(&out, "the run after the shards");
+}
+
+/// Shards in a folder each: merging before the last is done names its missing units (and
+/// writes nothing); folders of two configurations are refused; once all are done, the merge
+/// gives the one-process run's files byte for byte in a new folder.
+#[test]
+fn shards_in_folders_of_their_own_merge_to_the_one_process_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = |k: usize| dir.path().join(format!("shard-{k}"));
+    let merged = dir.path().join("merged");
+    score_shard(&part(0), "0/3");
+    score_shard(&part(1), "1/3");
+    let early = merge(&[&part(0), &part(1)], Some(&merged));
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(err.contains("units are missing"), "{err}");
+    assert!(err.contains("(shard 2/3)"), "{err}");
+    assert!(!merged.join("metrics.json").exists());
+
+    score_shard(&part(2), "2/3");
+    let other = dir.path().join("other");
+    succeed(run_subset_shard(&other, "0/3", "Equality"));
+    let mixed = merge(&[&part(0), &part(1), &part(2), &other], Some(&merged));
+    assert!(!mixed.status.success());
+    let err = String::from_utf8_lossy(&mixed.stderr);
+    assert!(err.contains("different configurations"), "{err}");
+
+    let twice = merge(&[&part(0), &part(1), &part(2)], None);
+    assert!(!twice.status.success(), "several folders need --out");
+
+    let done = merge(&[&part(0), &part(1), &part(2)], Some(&merged));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_same_results(&merged, "the merge of three folders");
+    assert_eq!(checkpointed_units(&merged), 4, "the units are copied along");
 }
 
 /// `--dtype auto` runs in the precision it picks for this CPU, says so in run.json, and binds

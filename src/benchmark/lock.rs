@@ -183,7 +183,8 @@ pub fn while_binding<T>(out: &Path, bind: impl FnOnce() -> Result<T>) -> Result<
     result
 }
 
-fn host_name() -> String {
+/// This machine's name, for records of who did what.
+pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

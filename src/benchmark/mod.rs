@@ -8,6 +8,7 @@
 pub mod config;
 pub mod execute;
 pub mod lock;
+pub mod merge;
 pub mod recompute;
 pub mod record;
 pub mod shard;
@@ -26,14 +27,14 @@ use crate::model::kernels::{matmul_kernels, CpuFeatures};
 use crate::model::{resolve, Model, ResolvedModel};
 use crate::output::{write_atomically, write_json_line};
 use crate::report::{figures, results, MetricsReport};
-use crate::tasks::pride::{Debias, Sample};
+use crate::tasks::pride::{Debias, PrideSettings, Sample};
 use crate::tasks::PromptFormat;
 use crate::{verified, via};
 use config::{default_results_folder, prompt_format, RunConfig, RunOptions};
 use lock::RunLock;
 use record::{
-    DataRecord, ItemCounts, ModelRecord, PrideRecord, RunRecord, SettingsRecord, Timings,
-    UnitCounts, RUN_RECORD_FILE, RUN_RECORD_SCHEMA,
+    DataRecord, ItemCounts, ModelRecord, PartRecord, PrideRecord, RunRecord, SettingsRecord,
+    Timings, UnitCounts, RUN_RECORD_FILE, RUN_RECORD_SCHEMA, WHOLE_PART,
 };
 use shard::Shard;
 use store::UnitStore;
@@ -70,8 +71,8 @@ impl ShardResults {
     pub fn summary(&self) -> String {
         format!(
             "shard {} done: {} of the run's {} units ({} resumed), {} tokens computed in {:.1} s, \
-             stored in {}\nOnce every shard is done, the same command without --shard writes \
-             the results (it scores any unit still missing).\n",
+             stored in {}\nOnce every shard is done, `valuelens merge` with the results folder(s) writes \
+             the results (or the same command without --shard, which scores any unit still missing).\n",
             self.shard,
             self.units,
             self.total_units,
@@ -198,59 +199,12 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
     };
     let outcome = execute::execute(&plan, &units, &loaded, &options.engine, &store, progress)?;
     progress.finish_and_clear();
-    if let Some(shard) = options.shard {
-        return Ok(Finished::Shard(ShardResults {
-            out,
-            shard,
-            units: outcome.units,
-            resumed_units: outcome.resumed_units,
-            total_units: all_units.len(),
-            computed_tokens: outcome.stats.computed_tokens,
-            scoring_s: outcome.session_seconds,
-        }));
-    }
-    let mut pride = None;
-
-    let permuted = plan.sample.as_ref().map(|_| recompute::Permuted {
-        stated: &outcome.permuted_stated,
-        action: &outcome.permuted_action,
-    });
-    let (report, priors) = recompute::report_of_items(
-        &model.name,
-        &outcome.stated,
-        &outcome.action,
-        permuted,
-        options.scoring,
-    );
-    results::write_stated(
-        &out.join("stated.csv"),
-        &outcome.stated,
-        priors.task1.as_ref(),
-    )?;
-    results::write_action(
-        &out.join("action.csv"),
-        &outcome.action,
-        priors.task2.as_ref(),
-    )?;
-    if let Some(sample) = &plan.sample {
-        results::write_pride(
-            &out.join(results::PRIDE_FILE),
-            &outcome.permuted_stated,
-            &outcome.permuted_action,
-        )?;
-        pride = Some(PrideRecord {
-            settings: options.pride,
-            task1_prompts: sample.task1.len(),
-            task2_questions: sample.task2.len(),
-            computed_tokens: outcome.permuted_tokens,
-            compute_s: outcome.permuted_seconds,
-        });
-    }
-    report.write(&out)?;
-    let figures = figures::write_figures(&out.join("figures"), &report)?;
-    let record = RunRecord {
-        schema: RUN_RECORD_SCHEMA,
+    let part = PartRecord {
+        part: options
+            .shard
+            .map_or_else(|| WHOLE_PART.to_string(), |shard| shard.file_stem()),
         valuelens: env!("CARGO_PKG_VERSION").to_string(),
+        host: lock::host_name(),
         model: ModelRecord {
             name: model.name.clone(),
             file: model.source.describe(),
@@ -271,13 +225,7 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
             rows: dataset.rows.len(),
             usable_pairs: dataset.usable_pairs().count(),
         },
-        protocol: options.protocol,
-        debias: options.debias,
-        pride,
-        task1_variants: options.protocol.task1_variants(),
-        task2_variants: options.protocol.task2_variants(),
         scoring: options.scoring,
-        selection: options.selection.names(),
         prompt_format: format.describe().to_string(),
         settings: SettingsRecord {
             chat_template: options.chat_template,
@@ -289,10 +237,6 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
             total: outcome.units,
             resumed: outcome.resumed_units,
         },
-        items: ItemCounts {
-            stated: outcome.stated.len(),
-            action: outcome.action.len(),
-        },
         tokens: outcome.stats,
         timings: Timings {
             load_s,
@@ -300,16 +244,123 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
             compute_s_all_units: outcome.compute_seconds,
             wall_s: started.elapsed().as_secs_f64(),
         },
+    };
+    part.write(&out)?;
+    if let Some(shard) = options.shard {
+        return Ok(Finished::Shard(ShardResults {
+            out,
+            shard,
+            units: outcome.units,
+            resumed_units: outcome.resumed_units,
+            total_units: all_units.len(),
+            computed_tokens: outcome.stats.computed_tokens,
+            scoring_s: outcome.session_seconds,
+        }));
+    }
+    let results = write_results(
+        out,
+        &plan,
+        &outcome,
+        &part,
+        config.pride,
+        Vec::new(),
+        started,
+    )?;
+    Ok(Finished::Run(Box::new(results)))
+}
+
+/// Writes a run's results into `out` from all its units' `outcome`: the CSVs, the measures,
+/// the figures and run.json (what ran as `part` says; `parts` where it ran in several).
+fn write_results(
+    out: PathBuf,
+    plan: &Plan,
+    outcome: &execute::Outcome,
+    part: &PartRecord,
+    pride_settings: Option<PrideSettings>,
+    parts: Vec<PartRecord>,
+    started: Instant,
+) -> Result<RunResults> {
+    let permuted = plan.sample.as_ref().map(|_| recompute::Permuted {
+        stated: &outcome.permuted_stated,
+        action: &outcome.permuted_action,
+    });
+    let (report, priors) = recompute::report_of_items(
+        &part.model.name,
+        &outcome.stated,
+        &outcome.action,
+        permuted,
+        part.scoring,
+    );
+    results::write_stated(
+        &out.join("stated.csv"),
+        &outcome.stated,
+        priors.task1.as_ref(),
+    )?;
+    results::write_action(
+        &out.join("action.csv"),
+        &outcome.action,
+        priors.task2.as_ref(),
+    )?;
+    let mut pride = None;
+    if let Some(sample) = &plan.sample {
+        results::write_pride(
+            &out.join(results::PRIDE_FILE),
+            &outcome.permuted_stated,
+            &outcome.permuted_action,
+        )?;
+        pride = Some(PrideRecord {
+            settings: pride_settings.unwrap_or_default(),
+            task1_prompts: sample.task1.len(),
+            task2_questions: sample.task2.len(),
+            computed_tokens: outcome.permuted_tokens,
+            compute_s: outcome.permuted_seconds,
+        });
+    }
+    report.write(&out)?;
+    let figures = figures::write_figures(&out.join("figures"), &report)?;
+    let record = RunRecord {
+        schema: RUN_RECORD_SCHEMA,
+        valuelens: env!("CARGO_PKG_VERSION").to_string(),
+        model: part.model.clone(),
+        data: part.data.clone(),
+        protocol: plan.protocol,
+        debias: match plan.sample {
+            Some(_) => Debias::Pride,
+            None => Debias::None,
+        },
+        pride,
+        task1_variants: plan.protocol.task1_variants(),
+        task2_variants: plan.protocol.task2_variants(),
+        scoring: part.scoring,
+        selection: plan.selection.names(),
+        prompt_format: part.prompt_format.clone(),
+        settings: part.settings.clone(),
+        units: UnitCounts {
+            total: outcome.units,
+            resumed: outcome.resumed_units,
+        },
+        items: ItemCounts {
+            stated: outcome.stated.len(),
+            action: outcome.action.len(),
+        },
+        tokens: outcome.stats,
+        timings: Timings {
+            load_s: part.timings.load_s,
+            scoring_s: outcome.session_seconds,
+            compute_s_all_units: outcome.compute_seconds,
+            wall_s: started.elapsed().as_secs_f64(),
+        },
         computed_tokens_per_s: outcome.stats.computed_tokens as f64
             / outcome.compute_seconds.max(1e-9),
+        parts,
     };
     record.write(&out.join(RUN_RECORD_FILE))?;
-    Ok(Finished::Run(Box::new(RunResults {
+    Ok(RunResults {
         out,
         report,
         record,
         figures,
-    })))
+    })
 }
 
 /// Writes the requests a run with `options` would score (JSONL `id, context, continuation`)

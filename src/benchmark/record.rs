@@ -49,6 +49,72 @@ pub struct RunRecord {
     pub timings: Timings,
     /// Computed tokens over the scoring seconds of all units.
     pub computed_tokens_per_s: f64,
+    /// For results merged from parts (`valuelens merge`): what each part ran on and cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartRecord>,
+}
+
+/// The folder of part records inside a results folder.
+pub const PARTS_DIR: &str = "parts";
+/// The part record of a run scored in one process (shards are `shard-K-of-N`).
+pub const WHOLE_PART: &str = "whole";
+
+/// What one process that scored units into a results folder ran with and what it cost, in
+/// `<out>/parts/<part>.json`: what `valuelens merge` builds run.json from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// `whole`, or the shard as `shard-K-of-N`.
+    pub part: String,
+    pub valuelens: String,
+    pub host: String,
+    pub model: ModelRecord,
+    pub data: DataRecord,
+    pub scoring: Scoring,
+    pub prompt_format: String,
+    pub settings: SettingsRecord,
+    /// The part's units, and how many of them an earlier try had stored.
+    pub units: UnitCounts,
+    pub tokens: EngineStats,
+    pub timings: Timings,
+}
+
+impl PartRecord {
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let dir = out.join(PARTS_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let text = serde_json::to_string_pretty(self)?;
+        write_atomically(&dir.join(format!("{}.json", self.part)), |w| {
+            Ok(w.write_all(text.as_bytes())?)
+        })
+    }
+
+    /// The part records in results folder `out`, by name.
+    pub fn read_all(out: &Path) -> Result<Vec<(std::path::PathBuf, Self)>> {
+        let dir = out.join(PARTS_DIR);
+        let mut parts = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(parts);
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let part = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a valuelens part record: remove it, or score that part again",
+                    path.display()
+                )
+            })?;
+            parts.push((path, part));
+        }
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(parts)
+    }
 }
 
 /// PriDe's sample in a debiased run.

@@ -102,8 +102,48 @@ impl UnitStore {
         Ok(Self { dir })
     }
 
-    fn path(&self, unit: Unit) -> PathBuf {
-        self.dir.join(format!("{}.json", unit.name()))
+    /// The finished units of results folder `out` as they are, bound to nothing (for reading
+    /// the parts of a run: `valuelens merge`).
+    pub fn existing(out: &Path) -> Self {
+        Self {
+            dir: out.join(UNITS_DIR),
+        }
+    }
+
+    /// The configuration results folder `out` is bound to.
+    pub fn config_of(out: &Path) -> Result<RunConfig> {
+        let path = out.join(UNITS_DIR).join(CONFIG_FILE);
+        if !path.is_file() {
+            bail!(
+                "{} holds no valuelens run (no {}): give the results folders that runs or \
+                 shards wrote",
+                out.display(),
+                path.display()
+            );
+        }
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not the configuration of a run of this valuelens version",
+                path.display()
+            )
+        })
+    }
+
+    /// Whether a file for `unit` is stored (whether or not it matches).
+    pub fn holds(&self, unit: Unit) -> bool {
+        self.path(unit).is_file()
+    }
+
+    /// The stored file of `unit`.
+    pub fn path(&self, unit: Unit) -> PathBuf {
+        self.path_of_name(&unit.name())
+    }
+
+    /// The stored file of the unit named `name`.
+    pub fn path_of_name(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
     }
 
     /// A finished unit's scores, if stored and matching `requests`.
@@ -123,6 +163,25 @@ impl UnitStore {
             && scores.logprobs.len() == requests.len()
             && scores.ids.iter().zip(requests).all(|(id, r)| *id == r.id);
         Ok(same.then_some(scores))
+    }
+
+    /// The names of the units stored, from their files (whatever run they belong to).
+    pub fn unit_names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(names);
+        };
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name == CONFIG_FILE || name.starts_with('.') {
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".json") {
+                names.push(stem.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     pub fn save(&self, unit: Unit, scores: &UnitScores) -> Result<()> {

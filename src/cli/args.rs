@@ -30,6 +30,10 @@ pub enum Command {
     /// dataset, then the paper's measures, tables and figures in a results folder. Resumable:
     /// run it again with the same arguments after an interruption.
     Run(RunArgs),
+    /// The results of a run scored in shards (`run --shard`): checks that the folders hold one
+    /// configuration and every unit exactly once, then writes the CSVs, measures, figures and
+    /// run.json as one process would have (the model is not needed).
+    Merge(MergeArgs),
     /// Throughput of the engine on request files: one JSON object per --input on stdout (the
     /// model is loaded once).
     Bench(BenchArgs),
@@ -52,6 +56,19 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+}
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// The results folders the shards wrote: one folder they shared, or one per shard.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where the results go (with the units copied there); by default the one folder given.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The VIA CSV the run scored; by default data/value_action_gap_full_data_generation.csv.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

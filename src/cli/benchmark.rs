@@ -1,8 +1,9 @@
-//! `valuelens run` and `valuelens metrics`.
+//! `valuelens run`, `valuelens merge` and `valuelens metrics`.
 
 use anyhow::{bail, Result};
 
 use valuelens::benchmark::config::RunOptions;
+use valuelens::benchmark::merge::{self, MergeOptions};
 use valuelens::benchmark::recompute::{recompute, ActionInput, MetricsInputs};
 use valuelens::benchmark::shard::{self, Shard};
 use valuelens::benchmark::{self};
@@ -10,7 +11,7 @@ use valuelens::report::MetricsReport;
 use valuelens::tasks::pride::PrideSettings;
 use valuelens::tasks::Selection;
 
-use super::args::{MetricsArgs, RunArgs};
+use super::args::{MergeArgs, MetricsArgs, RunArgs};
 use super::progress_bar;
 
 /// The shard `--shard` and `--shards` ask for, if any.
@@ -68,6 +69,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let bar = progress_bar("{spinner} [{elapsed_precise}] {wide_bar} {percent}% ETA {eta} · {msg}");
     let finished = benchmark::run(&options, &bar)?;
     print!("{}", finished.summary());
+    Ok(())
+}
+
+pub fn merge(args: MergeArgs) -> Result<()> {
+    let results = merge::merge(&MergeOptions {
+        inputs: args.dirs,
+        out: args.out,
+        data: args.data,
+    })?;
+    print!("{}", results.summary());
     Ok(())
 }
 

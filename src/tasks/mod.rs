@@ -161,6 +161,28 @@ impl Selection {
         *self == Self::all()
     }
 
+    /// The selection that `names` (as run.json and a results folder's configuration record
+    /// it) name.
+    pub fn from_names(names: &SelectionNames) -> Result<Self> {
+        fn pick(names: &[String], all: &[&str], what: &str) -> Result<Vec<usize>> {
+            let mut picked = Vec::with_capacity(names.len());
+            for name in names {
+                match all.iter().position(|known| known == name) {
+                    Some(i) => picked.push(i),
+                    None => bail!("the {what} '{name}' is not in the VIA dataset"),
+                }
+            }
+            picked.sort_unstable();
+            picked.dedup();
+            Ok(picked)
+        }
+        Ok(Self {
+            countries: pick(&names.countries, &COUNTRIES, "country")?,
+            topics: pick(&names.topics, &TOPICS, "topic")?,
+            values: pick(&names.values, &VALUES, "value")?,
+        })
+    }
+
     /// Names, for run.json.
     pub fn names(&self) -> SelectionNames {
         let names = |ix: &[usize], all: &[&str]| -> Vec<String> {
