@@ -474,6 +474,67 @@ fn shards_in_folders_of_their_own_merge_to_the_one_process_results() {
     assert_eq!(checkpointed_units(&merged), 4, "the units are copied along");
 }
 
+/// A Slurm array task killed mid-way and run again (the same index: `--shard auto`) resumes its
+/// own stored units and completes its shard; the merge then gives the one-process results.
+#[test]
+fn a_killed_array_task_run_again_completes_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // --array=4-5: task 5 is shard 1/2, two of the four units.
+    let task = |id: &str| {
+        let mut command = run_subset_shard(&out, "auto", "Equality,Wealth");
+        command
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .env("SLURM_ARRAY_TASK_MIN", "4")
+            .env("SLURM_ARRAY_TASK_MAX", "5")
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .env("SLURM_ARRAY_TASK_STEP", "1");
+        command
+    };
+    let mut child = task("5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while checkpointed_units(&out) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the task ended before it could be killed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(600), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, as a preempted or timed-out task gets
+    child.wait().unwrap();
+    assert_eq!(
+        checkpointed_units(&out),
+        1,
+        "killed after one of its two units"
+    );
+
+    let early = merge(&[&out], None);
+    assert!(
+        !early.status.success(),
+        "the killed shard's unit is missing"
+    );
+
+    let again = succeed(task("5"));
+    let summary = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        summary.contains("shard 1/2 done: 2 of the run's 4 units (1 resumed)"),
+        "{summary}"
+    );
+    succeed(task("4"));
+    let merged = merge(&[&out], None);
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    assert_same_results(&out, "the merge after a retried task");
+}
+
 /// `--dtype auto` runs in the precision it picks for this CPU, says so in run.json, and binds
 /// the folder to that precision: the same run asked with the precision itself resumes every
 /// unit; asked in another precision, it is refused.

@@ -124,9 +124,10 @@ pub fn from_scheduler(
 }
 
 /// The task's rank among the array's indices. Slurm passes the smallest and largest index, how
-/// many there are and (for `MIN-MAX:STEP` arrays) the step; the indices of an array given as a
-/// list (`--array=1,3,5,7`) are evenly spaced when `MIN + (COUNT-1)·STEP = MAX`, and then the
-/// rank follows. An uneven list (`1,2,7`) cannot be ranked from the environment: refused.
+/// many there are and a step, which is the real one for `MIN-MAX:STEP` arrays but 1 for an
+/// array given as a list (`--array=1,3,5,7`, seen with Slurm 22.05). A list whose indices are
+/// evenly spaced (`MIN + (COUNT-1)·STEP = MAX`) gives the rank all the same; an uneven one
+/// (`1,2,7`) cannot be ranked from the environment, and its tasks off the even grid are refused.
 fn slurm_shard(
     id: usize,
     number: &dyn Fn(&str) -> Result<Option<usize>>,
@@ -148,14 +149,15 @@ fn slurm_shard(
     if count == 0 || id < min || id > max {
         bail!("SLURM_ARRAY_TASK_ID={id} is outside the array's indices {min}–{max}");
     }
+    let spans = |step: usize| min + (count - 1) * step == max;
     let step = match count {
         1 => 1,
         _ => match number("SLURM_ARRAY_TASK_STEP")? {
-            Some(step) if step > 0 => step,
+            Some(step) if step > 0 && spans(step) => step,
             _ => (max - min) / (count - 1),
         },
     };
-    let even = step > 0 && min + (count - 1) * step == max && (id - min).is_multiple_of(step);
+    let even = step > 0 && spans(step) && (id - min).is_multiple_of(step);
     if !even {
         bail!(
             "the array's {count} indices from {min} to {max} are not evenly spaced, so task {id}'s \
@@ -247,12 +249,13 @@ mod tests {
             from_scheduler(stepped, None).unwrap(),
             Shard::new(3, 4).unwrap()
         );
-        // --array=1,3,5,7 without a step in the environment.
+        // --array=1,3,5,7: Slurm 22.05 says step 1.
         let listed = env_of(&[
             ("SLURM_ARRAY_TASK_ID", "3"),
             ("SLURM_ARRAY_TASK_MIN", "1"),
             ("SLURM_ARRAY_TASK_MAX", "7"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_STEP", "1"),
         ]);
         assert_eq!(
             from_scheduler(listed, None).unwrap(),
