@@ -396,6 +396,12 @@ fn merge(dirs: &[&Path], out: Option<&Path>) -> std::process::Output {
     command.output().unwrap()
 }
 
+fn merge_succeeds(dirs: &[&Path], out: Option<&Path>) {
+    let merged = merge(dirs, out);
+    let err = String::from_utf8_lossy(&merged.stderr);
+    assert!(merged.status.success(), "{err}");
+}
+
 /// A run cut into three shards scored one after the other into one folder, then merged,
 /// gives the one-process run's files byte for byte; so does the same command without --shard
 /// afterwards; each unit is scored by exactly one shard; a shard of another configuration is
@@ -416,12 +422,7 @@ fn three_shards_in_one_folder_merge_to_the_one_process_results() {
     let err = String::from_utf8_lossy(&foreign.stderr);
     assert!(err.contains("another configuration"), "{err}");
 
-    let merged = merge(&[&out], None);
-    assert!(
-        merged.status.success(),
-        "{}",
-        String::from_utf8_lossy(&merged.stderr)
-    );
+    merge_succeeds(&[&out], None);
     assert_same_results(&out, "the merge");
     let record: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
     assert_eq!(
@@ -464,14 +465,40 @@ fn shards_in_folders_of_their_own_merge_to_the_one_process_results() {
     let twice = merge(&[&part(0), &part(1), &part(2)], None);
     assert!(!twice.status.success(), "several folders need --out");
 
-    let done = merge(&[&part(0), &part(1), &part(2)], Some(&merged));
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    merge_succeeds(&[&part(0), &part(1), &part(2)], Some(&merged));
     assert_same_results(&merged, "the merge of three folders");
     assert_eq!(checkpointed_units(&merged), 4, "the units are copied along");
+}
+
+/// Shards started at once into one folder, one per device as on a machine with several GPUs
+/// (`--device cuda:K`; here every one on the CPU), merge to the one-process results.
+#[test]
+fn shards_started_at_once_merge_to_the_one_process_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let children: Vec<_> = (0..3)
+        .map(|k| {
+            let mut command = run_subset_shard(&out, &format!("{k}/3"), "Equality,Wealth");
+            command
+                .args(["--device", "cpu"])
+                .env("RAYON_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(checkpointed_units(&out), 4);
+    merge_succeeds(&[&out], None);
+    assert_same_results(&out, "the merge of shards run at once");
 }
 
 /// A Slurm array task killed mid-way and run again (the same index: `--shard auto`) resumes its
@@ -526,12 +553,7 @@ fn a_killed_array_task_run_again_completes_its_shard() {
         "{summary}"
     );
     succeed(task("4"));
-    let merged = merge(&[&out], None);
-    assert!(
-        merged.status.success(),
-        "{}",
-        String::from_utf8_lossy(&merged.stderr)
-    );
+    merge_succeeds(&[&out], None);
     assert_same_results(&out, "the merge after a retried task");
 }
 
