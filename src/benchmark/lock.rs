@@ -91,7 +91,7 @@ impl RunLock {
                 };
                 bail!(
                     "{} is in use by another valuelens run ({holders}); wait for it to end or \
-                     use another --out folder",
+                     give another --out folder",
                     out.display()
                 );
             }
@@ -113,7 +113,7 @@ impl RunLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => bail!(
                 "{} is in use by a valuelens run that is not a shard ({}); wait for it to end or \
-                 use another --out folder",
+                 give another --out folder",
                 out.display(),
                 holder_of(&mut folder)
             ),
