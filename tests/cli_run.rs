@@ -308,18 +308,16 @@ fn checkpointed_units(out: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_run_killed_partway_resumes_to_identical_results() {
-    let baseline = baseline().join("run");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let mut child = run_subset(&out)
+/// Starts `command` (a run into `out`) and kills it (SIGKILL: no chance to clean up) as soon
+/// as it has stored its first unit.
+fn kill_after_its_first_unit(mut command: Command, out: &Path) {
+    let mut child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while checkpointed_units(&out) == 0 {
+    while checkpointed_units(out) == 0 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before it could be killed"
@@ -327,8 +325,16 @@ fn a_run_killed_partway_resumes_to_identical_results() {
         assert!(started.elapsed() < Duration::from_secs(600), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap(); // SIGKILL
+    child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_run_killed_partway_resumes_to_identical_results() {
+    let baseline = baseline().join("run");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    kill_after_its_first_unit(run_subset(&out), &out);
     let done = checkpointed_units(&out);
     assert!(done < 4, "killed partway, after {done} of 4 units");
     assert!(!out.join("metrics.json").exists());
@@ -518,22 +524,8 @@ fn a_killed_array_task_run_again_completes_its_shard() {
             .env("SLURM_ARRAY_TASK_STEP", "1");
         command
     };
-    let mut child = task("5")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while checkpointed_units(&out) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the task ended before it could be killed"
-        );
-        assert!(started.elapsed() < Duration::from_secs(600), "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL, as a preempted or timed-out task gets
-    child.wait().unwrap();
+    // SIGKILL, as a preempted or timed-out task gets.
+    kill_after_its_first_unit(task("5"), &out);
     assert_eq!(
         checkpointed_units(&out),
         1,

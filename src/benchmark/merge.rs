@@ -4,19 +4,18 @@
 //! its weights are needed: a unit's requests are checked by their ids, which name questions,
 //! not prompt text.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::config::RunConfig;
 use super::execute::Outcome;
 use super::lock::{self, RunLock};
 use super::record::{PartRecord, PARTS_DIR};
 use super::shard::assign;
-use super::store::UnitStore;
+use super::store::{difference, UnitStore};
 use super::units::Plan;
 use super::{write_results, RunResults};
 use crate::tasks::pride::{Debias, Sample};
@@ -90,7 +89,10 @@ pub fn merge(options: &MergeOptions) -> Result<RunResults> {
                  one run",
                 first.display(),
                 dir.display(),
-                difference(&config, &other)
+                difference(
+                    &serde_json::to_value(&config)?,
+                    &serde_json::to_value(&other)?
+                )
             );
         }
     }
@@ -274,29 +276,4 @@ fn store_folder(store: &UnitStore, name: &str) -> String {
         || path.display().to_string(),
         |dir| dir.display().to_string(),
     )
-}
-
-/// The fields in which two configurations differ, for the refusal message.
-fn difference(a: &RunConfig, b: &RunConfig) -> String {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(a), serde_json::to_value(b))
-    else {
-        return "their checkpoints/config.json differ".to_string();
-    };
-    let mut keys: BTreeMap<&String, ()> = BTreeMap::new();
-    keys.extend(a.keys().map(|k| (k, ())));
-    keys.extend(b.keys().map(|k| (k, ())));
-    let differing: Vec<String> = keys
-        .into_keys()
-        .filter(|key| a.get(*key) != b.get(*key))
-        .map(|key| {
-            let show =
-                |v: Option<&serde_json::Value>| v.map_or("nothing".to_string(), |v| v.to_string());
-            format!("{key}: {} against {}", show(a.get(key)), show(b.get(key)))
-        })
-        .collect();
-    match differing.is_empty() {
-        true => "their checkpoints/config.json differ".to_string(),
-        false => differing.join("; "),
-    }
 }

@@ -191,7 +191,7 @@ impl UnitStore {
 }
 
 /// The first top-level field where two configurations differ, for the refusal message.
-fn difference(previous: &Value, current: &Value) -> String {
+pub(super) fn difference(previous: &Value, current: &Value) -> String {
     if let (Value::Object(a), Value::Object(b)) = (previous, current) {
         for (key, value) in b {
             if a.get(key) != Some(value) {
