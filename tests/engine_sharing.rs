@@ -19,16 +19,24 @@ fn unshared() -> EngineOptions {
     }
 }
 
+/// How far a score may move with its batch in f32 on the CPU: every sum of the forward runs in
+/// an order fixed by position (tree attention in fixed key chunks, no single-row gemm path), so
+/// the measured difference is 0; the bound leaves room only for a platform's libm.
+const BATCH_INVARIANCE: f64 = 1e-6;
+
 fn assert_close(a: &[Score], b: &[Score], tolerance: f64) {
     assert_eq!(a.len(), b.len());
+    let mut largest: f64 = 0.0;
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.id, y.id);
         assert_eq!(x.n_tokens, y.n_tokens, "{}", x.id);
         for (p, q) in x.token_logprobs.iter().zip(&y.token_logprobs) {
+            largest = largest.max((p - q).abs());
             assert!((p - q).abs() <= tolerance, "{}: {p} vs {q}", x.id);
         }
         assert_eq!(x.greedy, y.greedy, "{}", x.id);
     }
+    println!("largest difference per token: {largest:.2e}");
 }
 
 /// Scores a 200-request slice with sharing, and every `stride`-th request of it alone with
@@ -44,7 +52,7 @@ fn shared_equals_unshared(name: &str, stride: usize) {
     let sample: Vec<Request> = slice.iter().step_by(stride).cloned().collect();
     let alone = engine::score(model_f32(), &sample, &unshared(), None).unwrap();
     let shared_sample: Vec<Score> = shared.iter().step_by(stride).cloned().collect();
-    assert_close(&shared_sample, &alone, 1e-4);
+    assert_close(&shared_sample, &alone, BATCH_INVARIANCE);
 }
 
 #[test]
@@ -80,8 +88,8 @@ fn scores_do_not_depend_on_the_token_budget() {
         small_stats.computed_tokens > large_stats.computed_tokens,
         "ancestors recomputed"
     );
-    assert_close(&large, &medium, 1e-4);
-    assert_close(&large, &small, 1e-4);
+    assert_close(&large, &medium, BATCH_INVARIANCE);
+    assert_close(&large, &small, BATCH_INVARIANCE);
 }
 
 #[test]
@@ -104,7 +112,7 @@ fn requests_without_shared_prefixes_score_as_alone() {
         engine::score_with_stats(model_f32(), &requests, &EngineOptions::default(), None).unwrap();
     assert_eq!(stats.forwards, 1);
     let alone = engine::score(model_f32(), &requests, &unshared(), None).unwrap();
-    assert_close(&together, &alone, 1e-4);
+    assert_close(&together, &alone, BATCH_INVARIANCE);
     let empty = &together[4];
     assert_eq!(
         (empty.n_tokens, empty.logprob, empty.greedy),

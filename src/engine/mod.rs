@@ -5,9 +5,11 @@
 //!
 //! Inside, data flows `types` (requests) → `tokenize` → `prefix` (the tree and its segments)
 //! → `schedule` (packed forwards) → `score` (the model, then scores per request); `requests`
-//! reads and writes the JSONL files, `agreement` compares two scorings.
+//! reads and writes the JSONL files, `agreement` compares two scorings, `positions` scores
+//! whole prompts at every position (what a completions server echoes).
 
 pub mod agreement;
+pub mod positions;
 pub mod prefix;
 pub mod requests;
 mod schedule;

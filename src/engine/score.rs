@@ -48,6 +48,9 @@ pub fn score_with_stats(
 pub struct TokenScores {
     pub token_logprobs: Vec<f64>,
     pub greedy: bool,
+    /// Per continuation token, the model's most likely token at its position and that token's
+    /// log-probability.
+    pub top: Vec<(u32, f64)>,
 }
 
 /// Scores tokenized requests: builds their prefix tree (or, without sharing, one path per
@@ -127,6 +130,7 @@ fn score_regime(
         .map(|r| TokenScores {
             token_logprobs: vec![0.0; r.continuation().len()],
             greedy: true,
+            top: vec![(0, 0.0); r.continuation().len()],
         })
         .collect();
     for (i, request) in requests.iter().enumerate() {
@@ -173,6 +177,7 @@ fn score_regime(
         for &(t, (i, j)) in &planned.answers {
             let result = &mut results[i as usize];
             result.token_logprobs[j as usize] = scores[t].logprob;
+            result.top[j as usize] = (scores[t].argmax, scores[t].argmax_logprob);
             result.greedy &= scores[t].is_argmax;
         }
         if let Some(bar) = progress {

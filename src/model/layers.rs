@@ -170,6 +170,12 @@ impl Linear {
             };
             return Ok(Tensor::from_vec(out, (rows, n), &Device::Cpu)?);
         }
+        if x.dim(0)? == 1 {
+            // gemm takes its matrix-vector path for a single row, which sums in another
+            // order than its matrix kernel: a row alone would not score as it does in a batch.
+            let twice = Tensor::cat(&[x, x], 0)?;
+            return Ok(self.forward(&twice)?.narrow(0, 0, 1)?);
+        }
         if self.parts.len() == 1 {
             return Ok(self.parts[0].forward(x)?);
         }

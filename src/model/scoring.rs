@@ -10,11 +10,15 @@ use super::batch::PackedBatch;
 use super::device::{Placement, Precision};
 use super::layers::Linear;
 
-/// The scored distribution at one row: log p(target) and whether target is the argmax.
+/// The scored distribution at one row: log p(target), whether target is the argmax, and the
+/// argmax itself with its log-probability (what a server's `top_logprobs` and a one-token
+/// greedy generation report).
 #[derive(Debug, Clone, Copy)]
 pub struct RowScore {
     pub logprob: f64,
     pub is_argmax: bool,
+    pub argmax: u32,
+    pub argmax_logprob: f64,
 }
 
 /// The final norm and the vocabulary projection.
@@ -111,6 +115,8 @@ pub fn score_logits(
             Ok(RowScore {
                 logprob: (logits[target] - max) as f64 - log_sum,
                 is_argmax: argmax == target,
+                argmax: argmax as u32,
+                argmax_logprob: -log_sum,
             })
         })
         .collect()
@@ -125,6 +131,7 @@ fn score_logits_on_device(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec
     let log_sum_exp = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?
         .flatten_all()?
         .to_vec1::<f32>()?;
+    let max = max.flatten_all()?.to_vec1::<f32>()?;
     let argmax = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
     let flat: Vec<i64> = targets
         .iter()
@@ -140,6 +147,8 @@ fn score_logits_on_device(logits: &Tensor, targets: &[(u32, u32)]) -> Result<Vec
         .map(|(&(row, target), logit)| RowScore {
             logprob: (logit - log_sum_exp[row as usize]) as f64,
             is_argmax: argmax[row as usize] == target,
+            argmax: argmax[row as usize],
+            argmax_logprob: (max[row as usize] - log_sum_exp[row as usize]) as f64,
         })
         .collect())
 }
@@ -164,7 +173,12 @@ mod tests {
         for (a, b) in cpu.iter().zip(&device) {
             assert!((a.logprob - b.logprob).abs() < 1e-5, "{a:?} vs {b:?}");
             assert_eq!(a.is_argmax, b.is_argmax);
+            assert_eq!(a.argmax, b.argmax);
+            assert!((a.argmax_logprob - b.argmax_logprob).abs() < 1e-5);
         }
+        // The argmax's own target scores exactly its reported log-probability.
+        let last = cpu.last().unwrap();
+        assert_eq!(last.logprob, last.argmax_logprob);
         assert!(device.last().unwrap().is_argmax);
         let err = score_logits(&logits, &[(0, 1000)], None).unwrap_err();
         assert!(err.to_string().contains("outside the model's vocabulary"));

@@ -5,7 +5,8 @@
 //! linear layers together. Here each (segment, head, block of queries) is one task on the rayon
 //! pool: scores against the ancestors' keys and the block's visible own keys only (the causal
 //! triangle is skipped block-wise), softmax in place, then `P · V` accumulated straight into
-//! the output rows.
+//! the output rows. Every sum runs in an order fixed by key position, so a token's output is
+//! the same whichever requests share its batch and however they split its prefix.
 
 use std::ops::Range;
 
@@ -21,6 +22,10 @@ use crate::model::cpu_ops::{slice_of, softmax_window};
 /// Query rows per task: large enough for efficient gemm calls, small enough to skip most of
 /// the masked triangle and to spread work over the cores.
 const QUERY_BLOCK: usize = 64;
+
+/// Keys per `P · V` product: sums over keys are taken in chunks starting at multiples of
+/// this position, whatever the segments (so that a score does not depend on its batch).
+const KEY_CHUNK: usize = 64;
 
 /// `q: [n_head, T, d]`, `k`, `v: [n_kv, T, d]` (contiguous f32 on the CPU) → `[T, n_head·d]`.
 pub fn tree_attention(
@@ -62,19 +67,31 @@ pub fn tree_attention(
                 // together (one packing of the keys, `rep` times the rows).
                 let rows = rep * task.pieces.iter().map(|p| p.block.len()).sum::<usize>();
                 let own_max = task.pieces.iter().map(|p| p.block.end).max().unwrap_or(0);
-                let n_keys = context + own_max;
+                // Score rows are padded to whole key chunks (with zeros past the visible keys).
+                let n_keys = (context + own_max).next_multiple_of(KEY_CHUNK);
                 let Scratch {
-                    q_rows,
+                    q_columns,
                     scores,
                     out_rows,
+                    v_context,
+                    v_tail,
                 } = scratch;
-                q_rows.clear();
+                // Queries stored column-major (`head_dim × rows`): with a row stride of 1 and a
+                // column stride of `rows`, gemm takes its packed kernel for every shape, so a
+                // score is the same dot product in every batch (its small-shape paths reduce
+                // in another order).
+                q_columns.clear();
+                q_columns.resize(rows * head_dim, 0f32);
+                let mut row = 0;
                 for piece in &task.pieces {
                     for head in g * rep..(g + 1) * rep {
-                        let first = head * n_tokens + piece.start + piece.block.start;
-                        q_rows.extend_from_slice(
-                            &q[first * head_dim..(first + piece.block.len()) * head_dim],
-                        );
+                        for t in piece.block.clone() {
+                            let first = (head * n_tokens + piece.start + t) * head_dim;
+                            for (d, &x) in q[first..first + head_dim].iter().enumerate() {
+                                q_columns[d * rows + row] = x;
+                            }
+                            row += 1;
+                        }
                     }
                 }
                 scores.clear();
@@ -84,7 +101,7 @@ pub fn tree_attention(
                 let mut column = 0;
                 for keys in task.ancestors {
                     let k_rows = &k[(g * n_tokens + keys.start) * head_dim..];
-                    // SAFETY: `q_rows` holds `rows` rows of `head_dim`, `k_rows` at least
+                    // SAFETY: `q_columns` holds `rows` columns of `head_dim`, `k_rows` at least
                     // `keys.len()` rows, and columns `column..column + keys.len()` of every
                     // score row lie inside `scores` (`rows × n_keys`).
                     unsafe {
@@ -92,7 +109,7 @@ pub fn tree_attention(
                             (rows, keys.len(), head_dim),
                             scores.as_mut_ptr().add(column),
                             n_keys,
-                            (q_rows.as_ptr(), head_dim as isize, 1),
+                            (q_columns.as_ptr(), 1, rows as isize),
                             (k_rows.as_ptr(), 1, head_dim as isize),
                             spec.scale,
                             false,
@@ -110,7 +127,7 @@ pub fn tree_attention(
                             (piece_rows, piece.block.end, head_dim),
                             scores.as_mut_ptr().add(row * n_keys + context),
                             n_keys,
-                            (q_rows.as_ptr().add(row * head_dim), head_dim as isize, 1),
+                            (q_columns.as_ptr().add(row), 1, rows as isize),
                             (k_rows.as_ptr(), 1, head_dim as isize),
                             spec.scale,
                             false,
@@ -127,42 +144,69 @@ pub fn tree_attention(
                     }
                     row += piece_rows;
                 }
-                let mut column = 0;
-                for (j, keys) in task.ancestors.iter().enumerate() {
-                    let v_rows = &v[(g * n_tokens + keys.start) * head_dim..];
-                    // SAFETY: reads as above; `out_rows` is `rows × head_dim`.
+                // `P · V` in chunks of KEY_CHUNK keys at fixed positions (0, 64, 128, …), each
+                // summed from zero and added in order: a row's output depends on its own
+                // scores and values only, not on how the batch split its keys into segments.
+                // Chunks inside the ancestors are shared by all rows; the chunks from there
+                // on hold each piece's own keys.
+                v_context.clear();
+                for keys in task.ancestors {
+                    v_context.extend_from_slice(
+                        &v[(g * n_tokens + keys.start) * head_dim
+                            ..(g * n_tokens + keys.end) * head_dim],
+                    );
+                }
+                let shared_end = context / KEY_CHUNK * KEY_CHUNK;
+                for chunk in (0..shared_end).step_by(KEY_CHUNK) {
+                    // SAFETY: columns `chunk..chunk + KEY_CHUNK` lie inside every score row,
+                    // and `v_context` holds `context ≥ chunk + KEY_CHUNK` rows.
                     unsafe {
                         matmul_into(
-                            (rows, head_dim, keys.len()),
+                            (rows, head_dim, KEY_CHUNK),
                             out_rows.as_mut_ptr(),
                             head_dim,
-                            (scores.as_ptr().add(column), n_keys as isize, 1),
-                            (v_rows.as_ptr(), head_dim as isize, 1),
+                            (scores.as_ptr().add(chunk), n_keys as isize, 1),
+                            (
+                                v_context.as_ptr().add(chunk * head_dim),
+                                head_dim as isize,
+                                1,
+                            ),
                             1.0,
-                            j > 0,
+                            chunk > 0,
                         );
                     }
-                    column += keys.len();
                 }
                 let mut row = 0;
                 for piece in &task.pieces {
                     let piece_rows = rep * piece.block.len();
-                    let v_rows = &v[(g * n_tokens + piece.start) * head_dim..];
-                    // SAFETY: reads as above; writes the piece's rows of `out_rows`.
-                    unsafe {
-                        matmul_into(
-                            (piece_rows, head_dim, piece.block.end),
-                            out_rows.as_mut_ptr().add(row * head_dim),
-                            head_dim,
-                            (
-                                scores.as_ptr().add(row * n_keys + context),
-                                n_keys as isize,
-                                1,
-                            ),
-                            (v_rows.as_ptr(), head_dim as isize, 1),
-                            1.0,
-                            context > 0,
-                        );
+                    let end = (context + piece.block.end).next_multiple_of(KEY_CHUNK);
+                    let own = (g * n_tokens + piece.start) * head_dim;
+                    v_tail.clear();
+                    v_tail.extend_from_slice(&v_context[shared_end * head_dim..]);
+                    v_tail.extend_from_slice(&v[own..own + piece.block.end * head_dim]);
+                    v_tail.resize((end - shared_end) * head_dim, 0f32);
+                    for chunk in (shared_end..end).step_by(KEY_CHUNK) {
+                        // SAFETY: the piece's rows of `scores` have `n_keys ≥ end` columns,
+                        // `v_tail` holds `end - shared_end` rows, `out_rows` the piece's rows.
+                        unsafe {
+                            matmul_into(
+                                (piece_rows, head_dim, KEY_CHUNK),
+                                out_rows.as_mut_ptr().add(row * head_dim),
+                                head_dim,
+                                (
+                                    scores.as_ptr().add(row * n_keys + chunk),
+                                    n_keys as isize,
+                                    1,
+                                ),
+                                (
+                                    v_tail.as_ptr().add((chunk - shared_end) * head_dim),
+                                    head_dim as isize,
+                                    1,
+                                ),
+                                1.0,
+                                chunk > 0,
+                            );
+                        }
                     }
                     for r in 0..piece_rows {
                         let head = g * rep + r / piece.block.len();
@@ -253,9 +297,11 @@ fn plan_tasks(segments: &[Segment], n_kv: usize) -> Vec<Task<'_>> {
 
 #[derive(Default)]
 struct Scratch {
-    q_rows: Vec<f32>,
+    q_columns: Vec<f32>,
     scores: Vec<f32>,
     out_rows: Vec<f32>,
+    v_context: Vec<f32>,
+    v_tail: Vec<f32>,
 }
 
 /// `dst[m × n] (row stride dst_rs) (+)= alpha · lhs[m × k] · rhs[k × n]`, single-threaded;
