@@ -21,6 +21,8 @@
 //! 7. `benchmark` — a whole run: its configuration (the resume identity), units and their
 //!    store, the results folder's lock, `run.json`, the summary; the measures recomputed from
 //!    files.
+//! 8. `serve` — the engine behind an HTTP API (lm-evaluation-harness's `local-completions`
+//!    contract), batching the prompts of concurrent requests into one prefix tree.
 //!
 //! The `valuelens` binary (`src/main.rs`, `src/cli/`) parses the command line and calls these.
 
@@ -34,6 +36,7 @@ pub mod paths;
 pub mod prompts;
 pub mod random;
 pub mod report;
+pub mod serve;
 pub mod tasks;
 pub mod verified;
 pub mod via;

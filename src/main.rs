@@ -36,6 +36,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(args) => cli::engine::tokenize(args),
         Command::Metrics(args) => cli::benchmark::metrics(args),
         Command::Export(args) => cli::models::export_model(args),
+        Command::Serve(args) => cli::serve::serve(args),
         Command::Models { action } => cli::models::models(action),
     }
 }

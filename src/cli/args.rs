@@ -51,11 +51,51 @@ pub enum Command {
     /// Write a model as a Hugging Face safetensors folder (config.json, *.safetensors,
     /// tokenizer.json, tokenizer_config.json) with its weights dequantized.
     Export(ExportArgs),
+    /// Serve the engine over HTTP for lm-evaluation-harness's `local-completions` model (and
+    /// OpenAI-style clients): prompt log-probabilities from /v1/completions with echo and
+    /// logprobs, and the tokenizer endpoints lm-eval's remote tokenizer uses. Prompts of
+    /// concurrent requests share one prefix tree. Binds to 127.0.0.1 unless --host says
+    /// otherwise; SIGTERM answers the requests in flight, then exits.
+    Serve(ServeArgs),
     /// List the registry's models, or fetch one.
     Models {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Address to listen on; 0.0.0.0 exposes the server to the network (then set --api-key).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The model name clients send (lm-eval's model=…) and /v1/models lists; by default the
+    /// registry name, or the file's name without its extension.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Port to listen on; 0 takes any free port (printed on stderr).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health (lm-eval sends
+    /// $OPENAI_API_KEY).
+    #[arg(long, env = "VALUELENS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Requests that may wait for the model; one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub queue: usize,
+    /// Milliseconds the worker waits after a request for others to score with it.
+    #[arg(long, default_value_t = 5)]
+    pub batch_window_ms: u64,
+    /// Most prompts in one request.
+    #[arg(long, default_value_t = 4096)]
+    pub max_prompts: usize,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_body_mb: usize,
 }
 
 #[derive(clap::Args)]

@@ -5,6 +5,7 @@ pub mod args;
 pub mod benchmark;
 pub mod engine;
 pub mod models;
+pub mod serve;
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -1,0 +1,97 @@
+//! The `serve` command: loads the model, reads what `/tokenizer_info` reports from its file,
+//! and serves until SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use valuelens::model::device::device_name;
+use valuelens::model::open::open_checkpoint;
+use valuelens::model::Model;
+use valuelens::serve::{self, BatchPolicy, ModelInfo, ServeOptions};
+
+use super::args::{ModelArg, ServeArgs};
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        model: ModelArg { model },
+        host,
+        name,
+        port,
+        api_key,
+        compute,
+        queue,
+        batch_window_ms,
+        max_prompts,
+        max_body_mb,
+    } = args;
+    if queue == 0 || max_prompts == 0 || max_body_mb == 0 {
+        bail!("--queue, --max-prompts and --max-body-mb must each be at least 1");
+    }
+    if api_key.as_deref() == Some("") {
+        bail!("--api-key is empty; give a key, or leave the flag out to serve without one");
+    }
+    let engine = compute.engine_options()?;
+    let started = Instant::now();
+    let mut model = Model::load_on(&model, &compute.placement()?)?;
+    if let Some(name) = name {
+        model.name = name;
+    }
+    let checkpoint = open_checkpoint(&model.source)?;
+    let text = |which: &str| -> Result<Option<String>> {
+        Ok(Some(checkpoint.special_token_text(which)?).filter(|t| !t.is_empty()))
+    };
+    let info = ModelInfo {
+        bos_token: text("bos")?,
+        eos_token: text("eos")?,
+        chat_template: match checkpoint.has("tokenizer.chat_template") {
+            true => Some(checkpoint.string("tokenizer.chat_template")?),
+            false => None,
+        },
+    };
+    drop(checkpoint);
+    let exposed = !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1");
+    if exposed && api_key.is_none() {
+        eprintln!(
+            "warning: listening on {host} without --api-key: anyone who can reach this machine \
+             can use the model"
+        );
+    }
+    let (name, precision, device) = (
+        model.name.clone(),
+        model.precision,
+        device_name(&model.device),
+    );
+    let options = ServeOptions {
+        host,
+        port,
+        api_key,
+        batch: BatchPolicy {
+            queue_capacity: queue,
+            window: Duration::from_millis(batch_window_ms),
+            batch_tokens: engine.batch_tokens.max(1) * 4,
+        },
+        engine,
+        max_prompts,
+        max_body_bytes: max_body_mb << 20,
+    };
+    let served = serve::serve(model, info, options, |address| {
+        eprintln!(
+            "serving {name} [{precision:?} on {device}] at http://{address}/v1/completions \
+             (loaded in {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    })?;
+    eprintln!(
+        "served {} requests ({} prompts, {} prompt tokens, {} tokens computed in {} batches); \
+         {} refused with a full queue, {} dropped with their client gone",
+        served.requests,
+        served.prompts,
+        served.prompt_tokens,
+        served.computed_tokens,
+        served.batches,
+        served.refused,
+        served.abandoned
+    );
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Batching across requests: one worker thread owns the forwards. Requests wait in a bounded
+//! queue; the worker takes the first, gathers whatever else arrives within a short window (up
+//! to a token budget), and scores all their prompts through one prefix tree, so contexts sent
+//! once per answer choice, in one request or in several, are computed once. A full queue is
+//! refused at once rather than grown; requests whose client has gone are dropped unscored.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::engine::positions::{score_prompts, PromptRequest, PromptScores};
+use crate::engine::EngineOptions;
+use crate::model::Model;
+
+/// How the worker gathers requests into batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// Requests that may wait for the worker; one more is refused.
+    pub queue_capacity: usize,
+    /// How long the worker waits after a batch's first request for others to join it.
+    pub window: Duration,
+    /// No more requests join a batch once its prompts hold this many tokens.
+    pub batch_tokens: usize,
+}
+
+/// What a request gets back: its prompts' scores, or why they could not be scored.
+pub type Reply = Result<Vec<PromptScores>, String>;
+
+struct Job {
+    prompts: Vec<PromptRequest>,
+    tokens: usize,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The queue is full: come back later.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// Counters of what the worker has done, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub prompts: AtomicU64,
+    pub batches: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub computed_tokens: AtomicU64,
+    pub abandoned: AtomicU64,
+    pub refused: AtomicU64,
+    pub queued: AtomicU64,
+    pub running: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CounterValues {
+    /// Requests scored.
+    pub requests: u64,
+    pub prompts: u64,
+    /// Forward batches run (each one prefix tree).
+    pub batches: u64,
+    /// Tokens of the prompts scored, and tokens the model actually computed for them.
+    pub prompt_tokens: u64,
+    pub computed_tokens: u64,
+    /// Requests dropped unscored because their client had gone.
+    pub abandoned: u64,
+    /// Requests refused because the queue was full.
+    pub refused: u64,
+    /// Requests waiting now, and being scored now.
+    pub queued: u64,
+    pub running: u64,
+}
+
+impl Counters {
+    pub fn values(&self) -> CounterValues {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterValues {
+            requests: get(&self.requests),
+            prompts: get(&self.prompts),
+            batches: get(&self.batches),
+            prompt_tokens: get(&self.prompt_tokens),
+            computed_tokens: get(&self.computed_tokens),
+            abandoned: get(&self.abandoned),
+            refused: get(&self.refused),
+            queued: get(&self.queued),
+            running: get(&self.running),
+        }
+    }
+}
+
+/// The handle requests are submitted through; dropping every handle stops the worker once the
+/// queue is empty.
+#[derive(Clone)]
+pub struct Scorer {
+    sender: SyncSender<Job>,
+    pub counters: Arc<Counters>,
+}
+
+impl Scorer {
+    /// Starts the worker on `model`.
+    pub fn start(
+        model: Arc<Model>,
+        options: EngineOptions,
+        policy: BatchPolicy,
+    ) -> (Self, JoinHandle<()>) {
+        let (sender, receiver) = sync_channel(policy.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let worker_counters = counters.clone();
+        let worker = std::thread::Builder::new()
+            .name("valuelens-scorer".into())
+            .spawn(move || work(&model, &options, &policy, &receiver, &worker_counters))
+            .expect("a thread can be started");
+        (Self { sender, counters }, worker)
+    }
+
+    /// Queues `prompts`; the receiver gets their scores. Refused when the queue is full.
+    pub fn submit(
+        &self,
+        prompts: Vec<PromptRequest>,
+    ) -> Result<oneshot::Receiver<Reply>, QueueFull> {
+        let (reply, receiver) = oneshot::channel();
+        let tokens = prompts.iter().map(|p| p.tokens.len()).sum();
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        match self.sender.try_send(Job {
+            prompts,
+            tokens,
+            reply,
+        }) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                Err(QueueFull)
+            }
+        }
+    }
+}
+
+fn work(
+    model: &Model,
+    options: &EngineOptions,
+    policy: &BatchPolicy,
+    receiver: &Receiver<Job>,
+    counters: &Counters,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut tokens = first.tokens;
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + policy.window;
+        while tokens < policy.batch_tokens {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(job) => {
+                    tokens += job.tokens;
+                    jobs.push(job);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        counters
+            .queued
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        let before = jobs.len();
+        jobs.retain(|job| !job.reply.is_closed());
+        counters
+            .abandoned
+            .fetch_add((before - jobs.len()) as u64, Ordering::Relaxed);
+        if jobs.is_empty() {
+            continue;
+        }
+        counters.running.store(jobs.len() as u64, Ordering::Relaxed);
+        run_batch(model, options, jobs, counters);
+        counters.running.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Scores the jobs together; if that fails, each alone, so that one bad request fails only
+/// itself.
+fn run_batch(model: &Model, options: &EngineOptions, jobs: Vec<Job>, counters: &Counters) {
+    let prompts: Vec<PromptRequest> = jobs.iter().flat_map(|j| j.prompts.clone()).collect();
+    match score_guarded(model, &prompts, options, counters) {
+        Ok(mut scores) => {
+            for job in jobs.into_iter().rev() {
+                let own = scores.split_off(scores.len() - job.prompts.len());
+                finish(job, Ok(own), counters);
+            }
+        }
+        Err(message) if jobs.len() == 1 => {
+            let job = jobs.into_iter().next().expect("one job");
+            finish(job, Err(message), counters);
+        }
+        Err(_) => {
+            for job in jobs {
+                let result = score_guarded(model, &job.prompts, options, counters);
+                finish(job, result, counters);
+            }
+        }
+    }
+}
+
+fn finish(job: Job, result: Reply, counters: &Counters) {
+    if result.is_ok() {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters
+            .prompts
+            .fetch_add(job.prompts.len() as u64, Ordering::Relaxed);
+        counters
+            .prompt_tokens
+            .fetch_add(job.tokens as u64, Ordering::Relaxed);
+    }
+    // The client may have gone meanwhile; nobody is left to tell.
+    let _ = job.reply.send(result);
+}
+
+/// [`score_prompts`] with its errors and panics as messages.
+fn score_guarded(
+    model: &Model,
+    prompts: &[PromptRequest],
+    options: &EngineOptions,
+    counters: &Counters,
+) -> Result<Vec<PromptScores>, String> {
+    match catch_unwind(AssertUnwindSafe(|| score_prompts(model, prompts, options))) {
+        Ok(Ok((scores, stats))) => {
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters
+                .computed_tokens
+                .fetch_add(stats.computed_tokens as u64, Ordering::Relaxed);
+            Ok(scores)
+        }
+        Ok(Err(e)) => Err(format!("scoring failed: {e:#}")),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(format!("scoring failed inside the engine: {what}"))
+        }
+    }
+}
