@@ -6,7 +6,10 @@ use anyhow::{bail, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Tensor};
 
+use rayon::prelude::*;
+
 use super::batch::PackedBatch;
+use super::cpu_ops::{row_summary, slice_of};
 use super::device::{Placement, Precision};
 use super::layers::Linear;
 
@@ -91,21 +94,14 @@ pub fn score_logits(
     if !logits.device().is_cpu() {
         return score_logits_on_device(&logits, targets);
     }
-    let logits = logits.to_vec2::<f32>()?;
-    let summaries: Vec<(usize, f32, f64)> = logits
-        .iter()
-        .map(|row| {
-            let (mut argmax, mut max) = (0usize, f32::NEG_INFINITY);
-            for (i, &x) in row.iter().enumerate() {
-                if x > max {
-                    max = x;
-                    argmax = i;
-                }
-            }
-            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-            (argmax, max, sum.ln())
-        })
-        .collect();
+    let logits = logits.contiguous()?;
+    let (storage, layout) = logits.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        bail!("CPU scoring needs its logits on the CPU");
+    };
+    let flat = slice_of(cpu.as_slice::<f32>()?, layout)?;
+    let logits: Vec<&[f32]> = flat.chunks_exact(vocab).collect();
+    let summaries: Vec<(usize, f32, f64)> = logits.par_iter().map(|row| row_summary(row)).collect();
     targets
         .iter()
         .map(|&(row, target)| {
