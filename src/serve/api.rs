@@ -1,12 +1,21 @@
 //! The wire format: OpenAI's legacy completions request as lm-evaluation-harness sends it,
 //! read strictly enough that every mistake gets a 400 naming the field, and the response with
-//! echoed prompt log-probabilities; the error body every endpoint answers with.
+//! echoed prompt log-probabilities; the error body every endpoint answers with; what
+//! `/tokenizer_info` reports.
 
 use serde_json::{json, Map, Value};
 
 /// Largest `logprobs` (alternatives per position) the server reports: the argmax. lm-eval asks
 /// for 1.
 pub const MAX_LOGPROBS: u64 = 1;
+
+/// What `/tokenizer_info` reports besides the tokenizer itself.
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub chat_template: Option<String>,
+}
 
 /// An error answered to a client: an HTTP status and a message saying what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]

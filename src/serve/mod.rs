@@ -16,20 +16,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+pub use api::ModelInfo;
 pub use queue::{BatchPolicy, CounterValues};
 
 use crate::engine::EngineOptions;
 use crate::model::Model;
 use queue::Scorer;
 use routes::{router, AppState};
-
-/// What `/tokenizer_info` reports besides the tokenizer itself.
-#[derive(Debug, Clone, Default)]
-pub struct ModelInfo {
-    pub bos_token: Option<String>,
-    pub eos_token: Option<String>,
-    pub chat_template: Option<String>,
-}
 
 /// How the server listens and what it accepts.
 #[derive(Debug, Clone)]

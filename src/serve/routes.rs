@@ -18,11 +18,10 @@ use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::api::{
-    parse_completion, parse_object, ApiError, Choice, ChoicePosition, CompletionRequest,
+    parse_completion, parse_object, ApiError, Choice, ChoicePosition, CompletionRequest, ModelInfo,
     PromptInput,
 };
 use super::queue::Scorer;
-use super::ModelInfo;
 use crate::engine::positions::{check_prompt, PromptRequest, PromptScores};
 use crate::model::Model;
 
