@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Explain(args) => cli::explain::explain(args),
         Command::Score(args) => cli::engine::score(args),
         Command::Run(args) => cli::benchmark::run(args),
         Command::Merge(args) => cli::benchmark::merge(args),

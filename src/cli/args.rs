@@ -24,6 +24,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// The paper's third experiment (Table 14): an observer model predicts a target model's
+    /// Task-2 choices from examples of its actions, with attributions and/or explanations;
+    /// scored by log-probability.
+    Explain(ExplainArgs),
     /// Score (context, continuation) requests: JSONL in, JSONL out (lm-eval `loglikelihood`).
     Score(ScoreArgs),
     /// The value–action gap benchmark: Task 1 and Task 2 scored by log-probability over the VIA
@@ -352,4 +356,43 @@ pub enum ModelsAction {
         /// Registry name; the default model when omitted.
         name: Option<String>,
     },
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The observer: a model with a chat template (registry name, .gguf, folder, hf:…).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub observer: String,
+    /// Whose choices to predict: paper:gpt-3.5-turbo or paper:llama-3.3-70b (rebuilt from the
+    /// paper's released files), a Task-2 CSV with model_choice, a run's action.csv, or a
+    /// misaligned-cell list (with --target-stated).
+    #[arg(long, default_value = "paper:gpt-3.5-turbo")]
+    pub target: String,
+    /// The target's Task-1 responses, when --target is a misaligned-cell list.
+    #[arg(long)]
+    pub target_stated: Option<PathBuf>,
+    /// Comma-separated: act, attr, exp, all.
+    #[arg(long, default_value = "act,attr,exp,all")]
+    pub settings: String,
+    /// The VIA CSV (default: data/, set up on first use).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Results folder (default: results/explain-<observer>-<target>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// random_state of the paper's draws.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Few-shot examples per class (True, False).
+    #[arg(long, default_value_t = 10)]
+    pub examples_per_class: usize,
+    /// Test rows per class.
+    #[arg(long, default_value_t = 100)]
+    pub tests_per_class: usize,
+    /// Write the engine requests (JSONL id, context, continuation) to this file and stop,
+    /// without running the model.
+    #[arg(long)]
+    pub dump_requests: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }

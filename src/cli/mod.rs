@@ -4,6 +4,7 @@
 pub mod args;
 pub mod benchmark;
 pub mod engine;
+pub mod explain;
 pub mod models;
 pub mod serve;
 

@@ -75,7 +75,7 @@ pub fn mean_ci95(values: &[f64], stream: u64) -> Option<[f64; 2]> {
 
 /// The 2.5th and 97.5th percentiles, interpolated linearly between order statistics (numpy's
 /// default).
-fn percentile_interval(values: &mut [f64]) -> [f64; 2] {
+pub fn percentile_interval(values: &mut [f64]) -> [f64; 2] {
     values.sort_by(f64::total_cmp);
     let at = |q: f64| {
         let h = q * (values.len() - 1) as f64;

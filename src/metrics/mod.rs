@@ -7,6 +7,7 @@
 
 pub mod bias;
 pub mod bootstrap;
+pub mod classification;
 pub mod pride;
 
 use serde::Serialize;

@@ -360,6 +360,41 @@ pub fn reconstruct_action_from_misaligned(stated: &Matrix, misaligned: &Path) ->
     Ok(action)
 }
 
+/// One observer output file of the paper's explanation experiment
+/// (`outputs/evaluation/explanations/*_explanation_outputs_*.csv`: `label`, `result`) as
+/// `(label, predicted)` pairs, read as the authors' `compute.ipynb` reads them: the prediction
+/// is the second space-separated word of `result`.
+pub fn read_observer_outputs(path: &Path) -> Result<Vec<(bool, bool)>> {
+    let (mut reader, cols) = open_csv(path, &["label", "result"])?;
+    let mut items = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize| record.get(cols[i]).unwrap_or_default();
+        let label = parse_bool(field(0)).with_context(|| {
+            format!(
+                "{} line {line}: label '{}' is not True or False",
+                path.display(),
+                field(0)
+            )
+        })?;
+        let predicted = match field(1).split(' ').nth(1) {
+            Some("True") => true,
+            Some("False") => false,
+            _ => bail!(
+                "{} line {line}: result '{}' has no True/False as its second word",
+                path.display(),
+                field(1).chars().take(60).collect::<String>()
+            ),
+        };
+        items.push((label, predicted));
+    }
+    if items.is_empty() {
+        bail!("{} has no rows", path.display());
+    }
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,8 @@ pub struct ViaRow {
     pub polarity: Polarity,
     /// `None` for refusals and other answers without a JSON object.
     pub generation: Option<Generation>,
+    /// The `generation_prompt` cell as written (for parsers stricter than ours).
+    pub generation_text: String,
 }
 
 impl ViaRow {
@@ -151,6 +153,7 @@ impl Dataset {
                 value,
                 polarity,
                 generation: parse_generation(field(c_generation)),
+                generation_text: field(c_generation).to_string(),
             });
         }
         if rows.is_empty() {
