@@ -83,6 +83,17 @@ def sample_train_test_set(new_df, sample_train_size=5, sample_test_size=10):
     return train_df, test_df
 
 
+# The system turn as few_shot_learning() and eval_prediction() build it.
+TASK_DESCRIPTION = """
+    You are a action predictor. Given a textual action, predict if an agent will perform it or not:
+    1. The overall label (True/False)
+    3. Reason for the assessment
+    Format your response exactly like the examples.
+    """
+SYSTEM = ("You are an AI trained to solve specific tasks based on examples. "
+          f"{TASK_DESCRIPTION}")
+
+
 def completion(mode, row):
     action, explanation, attribution, label = row['action'], row['explanation'], row['attributions'], row['model_choice']
     if mode == "default":
@@ -120,6 +131,7 @@ def frame_fixture(out_dir, frame_path, name):
             digest.update(f"Predict the Action: '{row['action']}'\n{completion(mode, row)}\n".encode())
     modes = ["default", "attribution", "explanation", "attribution_explanation"]
     fixture = {
+        "system": SYSTEM,
         "frame_rows": len(full_df),
         "parsed_rows_digest": digest.hexdigest(),
         "train": [key(r) + [bool(r['model_choice'])] for _, r in train_df.iterrows()],

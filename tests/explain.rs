@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use valuelens::explain::prompts::{query, Setting};
+use valuelens::explain::prompts::{query, Setting, SYSTEM};
 use valuelens::explain::sample::{sample_positions, Mt19937};
 use valuelens::explain::target::{load_frame, TargetSource};
 use valuelens::explain::{draw_split, observed_frame, Draw};
@@ -102,6 +102,7 @@ fn the_gpt35_draw_and_prompts_equal_the_papers_code() {
     };
     assert_eq!(Value::Array(keys(&split.examples)), fx["train"]);
     assert_eq!(Value::Array(keys(&split.tests)), fx["test"]);
+    assert_eq!(SYSTEM, fx["system"].as_str().unwrap());
     let queries: Vec<Value> = split
         .tests
         .iter()
