@@ -315,6 +315,18 @@ fn explain_runs_the_papers_experiment() {
             "{name}"
         );
     }
+    // The baselines, from the test rows' labels and polarities.
+    let act: Vec<&csv::StringRecord> = records.iter().filter(|r| &r[0] == "act").collect();
+    let polarity = Confusion::of(act.iter().map(|r| (&r[7] == "true", &r[6] == "positive")));
+    let baselines = report["baselines"].as_array().unwrap();
+    assert_eq!(
+        baselines[0]["measures"]["f1"].as_f64().unwrap(),
+        200.0 / 300.0
+    );
+    assert_eq!(
+        baselines[1]["measures"]["f1"].as_f64().unwrap(),
+        polarity.measures().f1
+    );
     // The twenty examples are computed once per setting, not once per test row.
     let (requested, computed) = (
         report["engine"]["request_tokens"].as_u64().unwrap(),

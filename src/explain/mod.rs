@@ -187,6 +187,13 @@ pub fn run(options: &ExplainOptions, progress: Option<&ProgressBar>) -> Result<E
         stats,
         load_s,
         score_s,
+        baselines: report::baselines(
+            &split
+                .tests
+                .iter()
+                .map(|&i| rows[i].target.clone())
+                .collect::<Vec<_>>(),
+        ),
         paper: report::paper_rows(&options.target_name),
         released: report::released_outputs(&options.target_name, &options.settings)?,
         frame,

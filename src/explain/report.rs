@@ -17,6 +17,7 @@ use crate::metrics::classification::{measure_ci95, Confusion, MeasureIntervals, 
 use crate::output::write_atomically;
 use crate::tasks::released::read_observer_outputs;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
+use crate::via::Polarity;
 
 /// The observer's answer on one test row.
 #[derive(Debug, Clone)]
@@ -65,12 +66,41 @@ pub struct ExplainReport {
     pub stats: EngineStats,
     pub load_s: f64,
     pub score_s: f64,
+    /// Observers that read no examples, on the same test rows.
+    pub baselines: Vec<Baseline>,
     /// Table 14's F1s for this target (the paper's targets only).
     pub paper: Vec<ReferenceRow>,
     /// The paper's released observer outputs for this target, re-scored.
     pub released: Vec<ReferenceRow>,
     /// The target's frame, every row (also those the parser drops).
     pub frame: Vec<FrameRow>,
+}
+
+/// A rule that predicts without the examples, as a floor for the observers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub name: &'static str,
+    pub rule: &'static str,
+    pub measures: Measures,
+}
+
+/// "Always True" (the paper's observers answered True on 141–157 of 200) and "True when the
+/// action expresses the value" (a target that mostly acts on its values is mostly predicted by
+/// the action's polarity alone).
+pub fn baselines(tests: &[TargetRow]) -> Vec<Baseline> {
+    let rule = |name, rule, predict: fn(&TargetRow) -> bool| Baseline {
+        name,
+        rule,
+        measures: Confusion::of(tests.iter().map(|t| (t.model_choice, predict(t)))).measures(),
+    };
+    vec![
+        rule("always_true", "always True", |_| true),
+        rule(
+            "polarity",
+            "True when the action expresses the value (the row's polarity is positive)",
+            |t| t.polarity == Polarity::Positive,
+        ),
+    ]
 }
 
 /// Table 14 (F1 per setting, as printed).
@@ -184,6 +214,7 @@ impl ExplainReport {
             "examples": self.examples.iter().map(row_json).collect::<Vec<_>>(),
             "tests": self.settings.first().map(|s| s.predictions.iter().map(|p| row_json(&p.row)).collect::<Vec<_>>()),
             "settings": settings,
+            "baselines": self.baselines,
             "paper_table14": self.paper,
             "paper_released_outputs": self.released,
             "engine": self.stats,
@@ -233,6 +264,15 @@ impl ExplainReport {
                 released.map_or("–".into(), |p| format!("{:.4}", p.f1)),
             );
         }
+        s += "\nWithout examples, on the same test rows:";
+        for b in &self.baselines {
+            s += &format!(
+                " {} — F1 {:.4}, accuracy {:.3};",
+                b.rule, b.measures.f1, b.measures.accuracy
+            );
+        }
+        s.pop();
+        s += ".\n";
         s += "\nF1, accuracy, precision and recall take the observer's more likely label \
               (` True` or ` False` after `Label:`), as the paper takes its sampled answer; ROC AUC \
               ranks the test rows by log p(True) − log p(False), so a small observer's bias toward \
