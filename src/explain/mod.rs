@@ -6,8 +6,8 @@
 //! the twenty examples are one shared prefix per setting, computed once.
 //!
 //! Data flow: `target` (the target's Task-2 frame) → `frame` (rows the paper's strict parser
-//! keeps, texts as Python prints them) → `sample` (numpy's draw) → `prompts` → the engine →
-//! `report`.
+//! keeps, texts as Python prints them) → `split` (the pools, drawn with `sample`: numpy's draw) →
+//! `prompts` → the engine → `report`.
 
 pub mod frame;
 pub mod prompts;
