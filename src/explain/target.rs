@@ -18,7 +18,8 @@ use super::frame::TargetRow;
 use crate::metrics::{binarise, Cells, Matrix};
 use crate::report::results;
 use crate::tasks::released;
-use crate::via::{country_index, topic_index, value_index, Dataset, Polarity};
+use crate::via::dataset::parse_row_key;
+use crate::via::{Dataset, Polarity};
 
 /// Where the target's choices come from.
 #[derive(Debug, Clone)]
@@ -265,19 +266,8 @@ fn paper_task2_frame(path: &Path, dataset: &Dataset) -> Result<Vec<FrameRow>> {
         let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize| record.get(i).unwrap_or_default();
         let at = || format!("{} line {line}", path.display());
-        let country = country_index(field(c_country))
-            .with_context(|| format!("{}: unknown country '{}'", at(), field(c_country)))?;
-        let topic = topic_index(field(c_topic))
-            .with_context(|| format!("{}: unknown topic '{}'", at(), field(c_topic)))?;
-        let value = value_index(field(c_value))
-            .with_context(|| format!("{}: unknown value '{}'", at(), field(c_value)))?;
-        let polarity = Polarity::parse(field(c_polarity)).with_context(|| {
-            format!(
-                "{}: polarity '{}' is neither positive nor negative",
-                at(),
-                field(c_polarity)
-            )
-        })?;
+        let (country, topic, value, polarity) =
+            parse_row_key(&at(), [c_country, c_topic, c_value, c_polarity].map(field))?;
         let model_choice = match field(c_choice) {
             "True" | "true" => true,
             "False" | "false" => false,

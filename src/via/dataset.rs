@@ -79,6 +79,22 @@ pub fn scenario_index(country: usize, topic: usize) -> usize {
 
 pub const N_SCENARIOS: usize = COUNTRIES.len() * TOPICS.len();
 
+/// A VIA row's identity: country, topic and value (indices into the vocabulary) and polarity.
+pub type RowKey = (usize, usize, usize, Polarity);
+
+/// The key of one CSV record from its country, topic, value and polarity fields; an error names
+/// `at` (file and line) and the field outside the VIA vocabulary.
+pub fn parse_row_key(at: &str, [country, topic, value, polarity]: [&str; 4]) -> Result<RowKey> {
+    Ok((
+        country_index(country).with_context(|| format!("{at}: unknown country '{country}'"))?,
+        topic_index(topic).with_context(|| format!("{at}: unknown topic '{topic}'"))?,
+        value_index(value).with_context(|| format!("{at}: unknown value '{value}'"))?,
+        Polarity::parse(polarity).with_context(|| {
+            format!("{at}: polarity '{polarity}' is neither 'positive' nor 'negative'")
+        })?,
+    ))
+}
+
 pub struct Dataset {
     pub path: PathBuf,
     pub rows: Vec<ViaRow>,
@@ -123,19 +139,8 @@ impl Dataset {
             let line = record.position().map_or(0, |p| p.line());
             let field = |i: usize| record.get(i).unwrap_or_default();
             let at = || format!("{} line {line}", path.display());
-            let country = country_index(field(c_country))
-                .with_context(|| format!("{}: unknown country '{}'", at(), field(c_country)))?;
-            let topic = topic_index(field(c_topic))
-                .with_context(|| format!("{}: unknown topic '{}'", at(), field(c_topic)))?;
-            let value = value_index(field(c_value))
-                .with_context(|| format!("{}: unknown value '{}'", at(), field(c_value)))?;
-            let polarity = Polarity::parse(field(c_polarity)).with_context(|| {
-                format!(
-                    "{}: polarity '{}' is neither 'positive' nor 'negative'",
-                    at(),
-                    field(c_polarity)
-                )
-            })?;
+            let (country, topic, value, polarity) =
+                parse_row_key(&at(), [c_country, c_topic, c_value, c_polarity].map(field))?;
             if let Some(first) = seen.insert((country, topic, value, polarity), index) {
                 bail!(
                     "{}: ({}, {}, {}, {}) appears twice (also data row {first})",
