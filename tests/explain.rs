@@ -410,6 +410,12 @@ fn bad_input_is_named() {
         "country,topic,value,polarity,model_choice\nEgypt,Politics,Wealth,positive,maybe\n",
     )
     .unwrap();
+    let stated = dir.path().join("stated.csv");
+    std::fs::write(&stated, "country,topic,value,variant,logprob_1\n").unwrap();
+    fails(
+        &["--target", stated.to_str().unwrap()],
+        "give the same run's action.csv",
+    );
     fails(&["--settings", "act,both"], "unknown setting 'both'");
     fails(&["--target", "paper:gpt-5"], "unknown target paper:gpt-5");
     fails(&["--target", "/nonexistent.csv"], "does not exist");

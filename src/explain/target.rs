@@ -94,6 +94,12 @@ impl TargetSource {
                 PAPER_TARGETS.map(|t| t.0).join(", ")
             );
         }
+        if results::is_stated_csv(&path) {
+            bail!(
+                "{target} is a run's stated.csv (Task 1); the observer predicts Task-2 choices: \
+                 give the same run's action.csv"
+            );
+        }
         let header = csv_header(&path)?;
         let has = |c: &str| header.iter().any(|h| h == c);
         if has("model_choice") || results::is_action_csv(&path) {
