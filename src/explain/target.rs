@@ -241,27 +241,16 @@ fn rebuilt_frame(dataset: &Dataset, negative: &Matrix, cells: &Cells) -> Vec<Fra
 /// A Task-2 CSV in the paper's format, in file order; the generation text from its own
 /// `generation_prompt` column where it has one, else from the VIA row.
 fn paper_task2_frame(path: &Path, dataset: &Dataset) -> Result<Vec<FrameRow>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let header = reader.headers()?.clone();
-    let column = |name: &str| header.iter().position(|h| h == name);
-    let required = ["country", "topic", "value", "polarity", "model_choice"];
-    let missing: Vec<&str> = required
-        .into_iter()
-        .filter(|c| column(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: missing column(s) {}",
-            path.display(),
-            missing.join(", ")
-        );
-    }
+    let (mut reader, columns) = released::open_csv(
+        path,
+        &["country", "topic", "value", "polarity", "model_choice"],
+    )?;
     let [c_country, c_topic, c_value, c_polarity, c_choice] =
-        required.map(|c| column(c).expect("checked above"));
-    let c_generation = column("generation_prompt");
+        <[usize; 5]>::try_from(columns).expect("one position per column asked");
+    let c_generation = reader
+        .headers()?
+        .iter()
+        .position(|h| h == "generation_prompt");
     let mut by_key = std::collections::HashMap::new();
     for row in &dataset.rows {
         by_key.insert((row.country, row.topic, row.value, row.polarity), row.index);

@@ -27,7 +27,7 @@ pub struct StatedResponses {
 
 /// Opens a CSV and maps the named columns to their positions, failing with the file name and
 /// the missing columns.
-fn open_csv(path: &Path, columns: &[&str]) -> Result<(csv::Reader<File>, Vec<usize>)> {
+pub fn open_csv(path: &Path, columns: &[&str]) -> Result<(csv::Reader<File>, Vec<usize>)> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
