@@ -11,6 +11,7 @@ use valuelens::model::attention::{AttentionPlan, AttentionSpec};
 use valuelens::model::batch::PackedBatch;
 use valuelens::model::kernels::bf16::{Bf16Matrix, Bf16Path};
 use valuelens::model::kernels::int8::{Int8Matrix, Int8Path};
+use valuelens::model::kernels::stored::{StoredFormat, StoredMatrix, StoredPath};
 use valuelens::model::kernels::CpuFeatures;
 
 /// (model, layer, n, k): SmolLM2-135M, gemma-3-270m, Qwen2.5-0.5B.
@@ -126,5 +127,57 @@ fn attention(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels, attention);
+/// The stored-format kernels (`--dtype quantized` on the CPU) at 512 rows, each format on the
+/// fastest path this CPU has, beside candle's `QMatMul` of the same GGUF blocks: the real
+/// models' shapes where the format's blocks divide them, and an 8B model's attention and
+/// down-projection inputs (4,096 and 14,336) over 4,096 outputs.
+fn stored(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let path = StoredPath::select(&CpuFeatures::detect()).unwrap();
+    let m = 512usize;
+    let shapes = [
+        ("qwen2_gate_up", 9728, 896),
+        ("qwen2_down", 896, 4864),
+        ("llama8b_q", 4096, 4096),
+        ("llama8b_down", 4096, 14336),
+    ];
+    for (name, n, k) in shapes {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut group = c.benchmark_group(format!("stored_{name}_{m}x{k}x{n}"));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for format in StoredFormat::ALL {
+            if k % format.block() != 0 {
+                continue;
+            }
+            let dtype = match format {
+                StoredFormat::Q4_0 => GgmlDType::Q4_0,
+                StoredFormat::Q4_1 => GgmlDType::Q4_1,
+                StoredFormat::Q5_0 => GgmlDType::Q5_0,
+                StoredFormat::Q5_1 => GgmlDType::Q5_1,
+                StoredFormat::Q8_0 => GgmlDType::Q8_0,
+                StoredFormat::Q4K => GgmlDType::Q4K,
+                StoredFormat::Q5K => GgmlDType::Q5K,
+                StoredFormat::Q6K => GgmlDType::Q6K,
+            };
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let bytes = q.data().unwrap().to_vec();
+            let packed = StoredMatrix::from_gguf(format, &bytes, n, k, path).unwrap();
+            group.bench_function(format!("stored {} {}", format.name(), path.name()), |b| {
+                b.iter(|| packed.matmul(&xs, m))
+            });
+            if matches!(format, StoredFormat::Q8_0 | StoredFormat::Q4K | StoredFormat::Q6K) {
+                let q = QMatMul::from_qtensor(q).unwrap();
+                group.bench_function(format!("QMatMul {}", format.name()), |b| {
+                    b.iter(|| q.forward(&x).unwrap())
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, attention, stored);
 criterion_main!(benches);

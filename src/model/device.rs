@@ -22,8 +22,11 @@ pub enum Precision {
     Bf16,
     /// Dequantized to f16 at load, activations in f16 (softmaxes and log-softmax in f32).
     F16,
-    /// Kept quantized and multiplied with candle's quantized kernels (on CPU, formats without a
-    /// fast kernel are requantized at load to a finer one that has it); activations in f32.
+    /// Kept in the file's quantized format. On the CPU every matrix (attention projections
+    /// and LM head included) is repacked at load and multiplied with valuelens's stored-format
+    /// kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K as stored; float matrices and
+    /// other formats as 8-bit Q8_0), activations quantized to 8 bits per block at each product;
+    /// on a GPU candle's quantized kernels. Activations in f32.
     Quantized,
     /// int8 on the CPU: the feed-forward matrices requantized at load to 8 bits per block of
     /// 16 inputs, activations quantized the same way at each product, integer dot products on

@@ -22,7 +22,8 @@ use super::checkpoint::Checkpoint;
 use super::device::{Placement, Precision};
 use super::formats::Metadata;
 use super::layers::{
-    gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeStyle, RopeTables,
+    gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeStyle,
+    RopeTables,
 };
 use super::scoring::{LmHead, RowScore};
 
@@ -355,7 +356,7 @@ struct Block {
 
 pub struct Gemma {
     pub config: GemmaConfig,
-    embeddings: Tensor,
+    embeddings: Embeddings,
     blocks: Vec<Block>,
     lm_head: LmHead,
     global_rope: RopeTables,
@@ -378,7 +379,9 @@ impl Gemma {
             );
         }
         let embed_q = checkpoint.tensor("token_embd.weight")?;
-        let embeddings = placement.dense(&embed_q)?;
+        let embeddings = Embeddings::new(&embed_q, placement)?;
+        // A table kept in its stored form is the tied head too: the source goes now.
+        let embed_q = embeddings.dense_only(embed_q);
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut t = |name: &str| checkpoint.tensor(&format!("blk.{i}.{name}.weight"));
@@ -461,13 +464,13 @@ impl Network for Gemma {
                 let plan = AttentionPlan::new(
                     batch,
                     block.attention,
-                    self.embeddings.device(),
+                    &self.embeddings.device(),
                     self.embeddings.dtype(),
                 )?;
                 plans.push((block.attention, plan));
             }
         }
-        let mut x = (self.embeddings.index_select(&global.ids, 0)? * (c.hidden as f64).sqrt())?;
+        let mut x = (self.embeddings.lookup(&global.ids)? * (c.hidden as f64).sqrt())?;
         for block in &self.blocks {
             let (_, attention) = plans
                 .iter()

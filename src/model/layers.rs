@@ -2,8 +2,11 @@
 //! dequantized, rotary tables indexed by per-token positions, the split of projections into
 //! heads, and gated activations.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use rayon::prelude::*;
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::batch::PackedBatch;
@@ -12,6 +15,7 @@ pub use super::cpu_ops::GateActivation;
 use super::device::{is_float_format, Placement, Precision};
 use super::kernels::bf16::{Bf16Matrix, Bf16Path};
 use super::kernels::int8::{Int8Matrix, Int8Path};
+use super::kernels::stored::{StoredFormat, StoredMatrix, StoredPath};
 use super::kernels::CpuFeatures;
 use super::rope::RopeScaling;
 
@@ -26,6 +30,9 @@ pub struct Linear {
 enum Packed {
     Int8(Int8Matrix),
     Bf16(Bf16Matrix),
+    /// GGUF blocks as stored: one matrix per run of stacked parts in one format, their outputs
+    /// side by side (shared with the embedding table where the LM head is tied to it).
+    Stored(Vec<Arc<StoredMatrix>>),
 }
 
 impl Linear {
@@ -34,6 +41,9 @@ impl Linear {
     pub fn stacked(parts: Vec<QTensor>, placement: &Placement) -> Result<Self> {
         if placement.precision == Precision::Int8 || placement.cpu_bf16_kernel() {
             return Self::packed(&parts, placement);
+        }
+        if placement.precision == Precision::Quantized && placement.device.is_cpu() {
+            return Self::stored(&parts);
         }
         let quantized = placement.precision == Precision::Quantized
             && parts.iter().all(|p| !is_float_format(p.dtype()));
@@ -49,14 +59,6 @@ impl Linear {
                 packed: None,
             });
         }
-        let parts = if placement.device.is_cpu() {
-            parts
-                .into_iter()
-                .map(with_fast_kernel)
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            parts
-        };
         let same_dtype = parts.windows(2).all(|w| w[0].dtype() == w[1].dtype());
         let parts = if same_dtype && parts.len() > 1 {
             let (_, cols) = parts[0].shape().dims2()?;
@@ -126,6 +128,94 @@ impl Linear {
         })
     }
 
+    /// The stacked parts repacked for the stored-format kernels: parts in a format they cover
+    /// keep their blocks; float parts, and formats without a kernel, become 8-bit (Q8_0's
+    /// scheme with f32 scales). Consecutive parts of one format share one matrix.
+    fn stored(parts: &[QTensor]) -> Result<Self> {
+        let path = StoredPath::select(&CpuFeatures::detect())?;
+        let mut matrices = Vec::new();
+        let mut start = 0;
+        while start < parts.len() {
+            let format = StoredFormat::of(parts[start].dtype());
+            let end = (start..parts.len())
+                .find(|&i| StoredFormat::of(parts[i].dtype()) != format)
+                .unwrap_or(parts.len());
+            let group = &parts[start..end];
+            let (_, cols) = group[0].shape().dims2()?;
+            let mut sizes = Vec::with_capacity(group.len());
+            for part in group {
+                let (r, c) = part.shape().dims2()?;
+                if c != cols {
+                    bail!("cannot stack weights of {cols} and {c} columns");
+                }
+                sizes.push(r);
+            }
+            let rows: usize = sizes.iter().sum();
+            let matrix = match format {
+                Some(format) => {
+                    let data = group
+                        .iter()
+                        .map(|p| p.data())
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    if !cols.is_multiple_of(format.block()) {
+                        bail!(
+                            "a {} matrix of {cols} columns: not whole blocks of {}",
+                            format.name(),
+                            format.block()
+                        );
+                    }
+                    let row_bytes = cols / format.block() * format.block_bytes();
+                    let offsets: Vec<usize> = sizes
+                        .iter()
+                        .scan(0, |first, &r| {
+                            let at = *first;
+                            *first += r;
+                            Some(at)
+                        })
+                        .collect();
+                    StoredMatrix::from_rows(format, rows, cols, cols, path, |r, out| {
+                        let part = offsets.partition_point(|&first| first <= r) - 1;
+                        let local = r - offsets[part];
+                        format.decode_row(&data[part][local * row_bytes..][..row_bytes], out)
+                    })
+                }
+                None => {
+                    let mut values = Vec::with_capacity(rows * cols);
+                    for part in group {
+                        values.extend(
+                            part.dequantize(&Device::Cpu)?
+                                .flatten_all()?
+                                .to_vec1::<f32>()?,
+                        );
+                    }
+                    StoredMatrix::from_f32(&values, rows, cols, path)
+                }
+            };
+            matrices.push(Arc::new(matrix));
+            start = end;
+        }
+        Ok(Self {
+            parts: Vec::new(),
+            packed: Some(Packed::Stored(matrices)),
+        })
+    }
+
+    /// A matrix already repacked for the stored-format kernels (a tied embedding table).
+    pub fn shared_stored(matrix: Arc<StoredMatrix>) -> Self {
+        Self {
+            parts: Vec::new(),
+            packed: Some(Packed::Stored(vec![matrix])),
+        }
+    }
+
+    /// The stored-format kernels' formats and path, when this layer uses them.
+    pub fn stored_formats(&self) -> Vec<(StoredFormat, StoredPath)> {
+        match &self.packed {
+            Some(Packed::Stored(m)) => m.iter().map(|m| (m.format(), m.path())).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The int8 kernel's path, when this layer uses it.
     pub fn int8_path(&self) -> Option<Int8Path> {
         match &self.packed {
@@ -167,6 +257,22 @@ impl Linear {
             let (out, n) = match packed {
                 Packed::Int8(m) => (m.matmul(values, rows), m.rows()),
                 Packed::Bf16(m) => (m.matmul(values, rows), m.rows()),
+                Packed::Stored(parts) if parts.len() == 1 => {
+                    (parts[0].matmul(values, rows), parts[0].rows())
+                }
+                Packed::Stored(parts) => {
+                    let n: usize = parts.iter().map(|m| m.rows()).sum();
+                    let mut out = vec![0f32; rows * n];
+                    let mut first = 0;
+                    for part in parts {
+                        let y = part.matmul(values, rows);
+                        for (dst, src) in out.chunks_mut(n).zip(y.chunks(part.rows().max(1))) {
+                            dst[first..first + part.rows()].copy_from_slice(src);
+                        }
+                        first += part.rows();
+                    }
+                    (out, n)
+                }
             };
             return Ok(Tensor::from_vec(out, (rows, n), &Device::Cpu)?);
         }
@@ -188,19 +294,75 @@ impl Linear {
     }
 }
 
-/// The legacy 4/5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) have only scalar `vec_dot` kernels in
-/// candle 0.11.1: measured here at 512×576×960, Q4_1 runs at 4.7 GFLOP/s against 20 for Q8_0
-/// (`cargo bench --bench kernels`). Such weights are requantized to Q8_0 at load: 4–5× faster,
-/// and Q8_0 is finer than the source grid (SmolLM2 fixtures: mean |Δ| per token vs the f32
-/// reference 0.078 instead of 0.069). Q6_K would be faster still where rows are a multiple of
-/// 256 (132 GFLOP/s at 512×1536×576) but doubled the error (0.128), so it is not used.
-fn with_fast_kernel(weight: QTensor) -> Result<QTensor> {
-    match weight.dtype() {
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
-            let dense = weight.dequantize(&Device::Cpu)?;
-            Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
+/// The token embedding table: dense on the device, or — with `--dtype quantized` on the CPU —
+/// kept only in its stored format (the form a tied LM head multiplies with), rows dequantized
+/// as tokens look them up, so the table is held once and at about its size in the file.
+pub enum Embeddings {
+    Dense(Tensor),
+    Stored(Arc<StoredMatrix>),
+}
+
+impl Embeddings {
+    pub fn new(table: &QTensor, placement: &Placement) -> Result<Self> {
+        if placement.precision == Precision::Quantized && placement.device.is_cpu() {
+            let Some(Packed::Stored(mut parts)) = Linear::stored(std::slice::from_ref(table))?.packed
+            else {
+                unreachable!("Linear::stored packs for the stored-format kernels")
+            };
+            return Ok(Self::Stored(parts.remove(0)));
         }
-        _ => Ok(weight),
+        Ok(Self::Dense(placement.dense(table)?))
+    }
+
+    /// The rows of `ids`, `[T, hidden]`.
+    pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(table) => Ok(table.index_select(ids, 0)?),
+            Self::Stored(table) => {
+                let ids = ids.to_vec1::<u32>()?;
+                let (vocab, hidden) = (table.rows(), table.cols());
+                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    bail!("token id {bad} is outside the model's vocabulary of {vocab}");
+                }
+                let mut values = vec![0f32; ids.len() * hidden];
+                values
+                    .par_chunks_mut(hidden.max(1))
+                    .zip(ids.par_iter())
+                    .for_each(|(row, &id)| table.dequantize_row(id as usize, row));
+                Ok(Tensor::from_vec(values, (ids.len(), hidden), &Device::Cpu)?)
+            }
+        }
+    }
+
+    /// `source` (the table as the checkpoint stored it) where a tied LM head may still need
+    /// it, i.e. unless this table is kept in its stored form, which is the head itself.
+    pub fn dense_only(&self, source: QTensor) -> Option<QTensor> {
+        match self {
+            Self::Dense(_) => Some(source),
+            Self::Stored(_) => None,
+        }
+    }
+
+    /// The LM head tied to this table: the stored matrix itself, or a dense one.
+    pub fn tied_head(&self) -> Linear {
+        match self {
+            Self::Dense(table) => Linear::dense(table.clone()),
+            Self::Stored(table) => Linear::shared_stored(table.clone()),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Self::Dense(table) => table.device().clone(),
+            Self::Stored(_) => Device::Cpu,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Dense(table) => table.dtype(),
+            Self::Stored(_) => DType::F32,
+        }
     }
 }
 

@@ -18,7 +18,8 @@ use super::checkpoint::{Checkpoint, CheckpointFormat};
 use super::device::Placement;
 use super::formats::Metadata;
 pub use super::layers::RopeStyle;
-use super::layers::{gated, head_major, heads, BatchTensors, GateActivation, Linear, RopeTables};
+use super::layers::{gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeTables,
+};
 use super::rope::{self, RopeScaling};
 use super::scoring::{LmHead, RowScore};
 
@@ -198,7 +199,7 @@ struct Block {
 
 pub struct Llama {
     pub config: LlamaConfig,
-    embeddings: Tensor,
+    embeddings: Embeddings,
     blocks: Vec<Block>,
     lm_head: LmHead,
     rope: RopeTables,
@@ -217,7 +218,9 @@ impl Llama {
     ) -> Result<Self> {
         let config = LlamaConfig::from_checkpoint(checkpoint, prefix, rope_style)?;
         let embed_q = checkpoint.tensor("token_embd.weight")?;
-        let embeddings = placement.dense(&embed_q)?;
+        let embeddings = Embeddings::new(&embed_q, placement)?;
+        // A table kept in its stored form is the tied head too: the source goes now.
+        let embed_q = embeddings.dense_only(embed_q);
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let qkv_bias = if checkpoint.has_tensor(&format!("blk.{i}.attn_q.bias")) {
@@ -338,11 +341,11 @@ impl Network for Llama {
         let attention = AttentionPlan::new(
             batch,
             spec,
-            self.embeddings.device(),
+            &self.embeddings.device(),
             self.embeddings.dtype(),
         )?;
         let rope = Some((&tensors.cos, &tensors.sin, c.rope_style));
-        let mut x = self.embeddings.index_select(&tensors.ids, 0)?;
+        let mut x = self.embeddings.lookup(&tensors.ids)?;
         for block in &self.blocks {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
             let mut qkv = block.qkv.forward(&h)?;

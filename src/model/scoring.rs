@@ -2,7 +2,7 @@
 //! scored rows only, then log-softmax, argmax and the targets' log-probabilities (in f64 on the
 //! CPU; on the device elsewhere, so that only three numbers per target come back).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Tensor};
 
@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::batch::PackedBatch;
 use super::cpu_ops::{row_summary, slice_of};
 use super::device::{Placement, Precision};
-use super::layers::Linear;
+use super::layers::{Embeddings, Linear};
 
 /// The scored distribution at one row: log p(target), whether target is the argmax, and the
 /// argmax itself with its log-probability (what a server's `top_logprobs` and a one-token
@@ -35,24 +35,28 @@ pub struct LmHead {
 
 impl LmHead {
     /// `output` is the checkpoint's own LM head; without one the head is the embedding table
-    /// (kept quantized as `embeddings_q` in quantized precision, else the already placed dense
-    /// `embeddings`).
+    /// (kept quantized as `embeddings_q` in quantized precision on a GPU, shared with the
+    /// stored table on the CPU, else the already placed dense `embeddings`).
     pub fn new(
         final_norm: Tensor,
         rms_eps: f32,
         output: Option<QTensor>,
-        embeddings_q: QTensor,
-        embeddings: &Tensor,
+        embeddings_q: Option<QTensor>,
+        embeddings: &Embeddings,
         placement: &Placement,
         softcap: Option<f32>,
     ) -> Result<Self> {
         let projection = match (output, placement.precision) {
             (Some(output), _) => Linear::new(output, &placement.outlier_sensitive())?,
-            (None, Precision::Quantized) => Linear::new(embeddings_q, placement)?,
-            (None, Precision::Bf16) if placement.cpu_bf16_kernel() => {
-                Linear::new(embeddings_q, placement)?
+            (None, Precision::Quantized) | (None, Precision::Bf16)
+                if matches!(embeddings, Embeddings::Dense(_))
+                    && (placement.precision == Precision::Quantized
+                        || placement.cpu_bf16_kernel()) =>
+            {
+                let table = embeddings_q.context("the tied LM head needs the embedding table")?;
+                Linear::new(table, placement)?
             }
-            (None, _) => Linear::dense(embeddings.clone()),
+            (None, _) => embeddings.tied_head(),
         };
         Ok(Self {
             final_norm,

@@ -6,6 +6,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::QTensor;
 use candle_core::Device;
@@ -56,19 +57,26 @@ pub fn open(path: &Path) -> Result<(Metadata, GgufTensors)> {
     }
     let mut content = content;
     let metadata = std::mem::take(&mut content.metadata);
+    // SAFETY: the map is read only; a file changed by another process while a model loads
+    // from it is outside what any loader can guard against (llama.cpp maps its files too).
+    let map = unsafe { memmap2::Mmap::map(reader.get_ref()) }
+        .with_context(|| format!("cannot map {} into memory", path.display()))?;
     let tensors = GgufTensors {
         path: path.to_path_buf(),
         content,
-        reader,
+        map,
     };
     Ok((metadata, tensors))
 }
 
-/// The tensors of an opened GGUF file, read on demand.
+/// The tensors of an opened GGUF file, read on demand from a memory map of it: each tensor is
+/// copied once out of the map, and the map's pages it occupied are then released from this
+/// process's resident memory (they stay in the page cache), so that loading holds the model's
+/// own form of its weights and at most one source tensor beside them, never the whole file.
 pub struct GgufTensors {
     path: PathBuf,
     content: Content,
-    reader: BufReader<File>,
+    map: memmap2::Mmap,
 }
 
 impl TensorSource for GgufTensors {
@@ -90,15 +98,30 @@ impl TensorSource for GgufTensors {
 
     fn read(&mut self, name: &str) -> Result<QTensor> {
         let path = &self.path;
-        self.content
-            .tensor(&mut self.reader, name, &Device::Cpu)
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .with_context(|| format!("{}: no tensor '{name}'", path.display()))?;
+        let (dtype, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
+        let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        // Bounds were checked against the file's size when it was opened.
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        let tensor = qtensor_from_ggml(dtype, &self.map[start..start + bytes], dims, &Device::Cpu)
             .map_err(|e| {
                 anyhow::anyhow!(
                     "{}: cannot read tensor '{name}': {}",
                     path.display(),
                     first_line(&e)
                 )
-            })
+            })?;
+        // SAFETY: MADV_DONTNEED on a private read-only file map only drops pages, which are
+        // read again from the file if touched; no reference into the range outlives the copy.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, bytes)
+        };
+        Ok(tensor)
     }
 }
 

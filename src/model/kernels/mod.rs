@@ -1,13 +1,14 @@
 //! Matrix kernels of the CPU linear layers that candle does not have, each picked at run time
 //! by the features of the CPU it runs on (never assumed at compile time), each with a portable
 //! fallback that every other path must equal: the CPU features that matter here (`features`),
-//! the int8 kernel (`int8`) and the bf16 kernel (`bf16`); and what `--dtype auto` picks by
-//! them.
+//! the int8 kernel (`int8`), the bf16 kernel (`bf16`) and GGUF's formats multiplied as stored
+//! (`stored`); and what `--dtype auto` picks by them.
 
 pub mod bf16;
 mod common;
 pub mod features;
 pub mod int8;
+pub mod stored;
 
 pub use features::CpuFeatures;
 
@@ -80,7 +81,12 @@ pub fn matmul_kernels(precision: Precision, on_cpu: bool) -> anyhow::Result<Stri
             bf16::Bf16Path::select(&CpuFeatures::detect())?.name(),
             cpu_gemm_path()
         ),
-        (Precision::Quantized, _) => "candle QMatMul (GGUF blocks; Q4/Q5 as Q8_0)".into(),
+        (Precision::Quantized, true) => format!(
+            "stored-format {} (every matrix in the file's GGUF format; float and other \
+             formats as 8-bit Q8_0)",
+            stored::StoredPath::select(&CpuFeatures::detect())?.name()
+        ),
+        (Precision::Quantized, false) => "candle QMatMul (GGUF blocks)".into(),
         (p, true) => format!("{} candle gemm {}", p.name(), cpu_gemm_path()),
         (p, false) => format!("{} candle cuBLAS", p.name()),
     })
@@ -110,6 +116,7 @@ pub fn kernel_arithmetic(placement: &Placement) -> Option<String> {
     }
     let own = match placement.precision {
         Precision::Int8 => Some(int8::ARITHMETIC),
+        Precision::Quantized => Some(stored::ARITHMETIC),
         Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
         _ => None,
     };
