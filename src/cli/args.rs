@@ -327,9 +327,17 @@ pub struct ExportArgs {
     /// hf:org/name[@revision][:file.gguf].
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// The folder to create (must not exist).
+    /// The folder to create (must not exist), or with `--format gguf` the file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// safetensors: a Hugging Face folder (weights dequantized to --dtype); gguf: one GGUF
+    /// file that llama.cpp and valuelens read, its matrices in --gguf-type.
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: ExportFormat,
+    /// With `--format gguf`: the storage format of the matrices (q4_0, q4_1, q5_0, q5_1, q8_0,
+    /// q4_k, q5_k, q6_k, f16); by default as the model stores them.
+    #[arg(long)]
+    pub gguf_type: Option<String>,
     /// Precision of the written weights.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: ExportDtype,
@@ -345,6 +353,13 @@ pub struct ExportArgs {
     /// e.g. to build it with random weights in transformers).
     #[arg(long)]
     pub without_weights: bool,
+}
+
+/// What `valuelens export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Safetensors,
+    Gguf,
 }
 
 #[derive(Subcommand)]

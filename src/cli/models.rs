@@ -1,14 +1,15 @@
 //! `valuelens models` and `valuelens export`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use valuelens::model::architectures;
-use valuelens::model::export::{export, export_tokenizer, export_without_weights};
+use valuelens::model::export::{export, export_gguf, export_tokenizer, export_without_weights};
+use valuelens::model::formats::synthetic::parse_format;
 use valuelens::model::open::open_checkpoint;
 use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{registry, resolve};
 
-use super::args::{ExportArgs, ModelsAction};
+use super::args::{ExportArgs, ExportFormat, ModelsAction};
 
 pub fn models(action: Option<ModelsAction>) -> Result<()> {
     match action.unwrap_or(ModelsAction::List) {
@@ -26,6 +27,31 @@ pub fn models(action: Option<ModelsAction>) -> Result<()> {
 pub fn export_model(args: ExportArgs) -> Result<()> {
     let model = resolve(&args.model)?;
     let mut checkpoint = open_checkpoint(&model.source)?;
+    if args.format == ExportFormat::Gguf {
+        if args.tokenizer_only || args.without_weights || args.shard_mb.is_some() {
+            bail!("--format gguf writes one whole file: drop --tokenizer-only, --without-weights and --shard-mb");
+        }
+        let storage = args
+            .gguf_type
+            .as_deref()
+            .map(|name| parse_format("--gguf-type", name))
+            .transpose()?;
+        let out = &args.out;
+        if out.exists() {
+            bail!("{} exists; give another --out", out.display());
+        }
+        let (converted, bytes) = export_gguf(&mut checkpoint, out, storage)?;
+        eprintln!(
+            "wrote {} ({} as GGUF, {:.2} GB; {converted} tensors converted)",
+            out.display(),
+            args.model,
+            bytes as f64 / 1e9
+        );
+        return Ok(());
+    }
+    if args.gguf_type.is_some() {
+        bail!("--gguf-type needs --format gguf");
+    }
     let tokenizer = TextTokenizer::from_checkpoint(&checkpoint)?;
     let out = &args.out;
     if args.tokenizer_only {

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 use serde_json::json;
 
@@ -13,6 +14,7 @@ use super::architecture::Architecture;
 use super::architectures;
 use super::checkpoint::Checkpoint;
 use super::formats::safetensors::write_tensors;
+use super::formats::synthetic::quantize_rows_in_parallel;
 use super::tokenizer::TextTokenizer;
 use crate::output::set_readable;
 
@@ -40,6 +42,110 @@ impl ExportDtype {
             Self::Bf16 => "bfloat16",
         }
     }
+}
+
+/// Writes `checkpoint` as one GGUF file at `out` that llama.cpp and valuelens read: its metadata
+/// (architecture, hyper-parameters, tokenizer), its 1-D tensors in f32, and its matrices in
+/// `storage` (converted from what the checkpoint holds; rows that a k-quant's 256-value blocks
+/// do not divide go to Q8_0, as llama.cpp's quantizer does with them) or, without `storage`, as
+/// the checkpoint stores them. The tokenizer's token lists are padded to the embedding table's
+/// rows where they are shorter (a synthetic shape borrowing a smaller vocabulary), with unused
+/// placeholder tokens, as llama.cpp requires one token per row. Written beside `out`, then
+/// renamed: the file appears whole or not at all. Returns (tensors converted, file bytes).
+pub fn export_gguf(
+    checkpoint: &mut Checkpoint,
+    out: &Path,
+    storage: Option<GgmlDType>,
+) -> Result<(usize, u64)> {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let mut names = checkpoint.tensor_names();
+    names.sort_by_key(|name| tensor_order(name));
+    let mut tensors = Vec::with_capacity(names.len());
+    let mut converted = 0;
+    for name in &names {
+        let tensor = checkpoint.tensor(name)?;
+        let matrix = tensor.shape().dims().len() == 2;
+        let target = match storage {
+            Some(format) if matrix => {
+                let row = *tensor.shape().dims().last().unwrap_or(&0);
+                if row % format.block_size() == 0 {
+                    format
+                } else {
+                    GgmlDType::Q8_0
+                }
+            }
+            _ if !matrix && tensor.dtype() != GgmlDType::F32 => GgmlDType::F32,
+            _ => tensor.dtype(),
+        };
+        let tensor = if target == tensor.dtype() {
+            tensor
+        } else {
+            converted += 1;
+            let dense = tensor.dequantize(&Device::Cpu)?;
+            quantize_rows_in_parallel(&dense, target)
+                .with_context(|| format!("{}: storing '{name}' as {target:?}", checkpoint.origin))?
+        };
+        tensors.push((name.clone(), tensor));
+    }
+    let mut metadata = checkpoint.metadata().clone();
+    if let Some((_, embeddings)) = tensors.iter().find(|(n, _)| n == "token_embd.weight") {
+        pad_vocabulary(&mut metadata, embeddings.shape().dims()[0]);
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".valuelens-")
+        .suffix(".gguf.tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    {
+        let metadata: Vec<(&str, &Value)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut writer = std::io::BufWriter::new(temp.as_file_mut());
+        gguf_file::write(&mut writer, &metadata, &tensors)
+            .with_context(|| format!("writing {}", out.display()))?;
+        std::io::Write::flush(&mut writer)?;
+    }
+    let bytes = temp.as_file().metadata()?.len();
+    set_readable(temp.as_file())?;
+    temp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok((converted, bytes))
+}
+
+/// Pads `tokenizer.ggml.tokens` (and its parallel arrays) to `rows` entries with unused
+/// placeholder tokens.
+fn pad_vocabulary(metadata: &mut super::formats::Metadata, rows: usize) {
+    use candle_core::quantized::gguf_file::Value;
+    let Some(Value::Array(tokens)) = metadata.get("tokenizer.ggml.tokens") else {
+        return;
+    };
+    let have = tokens.len();
+    if have >= rows {
+        return;
+    }
+    let pad = |key: &str, value: &dyn Fn(usize) -> Value, metadata: &mut super::formats::Metadata| {
+        if let Some(Value::Array(values)) = metadata.get_mut(key) {
+            if values.len() == have {
+                values.extend((have..rows).map(value));
+            }
+        }
+    };
+    pad(
+        "tokenizer.ggml.token_type",
+        &|_| Value::I32(5), // LLAMA_TOKEN_TYPE_UNUSED
+        metadata,
+    );
+    pad("tokenizer.ggml.scores", &|_| Value::F32(0.0), metadata);
+    pad(
+        "tokenizer.ggml.tokens",
+        &|i| Value::String(format!("<|valuelens_unused_{i}|>")),
+        metadata,
+    );
 }
 
 /// Writes `checkpoint` with `tokenizer` into `out` in the Hugging Face layout: weights

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -322,7 +323,8 @@ const FORMATS: &[(&str, GgmlDType)] = &[
     ("f16", GgmlDType::F16),
 ];
 
-fn parse_format(spec: &str, name: &str) -> Result<GgmlDType> {
+/// The GGUF storage format called `name` (`q4_k`, `q8_0`, …); `spec` is what to name in errors.
+pub fn parse_format(spec: &str, name: &str) -> Result<GgmlDType> {
     match FORMATS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
         Some(&(_, format)) => Ok(format),
         None => bail!(
@@ -424,13 +426,35 @@ impl TensorSource for SyntheticTensors {
             Some(format) if !is_norm => format,
             _ => GgmlDType::F32,
         };
-        QTensor::quantize(&tensor, format).with_context(|| {
+        quantize_rows_in_parallel(&tensor, format).with_context(|| {
             format!(
                 "{origin}: cannot store '{name}' {dims:?} as {format:?} (K formats need rows of a \
                  multiple of 256 values)"
             )
         })
     }
+}
+
+/// `QTensor::quantize`, its rows cut into chunks quantized on all threads (GGUF's blocks never
+/// span two rows, so the bytes are those of one call; candle quantizes on one thread, which
+/// took an 8B shape's k-quants minutes).
+pub fn quantize_rows_in_parallel(tensor: &Tensor, format: GgmlDType) -> Result<QTensor> {
+    let dims = tensor.dims().to_vec();
+    let row_len = dims.last().copied().unwrap_or(1).max(1);
+    let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+    let rows = values.len() / row_len;
+    let chunk_rows = rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 1024);
+    if format == GgmlDType::F32 || rows <= chunk_rows {
+        return Ok(QTensor::quantize(tensor, format)?);
+    }
+    let parts = values
+        .par_chunks(chunk_rows * row_len)
+        .map(|chunk| {
+            let rows = Tensor::from_slice(chunk, (chunk.len() / row_len, row_len), &Device::Cpu)?;
+            Ok(QTensor::quantize(&rows, format)?.data()?.to_vec())
+        })
+        .collect::<Result<Vec<Vec<u8>>>>()?;
+    Ok(qtensor_from_ggml(format, &parts.concat(), dims, &Device::Cpu)?)
 }
 
 /// FNV-1a of the name, mixed with the global seed.
@@ -493,6 +517,18 @@ mod tests {
         let mut tensors = SyntheticTensors::new(origin, &SHAPES[1], Some(GgmlDType::Q4K));
         let err = format!("{:#}", tensors.read("blk.0.attn_q.weight").unwrap_err());
         assert!(err.contains("multiple of 256"), "{err}");
+    }
+
+    #[test]
+    fn rows_quantized_in_parallel_give_the_bytes_of_one_call() {
+        let values = random_uniform(5, 700 * 512, WEIGHT_STD);
+        let tensor = Tensor::from_vec(values, (700, 512), &Device::Cpu).unwrap();
+        for format in [GgmlDType::Q4K, GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            let one = QTensor::quantize(&tensor, format).unwrap();
+            let parallel = quantize_rows_in_parallel(&tensor, format).unwrap();
+            assert_eq!(parallel.shape(), one.shape());
+            assert!(parallel.data().unwrap() == one.data().unwrap(), "{format:?}");
+        }
     }
 
     #[test]

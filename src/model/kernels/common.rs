@@ -40,18 +40,30 @@ pub(super) fn tiled_product<const TILE_ROWS: usize>(
     n: usize,
     tile: impl Fn(usize, usize, &mut [[f32; PANEL]; TILE_ROWS]) + Sync,
 ) -> Vec<f32> {
-    debug_assert_eq!(CHUNK_ROWS % TILE_ROWS, 0);
+    tiled_product_in_chunks::<TILE_ROWS>(rows, n, CHUNK_ROWS, tile)
+}
+
+/// [`tiled_product`] with `chunk_rows` rows per task (a multiple of `TILE_ROWS`): more rows
+/// per task read each panel's weights from memory fewer times, for weights too large for the
+/// caches (a model's matrices of billions of parameters).
+pub(super) fn tiled_product_in_chunks<const TILE_ROWS: usize>(
+    rows: usize,
+    n: usize,
+    chunk_rows: usize,
+    tile: impl Fn(usize, usize, &mut [[f32; PANEL]; TILE_ROWS]) + Sync,
+) -> Vec<f32> {
+    debug_assert_eq!(chunk_rows % TILE_ROWS, 0);
     let mut out = vec![0f32; rows * n];
     if rows == 0 || n == 0 {
         return out;
     }
     let panels = n.div_ceil(PANEL);
-    let chunks = rows.div_ceil(CHUNK_ROWS);
+    let chunks = rows.div_ceil(chunk_rows);
     let shared = SharedOut(out.as_mut_ptr());
     (0..chunks * panels).into_par_iter().for_each(|task| {
         let (chunk, panel) = (task / panels, task % panels);
-        let first_row = chunk * CHUNK_ROWS;
-        let last_row = (first_row + CHUNK_ROWS).min(rows);
+        let first_row = chunk * chunk_rows;
+        let last_row = (first_row + chunk_rows).min(rows);
         let columns = PANEL.min(n - panel * PANEL);
         for row in (first_row..last_row).step_by(TILE_ROWS) {
             let mut values = [[0f32; PANEL]; TILE_ROWS];

@@ -22,7 +22,7 @@
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
-use super::common::{tiled_product, PANEL};
+use super::common::{tiled_product_in_chunks, PANEL};
 use super::features::CpuFeatures;
 
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
@@ -31,6 +31,8 @@ pub const ARITHMETIC: &str = "stored v1: GGUF blocks as stored, activations 8-bi
 
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 8;
+/// Rows of `x` per task: a panel's weights are read from memory once per chunk of rows.
+const CHUNK_ROWS: usize = 256;
 /// Bytes of one unit of a panel: 4 inputs (or a plane of them) of 32 rows.
 const UNIT: usize = 128;
 
@@ -593,7 +595,7 @@ impl StoredMatrix {
         let quant_bytes = s.quant_bytes() * self.super_blocks;
         let per_panel = self.super_blocks * PANEL;
         let subs = s.subs();
-        tiled_product::<TILE_ROWS>(rows, self.n, |row, panel, tile| {
+        tiled_product_in_chunks::<TILE_ROWS>(rows, self.n, CHUNK_ROWS, |row, panel, tile| {
             let slice = |v: &[f32], len: usize| -> *const f32 {
                 if v.is_empty() {
                     std::ptr::null()
