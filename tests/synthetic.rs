@@ -124,3 +124,51 @@ fn every_synthetic_shape_is_a_complete_checkpoint_of_its_architecture() {
         }
     }
 }
+
+/// `export --format gguf` writes a file that loads as the model it came from: the same tokens
+/// and, with the matrices in the same GGUF blocks, the same scores bit for bit; `--gguf-type`
+/// converts the matrices; an existing file is refused.
+#[test]
+fn models_export_as_gguf_files_that_score_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.gguf");
+    let export = |spec: &str, out: &std::path::Path, extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+        command
+            .args(["export", "--format", "gguf", "--model", spec, "--out"])
+            .arg(out)
+            .args(extra);
+        command.output().unwrap()
+    };
+    let output = export("synthetic:llama-tiny+q8_0", &file, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let requests = first_requests(3);
+    let options = EngineOptions::default();
+    let source = Model::load("synthetic:llama-tiny+q8_0", Precision::Quantized).unwrap();
+    let written = Model::load_file("tiny", &file, Precision::Quantized).unwrap();
+    for request in &requests {
+        assert_eq!(
+            engine::tokenize_request(&source, request).unwrap(),
+            engine::tokenize_request(&written, request).unwrap()
+        );
+    }
+    let a = engine::score(&source, &requests, &options, None).unwrap();
+    let b = engine::score(&written, &requests, &options, None).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.token_logprobs, y.token_logprobs);
+    }
+
+    let converted = dir.path().join("tiny-q4_0.gguf");
+    let output = export(file.to_str().unwrap(), &converted, &["--gguf-type", "q4_0"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, tensors) = valuelens::model::formats::gguf::open(&converted).unwrap();
+    assert_eq!(
+        tensors.dtype_of("blk.0.ffn_up.weight"),
+        Some(candle_core::quantized::GgmlDType::Q4_0)
+    );
+    assert!(Model::load_file("tiny", &converted, Precision::Quantized).is_ok());
+
+    let output = export("synthetic:llama-tiny", &converted, &[]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("exists"));
+}

@@ -79,6 +79,13 @@ pub struct GgufTensors {
     map: memmap2::Mmap,
 }
 
+impl GgufTensors {
+    /// The storage format of tensor `name`, without reading it.
+    pub fn dtype_of(&self, name: &str) -> Option<candle_core::quantized::GgmlDType> {
+        self.content.tensor_infos.get(name).map(|i| i.ggml_dtype)
+    }
+}
+
 impl TensorSource for GgufTensors {
     fn has(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
