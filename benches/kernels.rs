@@ -168,7 +168,10 @@ fn stored(c: &mut Criterion) {
             group.bench_function(format!("stored {} {}", format.name(), path.name()), |b| {
                 b.iter(|| packed.matmul(&xs, m))
             });
-            if matches!(format, StoredFormat::Q8_0 | StoredFormat::Q4K | StoredFormat::Q6K) {
+            if matches!(
+                format,
+                StoredFormat::Q8_0 | StoredFormat::Q4K | StoredFormat::Q6K
+            ) {
                 let q = QMatMul::from_qtensor(q).unwrap();
                 group.bench_function(format!("QMatMul {}", format.name()), |b| {
                     b.iter(|| q.forward(&x).unwrap())

@@ -141,7 +141,11 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
         command.output().unwrap()
     };
     let output = export("synthetic:llama-tiny+q8_0", &file, &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let requests = first_requests(3);
     let options = EngineOptions::default();
     let source = Model::load("synthetic:llama-tiny+q8_0", Precision::Quantized).unwrap();
@@ -160,7 +164,11 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
 
     let converted = dir.path().join("tiny-q4_0.gguf");
     let output = export(file.to_str().unwrap(), &converted, &["--gguf-type", "q4_0"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (_, tensors) = valuelens::model::formats::gguf::open(&converted).unwrap();
     assert_eq!(
         tensors.dtype_of("blk.0.ffn_up.weight"),

@@ -41,7 +41,7 @@ fn shard_of(shard: Option<&str>, shards: Option<usize>) -> Result<Option<Shard>>
 pub fn run(args: RunArgs) -> Result<()> {
     let options = RunOptions {
         shard: shard_of(args.shard.as_deref(), args.shards)?,
-        engine: args.compute.engine_options()?,
+        engine: args.compute.engine_options_for(&args.model.model)?,
         placement: args.compute.placement()?,
         selection: Selection::parse(
             args.countries.as_deref(),

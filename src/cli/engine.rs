@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
 use valuelens::engine::agreement::{Agreement, Comparison, Setting};
-use valuelens::engine::{self, requests};
+use valuelens::engine::{self, requests, EngineOptions};
 use valuelens::model::device::device_name;
 use valuelens::model::kernels::{matmul_kernels, CpuFeatures};
 use valuelens::model::open::open_checkpoint;
@@ -31,6 +31,14 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let options = compute.engine_options()?;
     refuse_overwriting_input(input, output, ("--input", "--output"))?;
     let n_requests = requests::validate_requests(input)?;
+    let options = EngineOptions {
+        batch_tokens: Model::plan_memory(
+            &resolve(&model)?,
+            &compute.placement()?,
+            options.batch_tokens,
+        )?,
+        ..options
+    };
     let started = Instant::now();
     let model = Model::load_on(&model, &compute.placement()?)?;
     let loaded = started.elapsed();
@@ -88,6 +96,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .iter()
         .map(|input| requests::validate_requests(input))
         .collect::<Result<Vec<_>>>()?;
+    if !naive {
+        options.batch_tokens = Model::plan_memory(
+            &resolve(&model)?,
+            &compute.placement()?,
+            options.batch_tokens,
+        )?;
+    }
     let model = Model::load_on(&model, &compute.placement()?)?;
     let load_s = started.elapsed().as_secs_f64();
     for (input, n_requests) in inputs.iter().zip(n_requests) {

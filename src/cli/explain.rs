@@ -56,7 +56,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let options = ExplainOptions {
         observer: args.observer.clone(),
         placement: args.compute.placement()?,
-        engine: args.compute.engine_options()?,
+        engine: args.compute.engine_options_for(&args.observer)?,
         target,
         target_name: args.target.clone(),
         settings,

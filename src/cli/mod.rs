@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use valuelens::engine::EngineOptions;
-use valuelens::model::{parse_device, Placement};
+use valuelens::model::{parse_device, resolve, Model, Placement};
 
 use args::ComputeArgs;
 
@@ -21,6 +21,15 @@ impl ComputeArgs {
         let device = parse_device(&self.device)?;
         let precision = self.dtype.resolve(&device);
         Ok(Placement::new(device, precision))
+    }
+
+    /// [`ComputeArgs::engine_options`] with `--batch-tokens` fitted to the memory `model` leaves
+    /// (see `Model::plan_memory`): refused before loading where the weights do not fit.
+    pub fn engine_options_for(&self, model: &str) -> Result<EngineOptions> {
+        let mut options = self.engine_options()?;
+        options.batch_tokens =
+            Model::plan_memory(&resolve(model)?, &self.placement()?, options.batch_tokens)?;
+        Ok(options)
     }
 
     pub fn engine_options(&self) -> Result<EngineOptions> {

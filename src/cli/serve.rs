@@ -31,7 +31,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if api_key.as_deref() == Some("") {
         bail!("--api-key is empty; give a key, or leave the flag out to serve without one");
     }
-    let engine = compute.engine_options()?;
+    let engine = compute.engine_options_for(&model)?;
     let started = Instant::now();
     let mut model = Model::load_on(&model, &compute.placement()?)?;
     if let Some(name) = name {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 
 use super::formats::{Metadata, TensorSource};
 
@@ -207,6 +207,12 @@ impl Checkpoint {
     /// The names of all tensors the networks can use.
     pub fn tensor_names(&self) -> Vec<String> {
         self.tensors.names()
+    }
+
+    /// Dimensions (outermost first) and storage format of a tensor, without reading it (the
+    /// format `None` where the source does not say).
+    pub fn tensor_info(&self, name: &str) -> Option<(Vec<usize>, Option<GgmlDType>)> {
+        Some((self.tensors.dims(name)?, self.tensors.dtype(name)))
     }
 
     /// (rows, columns) of a matrix, without reading it.

@@ -101,10 +101,8 @@ pub fn export_gguf(
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     {
-        let metadata: Vec<(&str, &Value)> =
-            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tensors: Vec<(&str, &QTensor)> =
-            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut writer = std::io::BufWriter::new(temp.as_file_mut());
         gguf_file::write(&mut writer, &metadata, &tensors)
             .with_context(|| format!("writing {}", out.display()))?;
@@ -128,13 +126,14 @@ fn pad_vocabulary(metadata: &mut super::formats::Metadata, rows: usize) {
     if have >= rows {
         return;
     }
-    let pad = |key: &str, value: &dyn Fn(usize) -> Value, metadata: &mut super::formats::Metadata| {
-        if let Some(Value::Array(values)) = metadata.get_mut(key) {
-            if values.len() == have {
-                values.extend((have..rows).map(value));
+    let pad =
+        |key: &str, value: &dyn Fn(usize) -> Value, metadata: &mut super::formats::Metadata| {
+            if let Some(Value::Array(values)) = metadata.get_mut(key) {
+                if values.len() == have {
+                    values.extend((have..rows).map(value));
+                }
             }
-        }
-    };
+        };
     pad(
         "tokenizer.ggml.token_type",
         &|_| Value::I32(5), // LLAMA_TOKEN_TYPE_UNUSED

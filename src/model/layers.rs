@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use rayon::prelude::*;
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
+use rayon::prelude::*;
 
 use super::batch::PackedBatch;
 use super::cpu_ops;
@@ -305,7 +305,8 @@ pub enum Embeddings {
 impl Embeddings {
     pub fn new(table: &QTensor, placement: &Placement) -> Result<Self> {
         if placement.precision == Precision::Quantized && placement.device.is_cpu() {
-            let Some(Packed::Stored(mut parts)) = Linear::stored(std::slice::from_ref(table))?.packed
+            let Some(Packed::Stored(mut parts)) =
+                Linear::stored(std::slice::from_ref(table))?.packed
             else {
                 unreachable!("Linear::stored packs for the stored-format kernels")
             };

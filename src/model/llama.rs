@@ -18,7 +18,8 @@ use super::checkpoint::{Checkpoint, CheckpointFormat};
 use super::device::Placement;
 use super::formats::Metadata;
 pub use super::layers::RopeStyle;
-use super::layers::{gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeTables,
+use super::layers::{
+    gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeTables,
 };
 use super::rope::{self, RopeScaling};
 use super::scoring::{LmHead, RowScore};

@@ -29,6 +29,7 @@ pub mod hub;
 pub mod kernels;
 pub mod layers;
 pub mod llama;
+pub mod memory;
 pub mod mistral;
 pub mod open;
 pub mod phi3;
@@ -92,7 +93,31 @@ impl Model {
 
     /// Loads a resolved model onto a device.
     pub fn load_resolved(model: &ResolvedModel, placement: &Placement) -> Result<Self> {
-        let mut checkpoint = open::open_checkpoint(&model.source)?;
+        let checkpoint = open::open_checkpoint(&model.source)?;
+        Self::load_checkpoint(model, checkpoint, placement)
+    }
+
+    /// The batch size a model can be loaded with (see [`memory::plan`]): `batch_tokens`, or
+    /// fewer with a line on stderr saying why; an error before anything is read where the
+    /// weights themselves do not fit in memory.
+    pub fn plan_memory(
+        model: &ResolvedModel,
+        placement: &Placement,
+        batch_tokens: usize,
+    ) -> Result<usize> {
+        let checkpoint = open::open_checkpoint(&model.source)?;
+        let (tokens, note) = memory::plan(&checkpoint, placement, batch_tokens)?;
+        if let Some(note) = note {
+            eprintln!("valuelens: {note}");
+        }
+        Ok(tokens)
+    }
+
+    fn load_checkpoint(
+        model: &ResolvedModel,
+        mut checkpoint: checkpoint::Checkpoint,
+        placement: &Placement,
+    ) -> Result<Self> {
         let name = checkpoint.string("general.architecture")?;
         let architecture =
             architectures::by_name(&name).with_context(|| checkpoint.origin.clone())?;

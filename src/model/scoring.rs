@@ -24,6 +24,10 @@ pub struct RowScore {
     pub argmax_logprob: f64,
 }
 
+/// Scored rows whose logits are computed at once: bounds the LM head's memory (256 rows of a
+/// 262,144-token vocabulary are 268 MB of f32 logits).
+pub const LM_HEAD_ROWS: usize = 256;
+
 /// The final norm and the vocabulary projection.
 pub struct LmHead {
     final_norm: Tensor,
@@ -66,7 +70,8 @@ impl LmHead {
         })
     }
 
-    /// The scored rows of `hidden` (the last layer's output for every packed token).
+    /// The scored rows of `hidden` (the last layer's output for every packed token), at most
+    /// [`LM_HEAD_ROWS`] rows of logits at a time (a row's numbers do not depend on its chunk).
     pub fn score(&self, hidden: &Tensor, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         let rows = Tensor::new(batch.score_rows.as_slice(), hidden.device())?;
         let h = candle_nn::ops::rms_norm(
@@ -74,7 +79,34 @@ impl LmHead {
             &self.final_norm,
             self.rms_eps,
         )?;
-        score_logits(&self.projection.forward(&h)?, &batch.targets, self.softcap)
+        let n = batch.score_rows.len();
+        if n <= LM_HEAD_ROWS {
+            return score_logits(&self.projection.forward(&h)?, &batch.targets, self.softcap);
+        }
+        // Targets are (row, token) pairs; each chunk takes its rows' targets, renumbered.
+        let mut scores = vec![None; batch.targets.len()];
+        for first in (0..n).step_by(LM_HEAD_ROWS) {
+            let len = LM_HEAD_ROWS.min(n - first);
+            let (indices, targets): (Vec<usize>, Vec<(u32, u32)>) = batch
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(_, &(row, _))| (first..first + len).contains(&(row as usize)))
+                .map(|(i, &(row, token))| (i, (row - first as u32, token)))
+                .unzip();
+            let logits = self.projection.forward(&h.narrow(0, first, len)?)?;
+            for (i, score) in
+                indices
+                    .into_iter()
+                    .zip(score_logits(&logits, &targets, self.softcap)?)
+            {
+                scores[i] = Some(score);
+            }
+        }
+        scores
+            .into_iter()
+            .map(|s| s.ok_or_else(|| anyhow::anyhow!("a target names a row that is not scored")))
+            .collect()
     }
 }
 

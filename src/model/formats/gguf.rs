@@ -103,6 +103,10 @@ impl TensorSource for GgufTensors {
             .map(|info| info.shape.dims().to_vec())
     }
 
+    fn dtype(&self, name: &str) -> Option<candle_core::quantized::GgmlDType> {
+        self.dtype_of(name)
+    }
+
     fn read(&mut self, name: &str) -> Result<QTensor> {
         let path = &self.path;
         let info = self

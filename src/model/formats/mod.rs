@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 
 /// Metadata under GGUF's keys (`general.architecture`, `<arch>.block_count`,
 /// `tokenizer.ggml.*`, …).
@@ -25,4 +25,9 @@ pub trait TensorSource: Send {
     fn dims(&self, name: &str) -> Option<Vec<usize>>;
     /// The tensor on the CPU, as stored (quantized formats stay quantized).
     fn read(&mut self, name: &str) -> Result<QTensor>;
+    /// The format a tensor is stored in, without reading it; `None` where the source does not
+    /// say (read as f32).
+    fn dtype(&self, _name: &str) -> Option<GgmlDType> {
+        None
+    }
 }

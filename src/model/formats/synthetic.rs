@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -406,6 +406,14 @@ impl TensorSource for SyntheticTensors {
         self.shapes.get(name).cloned()
     }
 
+    fn dtype(&self, name: &str) -> Option<GgmlDType> {
+        let dims = self.shapes.get(name)?;
+        match self.format {
+            Some(format) if !name.ends_with("norm.weight") && dims.len() == 2 => Some(format),
+            _ => Some(GgmlDType::F32),
+        }
+    }
+
     fn read(&mut self, name: &str) -> Result<QTensor> {
         let origin = &self.origin;
         let dims = self
@@ -443,7 +451,9 @@ pub fn quantize_rows_in_parallel(tensor: &Tensor, format: GgmlDType) -> Result<Q
     let row_len = dims.last().copied().unwrap_or(1).max(1);
     let values = tensor.flatten_all()?.to_vec1::<f32>()?;
     let rows = values.len() / row_len;
-    let chunk_rows = rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 1024);
+    let chunk_rows = rows
+        .div_ceil(4 * rayon::current_num_threads())
+        .clamp(1, 1024);
     if format == GgmlDType::F32 || rows <= chunk_rows {
         return Ok(QTensor::quantize(tensor, format)?);
     }
@@ -454,7 +464,12 @@ pub fn quantize_rows_in_parallel(tensor: &Tensor, format: GgmlDType) -> Result<Q
             Ok(QTensor::quantize(&rows, format)?.data()?.to_vec())
         })
         .collect::<Result<Vec<Vec<u8>>>>()?;
-    Ok(qtensor_from_ggml(format, &parts.concat(), dims, &Device::Cpu)?)
+    Ok(qtensor_from_ggml(
+        format,
+        &parts.concat(),
+        dims,
+        &Device::Cpu,
+    )?)
 }
 
 /// FNV-1a of the name, mixed with the global seed.
@@ -527,7 +542,10 @@ mod tests {
             let one = QTensor::quantize(&tensor, format).unwrap();
             let parallel = quantize_rows_in_parallel(&tensor, format).unwrap();
             assert_eq!(parallel.shape(), one.shape());
-            assert!(parallel.data().unwrap() == one.data().unwrap(), "{format:?}");
+            assert!(
+                parallel.data().unwrap() == one.data().unwrap(),
+                "{format:?}"
+            );
         }
     }
 

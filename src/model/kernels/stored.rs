@@ -145,6 +145,18 @@ impl StoredFormat {
     pub fn block(self) -> usize {
         self.scheme().super_block
     }
+
+    /// Bits per weight in the repacked layout (4.75 for Q4_K, 9 for Q8_0), scales included.
+    pub fn repacked_bits(self) -> f64 {
+        let s = self.scheme();
+        let values = if s.high_bits == 8 { 8 } else { 4 + s.high_bits };
+        let per_super = 32.0 * (1 + usize::from(s.min)) as f64 / s.super_block as f64;
+        let per_sub = match s.sub_scales {
+            true => 8.0 * (1 + usize::from(s.min)) as f64 / s.sub_block as f64,
+            false => 0.0,
+        };
+        values as f64 + per_super + per_sub
+    }
 }
 
 impl Scheme {
