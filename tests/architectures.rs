@@ -166,7 +166,7 @@ fn mistral_gguf_with_its_window_matches_transformers_on_every_request() {
 fn a_filtered_run_on_qwen3_completes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    let mut command = common::valuelens_command();
     command
         .args(["run", "--model", &checkpoint("qwen3", false)])
         .args(["--countries", "Egypt", "--topics", "Religion"])

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -16,7 +15,7 @@ struct Failure {
 
 /// Runs `valuelens score`.
 fn score(model: &str, input: &Path, output: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_valuelens"))
+    common::valuelens_command()
         .args(["score", "--model", model, "--input"])
         .arg(input)
         .arg("--output")

@@ -31,7 +31,7 @@ const SUBSET: [&str; 8] = [
 ];
 
 fn valuelens(args: &[&str], extra: &[&Path]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    let mut command = common::valuelens_command();
     command
         .args(args)
         .args(extra)
@@ -549,9 +549,10 @@ fn a_killed_array_task_run_again_completes_its_shard() {
     assert_same_results(&out, "the merge after a retried task");
 }
 
-/// `--dtype auto` runs in the precision it picks for this CPU, says so in run.json, and binds
-/// the folder to that precision: the same run asked with the precision itself resumes every
-/// unit; asked in another precision, it is refused.
+/// `--dtype auto` — the default, with neither the flag nor VALUELENS_DTYPE — runs in the
+/// precision it picks for this CPU, says so in run.json, and binds the folder to that
+/// precision: the same run asked with the precision itself resumes every unit; asked in
+/// another precision, it is refused.
 #[test]
 fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     let dir = tempfile::tempdir().unwrap();
@@ -561,23 +562,32 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
         command.args(["--dtype", dtype]);
         command
     };
-    succeed(with_dtype("auto"));
+    let mut default = run_subset(&out);
+    default.env_remove("VALUELENS_DTYPE");
+    succeed(default);
     let record: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
     let features = valuelens::model::kernels::CpuFeatures::detect();
     let expected = if features.avx2 && features.fma {
-        "int8"
+        "quantized"
     } else {
-        println!("auto chose f32: this CPU lacks avx2 (int8 is auto's choice where it has it)");
+        println!(
+            "auto chose f32: this CPU lacks avx2 (quantized is auto's choice where it has it)"
+        );
         "f32"
     };
     assert_eq!(record["model"]["dtype"], expected, "{record}");
     let kernels = record["model"]["matmul_kernels"].as_str().unwrap();
-    assert!(kernels.starts_with(expected), "{kernels}");
+    let kernels_start = if expected == "quantized" {
+        "stored-format"
+    } else {
+        "f32"
+    };
+    assert!(kernels.starts_with(kernels_start), "{kernels}");
     let config: serde_json::Value =
         serde_json::from_str(&read(&out.join("checkpoints/config.json"))).unwrap();
     assert_eq!(config["dtype"], expected);
-    let precision = if expected == "int8" {
-        Precision::Int8
+    let precision = if expected == "quantized" {
+        Precision::Quantized
     } else {
         Precision::F32
     };
@@ -587,12 +597,20 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
         arithmetic.as_deref(),
         "{config}"
     );
-    assert_eq!(arithmetic.is_some(), expected == "int8" || features.avx512f);
+    assert_eq!(
+        arithmetic.is_some(),
+        expected == "quantized" || features.avx512f
+    );
+    succeed(with_dtype("auto"));
 
     let resumed = succeed(with_dtype(expected));
     let summary = String::from_utf8_lossy(&resumed.stdout);
     assert!(summary.contains("(4 of 4 units resumed)"), "{summary}");
-    let other = if expected == "f32" { "int8" } else { "f32" };
+    let other = if expected == "f32" {
+        "quantized"
+    } else {
+        "f32"
+    };
     let refused = with_dtype(other).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");

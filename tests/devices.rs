@@ -14,7 +14,7 @@ use valuelens::engine::{EngineOptions, Request};
 use valuelens::model::{Model, Placement, Precision};
 
 fn valuelens() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_valuelens"))
+    common::valuelens_command()
 }
 
 fn load(name: &str, mode: Precision) -> Model {

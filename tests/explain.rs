@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -253,7 +252,7 @@ fn a_runs_action_csv_is_a_target() {
 }
 
 fn explain(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_valuelens"))
+    common::valuelens_command()
         .arg("explain")
         .args(args)
         .output()

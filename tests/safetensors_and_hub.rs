@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use common::fixture_checks::{self, score_subset};
@@ -196,7 +196,7 @@ fn hub_cache() -> &'static Path {
 }
 
 fn valuelens_with_hub(args: &[&str], offline: bool) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    let mut command = common::valuelens_command();
     command
         .args(args)
         .env("HF_HOME", hub_cache())
@@ -331,7 +331,7 @@ fn safetensors_folder_renders_the_same_prompts_as_its_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let dump = |model: &Path, name: &str| -> String {
         let file = dir.path().join(name);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+        let mut command = common::valuelens_command();
         command
             .args(["run", "--model", model.to_str().unwrap()])
             .args([

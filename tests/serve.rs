@@ -26,7 +26,7 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valuelens"))
+        let mut child = common::valuelens_command()
             .args(["serve", "--port", "0", "--model"])
             .arg(common::default_model_path())
             .args(extra)

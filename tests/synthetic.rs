@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{default_model_path, fixtures, succeed};
 use valuelens::engine::{self, EngineOptions, Request};
 use valuelens::model::{Model, Precision};
@@ -50,7 +48,7 @@ fn synthetic_smollm2_shape_scores_deterministically_and_near_uniformly() {
 fn synthetic_model_takes_an_exported_tokenizer_folder() {
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = dir.path().join("tokenizer");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    let mut command = common::valuelens_command();
     command
         .args(["export", "--tokenizer-only", "--out"])
         .arg(&tokenizer);
@@ -133,7 +131,7 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tiny.gguf");
     let export = |spec: &str, out: &std::path::Path, extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_valuelens"));
+        let mut command = common::valuelens_command();
         command
             .args(["export", "--format", "gguf", "--model", spec, "--out"])
             .arg(out)

@@ -209,10 +209,11 @@ pub struct ModelArg {
 /// Where and how a model computes.
 #[derive(clap::Args, Clone)]
 pub struct ComputeArgs {
-    /// Weights (and activations): f32 (the reference), auto (the fastest within tolerance
-    /// here), int8 (fastest on CPU), bf16 (GPUs; on the CPU, valuelens's bf16 kernel), f16
-    /// (GPUs), or quantized as the file stores them.
-    #[arg(long, value_enum, default_value = "f32")]
+    /// Weights (and activations): auto (the default: the fastest within tolerance here —
+    /// quantized on CPUs with AVX2 or AVX-512 VNNI, bf16 on GPUs), f32 (the exact reference),
+    /// quantized (a GGUF file's blocks as stored), int8, bf16 (GPUs; on the CPU, valuelens's
+    /// bf16 kernel) or f16 (GPUs). VALUELENS_DTYPE sets it where the flag is not given.
+    #[arg(long, value_enum, default_value = "auto", env = "VALUELENS_DTYPE")]
     pub dtype: DtypeChoice,
     /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]

@@ -180,6 +180,10 @@ impl Linear {
                     })
                 }
                 None => {
+                    let source = group[0].dtype();
+                    if !is_float_format(source) {
+                        say_converted_once(source);
+                    }
                     let mut values = Vec::with_capacity(rows * cols);
                     for part in group {
                         values.extend(
@@ -291,6 +295,21 @@ impl Linear {
             .map(|p| p.forward(x))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::cat(&outs, D::Minus1)?)
+    }
+}
+
+/// Says on stderr, once per process and format, that matrices in `format` (which has no
+/// stored-format kernel) are converted to Q8_0 at load.
+fn say_converted_once(format: candle_core::quantized::GgmlDType) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let name = format!("{format:?}");
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.contains(&name) {
+        eprintln!(
+            "valuelens: {name} has no stored-format kernel; its matrices are converted to Q8_0 \
+             at load (8.5 bits per weight)"
+        );
+        said.push(name);
     }
 }
 

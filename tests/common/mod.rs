@@ -92,9 +92,17 @@ pub fn succeed(mut command: std::process::Command) -> std::process::Output {
     output
 }
 
+/// The valuelens binary, computing in f32 unless the test gives another `--dtype`: the
+/// references the tests compare with are f32's (the default, `auto`, is tested on its own).
+pub fn valuelens_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    command.env("VALUELENS_DTYPE", "f32");
+    command
+}
+
 /// Runs `valuelens score` on the default model and asserts it succeeds; returns its output.
 pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_valuelens"));
+    let mut command = valuelens_command();
     command
         .args(["score", "--model"])
         .arg(default_model_path())

@@ -25,19 +25,21 @@ pub enum DtypeChoice {
 }
 
 impl DtypeChoice {
-    /// The precision to compute in on `device`. `auto`: bf16 on a GPU; on the CPU int8 where
-    /// the CPU has an int8 path faster than portable code (AVX2 or AVX-512 VNNI: measured
-    /// faster than f32, within 0.05 per token of the references, and the same numbers on every
-    /// such CPU), else f32.
+    /// The precision to compute in on `device`. `auto`: bf16 on a GPU; on the CPU the
+    /// stored-format kernels (`quantized`: a GGUF file's blocks as stored, float weights as
+    /// 8-bit Q8_0) where the CPU has a path faster than portable code (AVX2 or AVX-512 VNNI:
+    /// measured faster than f32 and int8, closer to the references than candle's quantized
+    /// kernels, at about the file's size in memory, and the same numbers on every such CPU),
+    /// else f32.
     pub fn resolve(self, device: &Device) -> Precision {
         match self {
             DtypeChoice::Fixed(precision) => precision,
             DtypeChoice::Auto if !device.is_cpu() => Precision::Bf16,
             DtypeChoice::Auto => {
                 let features = CpuFeatures::detect();
-                match int8::Int8Path::available(&features)[0] {
-                    int8::Int8Path::Portable => Precision::F32,
-                    _ => Precision::Int8,
+                match stored::StoredPath::available(&features)[0] {
+                    stored::StoredPath::Portable => Precision::F32,
+                    _ => Precision::Quantized,
                 }
             }
         }
@@ -60,7 +62,8 @@ impl clap::ValueEnum for DtypeChoice {
         match self {
             DtypeChoice::Auto => Some(clap::builder::PossibleValue::new("auto").help(
                 "The fastest precision within tolerance on this device: bf16 on a GPU; on the \
-                 CPU int8 where it has AVX2 or AVX-512 VNNI, else f32 (run.json says which)",
+                 CPU quantized (the file's GGUF blocks as stored, float weights as 8-bit) where \
+                 it has AVX2 or AVX-512 VNNI, else f32 (run.json says which)",
             )),
             DtypeChoice::Fixed(precision) => precision.to_possible_value(),
         }
