@@ -152,16 +152,7 @@ fn stored(c: &mut Criterion) {
             if k % format.block() != 0 {
                 continue;
             }
-            let dtype = match format {
-                StoredFormat::Q4_0 => GgmlDType::Q4_0,
-                StoredFormat::Q4_1 => GgmlDType::Q4_1,
-                StoredFormat::Q5_0 => GgmlDType::Q5_0,
-                StoredFormat::Q5_1 => GgmlDType::Q5_1,
-                StoredFormat::Q8_0 => GgmlDType::Q8_0,
-                StoredFormat::Q4K => GgmlDType::Q4K,
-                StoredFormat::Q5K => GgmlDType::Q5K,
-                StoredFormat::Q6K => GgmlDType::Q6K,
-            };
+            let dtype = format.ggml_dtype();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let bytes = q.data().unwrap().to_vec();
             let packed = StoredMatrix::from_gguf(format, &bytes, n, k, path).unwrap();

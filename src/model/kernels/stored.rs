@@ -82,6 +82,20 @@ impl StoredFormat {
         })
     }
 
+    /// The GGUF tensor type of the format.
+    pub fn ggml_dtype(self) -> GgmlDType {
+        match self {
+            Self::Q4_0 => GgmlDType::Q4_0,
+            Self::Q4_1 => GgmlDType::Q4_1,
+            Self::Q5_0 => GgmlDType::Q5_0,
+            Self::Q5_1 => GgmlDType::Q5_1,
+            Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q4K => GgmlDType::Q4K,
+            Self::Q5K => GgmlDType::Q5K,
+            Self::Q6K => GgmlDType::Q6K,
+        }
+    }
+
     /// GGUF's name of the format.
     pub fn name(self) -> &'static str {
         match self {
@@ -1230,16 +1244,7 @@ mod tests {
             w[32..64].fill(0.0);
         }
         let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        let dtype = match format {
-            StoredFormat::Q4_0 => GgmlDType::Q4_0,
-            StoredFormat::Q4_1 => GgmlDType::Q4_1,
-            StoredFormat::Q5_0 => GgmlDType::Q5_0,
-            StoredFormat::Q5_1 => GgmlDType::Q5_1,
-            StoredFormat::Q8_0 => GgmlDType::Q8_0,
-            StoredFormat::Q4K => GgmlDType::Q4K,
-            StoredFormat::Q5K => GgmlDType::Q5K,
-            StoredFormat::Q6K => GgmlDType::Q6K,
-        };
+        let dtype = format.ggml_dtype();
         let q = QTensor::quantize(&t, dtype).unwrap();
         (q.data().unwrap().to_vec(), q)
     }
