@@ -114,10 +114,10 @@ pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::proc
 }
 
 /// llama.cpp's tokenizer test vocabularies (`ggml-vocab-*.gguf` with their `.inp` / `.out`
-/// texts and ids), taken from the llama-cpp-python 0.3.36 source distribution on PyPI into
-/// `<models>/llama-cpp-vocabs/` on first use (sha256-checked; one fetch at a time).
+/// texts and ids), taken from the llama-cpp-python 0.3.36 source distribution into
+/// `<models>/llama-cpp-vocabs/` on first use: fetched by package name with pip (in a venv of its
+/// own that holds the build backend pip asks for), sha256-checked, one fetch at a time.
 pub fn llama_cpp_vocabs() -> PathBuf {
-    const SDIST: &str = "https://pypi.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz";
     const SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
     static FETCH: Mutex<()> = Mutex::new(());
     let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,33 +126,45 @@ pub fn llama_cpp_vocabs() -> PathBuf {
         return dir;
     }
     let script = r#"
-import hashlib, io, os, sys, tarfile, urllib.request
-url, sha, out = sys.argv[1:4]
-data = urllib.request.urlopen(url, timeout=600).read()
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"{url}: sha256 mismatch")
+import glob, hashlib, os, shutil, subprocess, sys, tarfile, venv
+sha, out = sys.argv[1:3]
+work = out + ".fetch"
+shutil.rmtree(work, ignore_errors=True)
+venv.create(os.path.join(work, "venv"), with_pip=True)
+pip = [os.path.join(work, "venv", "bin", "python"), "-m", "pip", "--quiet", "--disable-pip-version-check"]
+subprocess.run(pip + ["install", "scikit-build-core"], check=True)
+subprocess.run(pip + ["download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+                      "llama-cpp-python==0.3.36", "-d", os.path.join(work, "sdist")], check=True)
+(sdist,) = glob.glob(os.path.join(work, "sdist", "llama_cpp_python-0.3.36.tar.gz"))
+with open(sdist, "rb") as f:
+    if hashlib.sha256(f.read()).hexdigest() != sha:
+        sys.exit(f"{sdist}: sha256 mismatch")
 tmp = out + ".tmp"
-os.makedirs(tmp, exist_ok=True)
-with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+shutil.rmtree(tmp, ignore_errors=True)
+os.makedirs(tmp)
+with tarfile.open(sdist) as tar:
     for member in tar.getmembers():
         name = os.path.basename(member.name)
-        if "/vendor/llama.cpp/models/ggml-vocab-" in member.name and member.isfile() and                 any(name.startswith(f"ggml-vocab-{f}.gguf") for f in ("llama-bpe", "qwen2", "llama-spm", "phi-3")):
+        if "/vendor/llama.cpp/models/ggml-vocab-" in member.name and member.isfile() and \
+                any(name.startswith(f"ggml-vocab-{f}.gguf") for f in ("llama-bpe", "qwen2", "llama-spm", "phi-3")):
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(tar.extractfile(member).read())
 open(os.path.join(tmp, "complete"), "w").close()
 os.replace(tmp, out)
+shutil.rmtree(work, ignore_errors=True)
 "#;
     let python = std::env::var("VALUELENS_PYTHON").unwrap_or_else(|_| "python3".into());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     let status = std::process::Command::new(python)
-        .args(["-c", script, SDIST, SHA256])
+        .args(["-c", script, SHA256])
         .arg(&dir)
         .status()
         .expect("python3 runs");
     assert!(
         status.success(),
-        "fetching llama.cpp's vocabularies from PyPI failed"
+        "fetching llama-cpp-python 0.3.36's source distribution with pip failed (it needs the \
+         Python package index and python3's venv module)"
     );
     dir
 }
