@@ -144,6 +144,22 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // llama.cpp's loader takes these keys as u32 only ("wrong type u64 but expected type u32").
+    let content =
+        candle_core::quantized::gguf_file::Content::read(&mut std::fs::File::open(&file).unwrap())
+            .unwrap();
+    for key in [
+        "context_length",
+        "block_count",
+        "embedding_length",
+        "attention.head_count",
+    ] {
+        let value = &content.metadata[&format!("llama.{key}")];
+        assert!(
+            matches!(value, candle_core::quantized::gguf_file::Value::U32(_)),
+            "llama.{key} is {value:?}, not u32"
+        );
+    }
     let requests = first_requests(3);
     let options = EngineOptions::default();
     let source = Model::load("synthetic:llama-tiny+q8_0", Precision::Quantized).unwrap();

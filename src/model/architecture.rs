@@ -218,7 +218,7 @@ impl<'a> ConfigReader<'a> {
         let v = self.config[field]
             .as_u64()
             .with_context(|| format!("'{field}' is missing or not a non-negative integer"))?;
-        self.set(key, Value::U64(v));
+        self.set(key, gguf_uint(v));
         Ok(())
     }
 
@@ -289,7 +289,7 @@ impl<'a> ConfigReader<'a> {
                 self.set("rope.scaling.type", Value::String("longrope".into()));
                 self.set("rope.scaling.short_factor", factors("short_factor")?);
                 self.set("rope.scaling.long_factor", factors("long_factor")?);
-                self.set("rope.scaling.original_context_length", Value::U64(original));
+                self.set("rope.scaling.original_context_length", gguf_uint(original));
                 self.set("rope.scaling.attn_factor", Value::F32(attention_factor));
             }
             other => bail!(
@@ -330,4 +330,10 @@ pub fn base_config(
         config["rope_theta"] = json!(theta);
     }
     Ok(config)
+}
+
+/// A metadata integer as llama.cpp writes and expects it: u32 (its loader refuses a u64 for
+/// keys such as `context_length`), u64 only where the value does not fit.
+pub fn gguf_uint(v: u64) -> Value {
+    u32::try_from(v).map_or(Value::U64(v), Value::U32)
 }

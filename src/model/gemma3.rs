@@ -153,7 +153,7 @@ pub fn metadata_from_config(config: &Json, family: &GemmaFamily) -> Result<Metad
     if let Some(pattern) = sliding_window_pattern(config)? {
         reader.set(
             "attention.sliding_window_pattern",
-            Value::U64(pattern as u64),
+            crate::model::architecture::gguf_uint(pattern as u64),
         );
     }
     if family.local_rope_base {

@@ -5,7 +5,6 @@
 //! `llama.attention.sliding_window`, and llama's forward runs it.
 
 use anyhow::Result;
-use candle_core::quantized::gguf_file::Value;
 use serde_json::Value as Json;
 
 use super::architecture::{Architecture, Network};
@@ -34,7 +33,7 @@ impl Architecture for MistralArchitecture {
         if let Some(window) = config["sliding_window"].as_u64() {
             metadata.insert(
                 "llama.attention.sliding_window".to_string(),
-                Value::U64(window),
+                super::architecture::gguf_uint(window),
             );
         }
         Ok(metadata)

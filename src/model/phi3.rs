@@ -9,7 +9,6 @@
 //! `rope_factors_long.weight`.
 
 use anyhow::{bail, Result};
-use candle_core::quantized::gguf_file::Value;
 use serde_json::Value as Json;
 
 use super::architecture::{Architecture, Network};
@@ -51,7 +50,7 @@ impl Architecture for Phi3Architecture {
         if let Some(window) = config["sliding_window"].as_u64() {
             metadata.insert(
                 "phi3.attention.sliding_window".to_string(),
-                Value::U64(window),
+                super::architecture::gguf_uint(window),
             );
         }
         Ok(metadata)
