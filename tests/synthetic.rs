@@ -190,6 +190,31 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
     );
     assert!(Model::load_file("tiny", &converted, Precision::Quantized).is_ok());
 
+    // Llama 3's RoPE scaling goes out as llama.cpp stores it: a `rope_freqs.weight` tensor of
+    // frequency divisors instead of `rope.scaling.type = llama3`, which llama.cpp refuses.
+    let scaled = dir.path().join("llama3-tiny.gguf");
+    let output = export("synthetic:llama3-tiny+q8_0", &scaled, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let content = candle_core::quantized::gguf_file::Content::read(
+        &mut std::fs::File::open(&scaled).unwrap(),
+    )
+    .unwrap();
+    assert!(!content.metadata.contains_key("llama.rope.scaling.type"));
+    assert_eq!(content.tensor_infos["rope_freqs.weight"].shape.dims(), &[8]);
+    let source = Model::load("synthetic:llama3-tiny+q8_0", Precision::F32).unwrap();
+    let written = Model::load_file("llama3-tiny", &scaled, Precision::F32).unwrap();
+    let a = engine::score(&source, &requests, &options, None).unwrap();
+    let b = engine::score(&written, &requests, &options, None).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        for (p, q) in x.token_logprobs.iter().zip(&y.token_logprobs) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
     let output = export("synthetic:llama-tiny", &converted, &[]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("exists"));

@@ -259,7 +259,12 @@ impl<'a> ConfigReader<'a> {
                 ];
                 self.set("rope.scaling.type", Value::String("llama3".into()));
                 for (key, value) in values {
-                    self.set(&format!("rope.scaling.{key}"), Value::F32(value));
+                    let value = match key {
+                        // llama.cpp reads the context length as u32.
+                        "original_context_length" => gguf_uint(value as u64),
+                        _ => Value::F32(value),
+                    };
+                    self.set(&format!("rope.scaling.{key}"), value);
                 }
             }
             "longrope" | "su" => {

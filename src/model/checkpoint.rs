@@ -123,7 +123,11 @@ impl Checkpoint {
         match self.get(key)? {
             Value::F32(v) => Ok(*v),
             Value::F64(v) => Ok(*v as f32),
-            _ => bail!(self.bad_type(key, "a float")),
+            // Integer-valued keys (llama.cpp stores context lengths as u32) read as numbers too.
+            _ => match self.usize(key) {
+                Ok(n) => Ok(n as f32),
+                Err(_) => bail!(self.bad_type(key, "a number")),
+            },
         }
     }
 

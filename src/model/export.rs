@@ -87,7 +87,19 @@ pub fn export_gguf(
         };
         tensors.push((name.clone(), tensor));
     }
+    if let Some(divisors) = llama3_rope_as_divisors(checkpoint)? {
+        tensors.push((super::rope::ROPE_FREQS_TENSOR.to_string(), divisors));
+    }
     let mut metadata = checkpoint.metadata().clone();
+    if tensors
+        .iter()
+        .any(|(n, _)| n == super::rope::ROPE_FREQS_TENSOR)
+    {
+        let arch = checkpoint.string("general.architecture")?;
+        for key in LLAMA3_ROPE_KEYS {
+            metadata.remove(&format!("{arch}.rope.scaling.{key}"));
+        }
+    }
     if let Some((_, embeddings)) = tensors.iter().find(|(n, _)| n == "token_embd.weight") {
         pad_vocabulary(&mut metadata, embeddings.shape().dims()[0]);
     }
@@ -113,6 +125,49 @@ pub fn export_gguf(
     temp.persist(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok((converted, bytes))
+}
+
+/// The metadata keys of llama 3's RoPE scaling, which llama.cpp does not read.
+const LLAMA3_ROPE_KEYS: [&str; 5] = [
+    "type",
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_context_length",
+];
+
+/// Llama 3's RoPE scaling as llama.cpp stores it: a `rope_freqs.weight` tensor of frequency
+/// divisors (its loader refuses `rope.scaling.type = llama3`); `None` for other scalings.
+fn llama3_rope_as_divisors(checkpoint: &mut Checkpoint) -> Result<Option<QTensor>> {
+    use super::rope::{base_inv_freq, RopeScaling, ROPE_FREQS_TENSOR};
+    let arch = checkpoint.string("general.architecture")?;
+    let key = |k: &str| format!("{arch}.{k}");
+    if checkpoint.has_tensor(ROPE_FREQS_TENSOR)
+        || !checkpoint.has(&key("rope.scaling.type"))
+        || checkpoint.string(&key("rope.scaling.type"))? != "llama3"
+    {
+        return Ok(None);
+    }
+    let scaling = RopeScaling::from_checkpoint(checkpoint, &arch)?;
+    let dim = match checkpoint.has(&key("rope.dimension_count")) {
+        true => checkpoint.usize(&key("rope.dimension_count"))?,
+        false => {
+            checkpoint.usize(&key("embedding_length"))?
+                / checkpoint.usize(&key("attention.head_count"))?
+        }
+    };
+    let theta = match checkpoint.has(&key("rope.freq_base")) {
+        true => checkpoint.f32(&key("rope.freq_base"))?,
+        false => 10_000.0,
+    };
+    let divisors: Vec<f32> = base_inv_freq(dim, theta)
+        .iter()
+        .zip(scaling.inv_freq(dim, theta)?)
+        .map(|(base, scaled)| base / scaled)
+        .collect();
+    let len = divisors.len();
+    let tensor = candle_core::Tensor::from_vec(divisors, len, &Device::Cpu)?;
+    Ok(Some(QTensor::quantize(&tensor, GgmlDType::F32)?))
 }
 
 /// Pads `tokenizer.ggml.tokens` (and its parallel arrays) to `rows` entries with unused

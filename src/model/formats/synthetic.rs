@@ -197,6 +197,16 @@ const SHAPES: &[Shape] = &[
         sliding_window: Some(2047),
         ..llama("phi3-mini", 3072, 32, 32)
     },
+    // llama-tiny with Llama 3.1's RoPE scaling (exports write it as llama.cpp does)
+    Shape {
+        kv_heads: 2,
+        ffn: 128,
+        vocab: 49_152,
+        tied: true,
+        context: 131_072,
+        llama3_rope: Some((8.0, 1.0, 4.0, 8192.0)),
+        ..llama("llama3-tiny", 64, 2, 4)
+    },
 ];
 
 /// A parsed `synthetic:<shape>[+<format>][@tokenizer folder]`.
@@ -291,7 +301,10 @@ fn shape_metadata(shape: &Shape) -> Metadata {
         set("rope.scaling.factor", Value::F32(factor));
         set("rope.scaling.low_freq_factor", Value::F32(low));
         set("rope.scaling.high_freq_factor", Value::F32(high));
-        set("rope.scaling.original_context_length", Value::F32(original));
+        set(
+            "rope.scaling.original_context_length",
+            int(original as usize),
+        );
     }
     if let Some((attention, last)) = shape.softcaps {
         set("attn_logit_softcapping", Value::F32(attention));
