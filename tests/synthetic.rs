@@ -219,3 +219,16 @@ fn models_export_as_gguf_files_that_score_as_the_source() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("exists"));
 }
+
+/// Matrices without a stored-format kernel (here: float ones) are converted to Q8_0 where the
+/// weights stay in blocks on the CPU, and the model says so (bench's settings and run.json
+/// record it); in f32 nothing is converted.
+#[test]
+fn conversions_at_load_are_recorded() {
+    let quantized = Model::load("synthetic:llama-tiny", Precision::Quantized).unwrap();
+    assert_eq!(quantized.converted, ["F32 → Q8_0 (15 matrices)"]);
+    let stored = Model::load("synthetic:llama-tiny+q8_0", Precision::QuantizedA16).unwrap();
+    assert!(stored.converted.is_empty(), "{:?}", stored.converted);
+    let f32 = Model::load("synthetic:llama-tiny", Precision::F32).unwrap();
+    assert!(f32.converted.is_empty());
+}

@@ -218,6 +218,7 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            converted: loaded.converted.clone(),
         },
         data: DataRecord {
             file: data.display().to_string(),

@@ -148,6 +148,9 @@ pub struct ModelRecord {
     pub matmul_kernels: String,
     #[serde(default)]
     pub cpu_features: Vec<String>,
+    /// Storage formats converted at load (`Q3K → Q8_0 (96 matrices)`); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

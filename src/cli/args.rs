@@ -211,8 +211,10 @@ pub struct ModelArg {
 pub struct ComputeArgs {
     /// Weights (and activations): auto (the default: the fastest within tolerance here —
     /// quantized on CPUs with AVX2 or AVX-512 VNNI, bf16 on GPUs), f32 (the exact reference),
-    /// quantized (a GGUF file's blocks as stored), int8, bf16 (GPUs; on the CPU, valuelens's
-    /// bf16 kernel) or f16 (GPUs). VALUELENS_DTYPE sets it where the flag is not given.
+    /// quantized (a GGUF file's blocks as stored, 8-bit activations), quantized-a16 (the same
+    /// blocks, ~16-bit activations: f32's hard choices at about half the speed), int8, bf16
+    /// (GPUs; on the CPU, valuelens's bf16 kernel) or f16 (GPUs). VALUELENS_DTYPE sets it where
+    /// the flag is not given.
     #[arg(long, value_enum, default_value = "auto", env = "VALUELENS_DTYPE")]
     pub dtype: DtypeChoice,
     /// cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with `--features cuda`).

@@ -142,6 +142,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "device": device_name(&model.device),
                 "matmul_kernels": matmul_kernels(model.precision, model.device.is_cpu())?,
                 "cpu_features": CpuFeatures::detect().names(),
+                "converted": model.converted,
                 "batch_tokens": options.batch_tokens,
                 "share_prefixes": options.share_prefixes,
                 "naive": naive,

@@ -28,6 +28,13 @@ pub enum Precision {
     /// other formats as 8-bit Q8_0), activations quantized to 8 bits per block at each product;
     /// on a GPU candle's quantized kernels. Activations in f32.
     Quantized,
+    /// As `quantized`, with activations at about 16 bits on the CPU (W·A16): each activation
+    /// row is quantized to 8 bits and its rounding error quantized again, and both go through
+    /// the stored-format kernels (twice their integer work). Hard choices equal f32's where
+    /// 8-bit activations flip near-ties; on a GPU the same as `quantized`.
+    #[value(name = "quantized-a16")]
+    #[serde(rename = "quantized-a16")]
+    QuantizedA16,
     /// int8 on the CPU: the feed-forward matrices requantized at load to 8 bits per block of
     /// 16 inputs, activations quantized the same way at each product, integer dot products on
     /// the fastest instruction set the CPU has (AVX-512 VNNI, AVX2, else portable code; the
@@ -36,10 +43,25 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Whether weights stay in the file's quantized blocks (`quantized`, `quantized-a16`).
+    pub fn keeps_blocks(self) -> bool {
+        matches!(self, Precision::Quantized | Precision::QuantizedA16)
+    }
+
+    /// Levels of 8-bit activations in the stored-format kernels: 2 for `quantized-a16`.
+    pub fn activation_levels(self) -> usize {
+        match self {
+            Precision::QuantizedA16 => 2,
+            _ => 1,
+        }
+    }
+
     /// The dtype of dense weights and activations.
     pub fn activation_dtype(self) -> DType {
         match self {
-            Precision::F32 | Precision::Quantized | Precision::Int8 => DType::F32,
+            Precision::F32 | Precision::Quantized | Precision::QuantizedA16 | Precision::Int8 => {
+                DType::F32
+            }
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -79,6 +101,7 @@ impl Precision {
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
             Precision::Quantized => "quantized",
+            Precision::QuantizedA16 => "quantized-a16",
             Precision::Int8 => "int8",
         }
     }

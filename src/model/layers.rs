@@ -42,11 +42,11 @@ impl Linear {
         if placement.precision == Precision::Int8 || placement.cpu_bf16_kernel() {
             return Self::packed(&parts, placement);
         }
-        if placement.precision == Precision::Quantized && placement.device.is_cpu() {
-            return Self::stored(&parts);
+        if placement.precision.keeps_blocks() && placement.device.is_cpu() {
+            return Self::stored(&parts, placement.precision.activation_levels());
         }
-        let quantized = placement.precision == Precision::Quantized
-            && parts.iter().all(|p| !is_float_format(p.dtype()));
+        let quantized =
+            placement.precision.keeps_blocks() && parts.iter().all(|p| !is_float_format(p.dtype()));
         if !quantized {
             let dense = parts
                 .iter()
@@ -131,7 +131,7 @@ impl Linear {
     /// The stacked parts repacked for the stored-format kernels: parts in a format they cover
     /// keep their blocks; float parts, and formats without a kernel, become 8-bit (Q8_0's
     /// scheme with f32 scales). Consecutive parts of one format share one matrix.
-    fn stored(parts: &[QTensor]) -> Result<Self> {
+    fn stored(parts: &[QTensor], activation_levels: usize) -> Result<Self> {
         let path = StoredPath::select(&CpuFeatures::detect())?;
         let mut matrices = Vec::new();
         let mut start = 0;
@@ -195,7 +195,7 @@ impl Linear {
                     StoredMatrix::from_f32(&values, rows, cols, path)
                 }
             };
-            matrices.push(Arc::new(matrix));
+            matrices.push(Arc::new(matrix.with_activation_levels(activation_levels)));
             start = end;
         }
         Ok(Self {
@@ -323,9 +323,10 @@ pub enum Embeddings {
 
 impl Embeddings {
     pub fn new(table: &QTensor, placement: &Placement) -> Result<Self> {
-        if placement.precision == Precision::Quantized && placement.device.is_cpu() {
+        if placement.precision.keeps_blocks() && placement.device.is_cpu() {
+            let levels = placement.precision.activation_levels();
             let Some(Packed::Stored(mut parts)) =
-                Linear::stored(std::slice::from_ref(table))?.packed
+                Linear::stored(std::slice::from_ref(table), levels)?.packed
             else {
                 unreachable!("Linear::stored packs for the stored-format kernels")
             };

@@ -55,10 +55,12 @@ pub fn need(checkpoint: &Checkpoint, precision: Precision) -> Need {
         let matrix = dims.len() == 2;
         let bits = match (precision, matrix) {
             (_, false) => 32.0,
-            (Precision::Quantized, true) => dtype.and_then(StoredFormat::of).map_or(
-                StoredFormat::Q8_0.repacked_bits(),
-                StoredFormat::repacked_bits,
-            ),
+            (Precision::Quantized | Precision::QuantizedA16, true) => {
+                dtype.and_then(StoredFormat::of).map_or(
+                    StoredFormat::Q8_0.repacked_bits(),
+                    StoredFormat::repacked_bits,
+                )
+            }
             (Precision::Int8, true) if name.contains("ffn_") => 12.0,
             (Precision::Bf16 | Precision::F16, true) if name != "token_embd.weight" => 16.0,
             _ => 32.0,
@@ -69,7 +71,7 @@ pub fn need(checkpoint: &Checkpoint, precision: Precision) -> Need {
         }
         // Dequantizing precisions hold the source and its f32 form while converting.
         let transient = match precision {
-            Precision::Quantized => source,
+            Precision::Quantized | Precision::QuantizedA16 => source,
             _ => source + 4 * elements as u64,
         };
         largest_source = largest_source.max(transient);

@@ -63,6 +63,10 @@ pub struct Model {
     /// Where the forward runs.
     pub device: Device,
     pub tokenizer: TextTokenizer,
+    /// Storage formats converted at load, in words (`Q3K → Q8_0 (96 matrices)`): where the
+    /// weights stay in blocks on the CPU, matrices in a format without a stored-format kernel,
+    /// and float matrices, become Q8_0.
+    pub converted: Vec<String>,
     network: Box<dyn Network>,
 }
 
@@ -122,6 +126,7 @@ impl Model {
         let architecture =
             architectures::by_name(&name).with_context(|| checkpoint.origin.clone())?;
         let tokenizer = TextTokenizer::from_checkpoint(&checkpoint)?;
+        let converted = conversions(&checkpoint, placement);
         let network = architecture.load(&mut checkpoint, placement)?;
         Ok(Self {
             name: model.name.clone(),
@@ -130,6 +135,7 @@ impl Model {
             precision: placement.precision,
             device: placement.device.clone(),
             tokenizer,
+            converted,
             network,
         })
     }
@@ -148,4 +154,27 @@ impl Model {
     pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         self.network.score(batch)
     }
+}
+
+/// The storage formats that loading `checkpoint` as `placement` says converts, counted by
+/// format: every matrix without a stored-format kernel (other GGUF formats, and float ones)
+/// where the weights stay in blocks on the CPU.
+fn conversions(checkpoint: &checkpoint::Checkpoint, placement: &Placement) -> Vec<String> {
+    if !(placement.precision.keeps_blocks() && placement.device.is_cpu()) {
+        return Vec::new();
+    }
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for name in checkpoint.tensor_names() {
+        let Some((dims, dtype)) = checkpoint.tensor_info(&name) else {
+            continue;
+        };
+        let dtype = dtype.unwrap_or(candle_core::quantized::GgmlDType::F32);
+        if dims.len() == 2 && kernels::stored::StoredFormat::of(dtype).is_none() {
+            *counts.entry(format!("{dtype:?}")).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(format, n)| format!("{format} → Q8_0 ({n} matrices)"))
+        .collect()
 }

@@ -54,6 +54,7 @@ impl clap::ValueEnum for DtypeChoice {
             DtypeChoice::Fixed(Precision::Bf16),
             DtypeChoice::Fixed(Precision::F16),
             DtypeChoice::Fixed(Precision::Quantized),
+            DtypeChoice::Fixed(Precision::QuantizedA16),
             DtypeChoice::Fixed(Precision::Int8),
         ]
     }
@@ -84,12 +85,18 @@ pub fn matmul_kernels(precision: Precision, on_cpu: bool) -> anyhow::Result<Stri
             bf16::Bf16Path::select(&CpuFeatures::detect())?.name(),
             cpu_gemm_path()
         ),
-        (Precision::Quantized, true) => format!(
+        (Precision::Quantized | Precision::QuantizedA16, true) => format!(
             "stored-format {} (every matrix in the file's GGUF format; float and other \
-             formats as 8-bit Q8_0)",
-            stored::StoredPath::select(&CpuFeatures::detect())?.name()
+             formats as 8-bit Q8_0; activations {})",
+            stored::StoredPath::select(&CpuFeatures::detect())?.name(),
+            match precision.activation_levels() {
+                1 => "8-bit",
+                _ => "8-bit twice (about 16-bit)",
+            }
         ),
-        (Precision::Quantized, false) => "candle QMatMul (GGUF blocks)".into(),
+        (Precision::Quantized | Precision::QuantizedA16, false) => {
+            "candle QMatMul (GGUF blocks)".into()
+        }
         (p, true) => format!("{} candle gemm {}", p.name(), cpu_gemm_path()),
         (p, false) => format!("{} candle cuBLAS", p.name()),
     })
@@ -120,6 +127,7 @@ pub fn kernel_arithmetic(placement: &Placement) -> Option<String> {
     let own = match placement.precision {
         Precision::Int8 => Some(int8::ARITHMETIC),
         Precision::Quantized => Some(stored::ARITHMETIC),
+        Precision::QuantizedA16 => Some(stored::ARITHMETIC_A16),
         Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
         _ => None,
     };

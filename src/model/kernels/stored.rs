@@ -29,6 +29,11 @@ use super::features::CpuFeatures;
 pub const ARITHMETIC: &str = "stored v1: GGUF blocks as stored, activations 8-bit per format \
                               block (32; 256 for k-quants), half to even";
 
+/// [`ARITHMETIC`] with two levels of activations (`--dtype quantized-a16`).
+pub const ARITHMETIC_A16: &str = "stored v1: GGUF blocks as stored, activations 8-bit per \
+                                  format block (32; 256 for k-quants), half to even, and their \
+                                  rounding error again so, the two products summed";
+
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 8;
 /// Rows of `x` per task: a panel's weights are read from memory once per chunk of rows.
@@ -419,6 +424,9 @@ pub struct StoredMatrix {
     /// `[panel][super-block][sub-block][column]` (k-quants with a minimum).
     mn: Vec<u8>,
     path: StoredPath,
+    /// Levels of 8-bit activations per product: 1, or 2 (the rounding error quantized again
+    /// and multiplied too: about 16-bit activations for twice the integer work).
+    activation_levels: usize,
 }
 
 impl StoredMatrix {
@@ -514,6 +522,7 @@ impl StoredMatrix {
             sc,
             mn,
             path,
+            activation_levels: 1,
         }
     }
 
@@ -608,6 +617,15 @@ impl StoredMatrix {
         out.copy_from_slice(&full[..self.k_in]);
     }
 
+    /// The matrix multiplying activations at `levels` levels of 8 bits (1 or 2): at 2, each
+    /// activation row's rounding error is quantized again as a second row, and the two rows'
+    /// products are summed (`x ≈ s₁q₁ + s₂q₂`).
+    pub fn with_activation_levels(mut self, levels: usize) -> Self {
+        assert!(matches!(levels, 1 | 2), "1 or 2 activation levels");
+        self.activation_levels = levels;
+        self
+    }
+
     /// `x: [rows, k]` row-major → `[rows, n]` row-major.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
         assert_eq!(
@@ -617,7 +635,27 @@ impl StoredMatrix {
             self.k_in
         );
         let s = self.format.scheme();
-        let acts = Activations::new(x, rows, self.k_in, self.k, &s);
+        let levels = self.activation_levels;
+        let acts = Activations::new(x, rows, self.k_in, self.k, &s, levels);
+        let y = self.product(&acts, rows * levels);
+        if levels == 1 {
+            return y;
+        }
+        let mut out = vec![0f32; rows * self.n];
+        out.par_chunks_mut(self.n.max(1))
+            .zip(y.par_chunks(2 * self.n.max(1)))
+            .for_each(|(out, pair)| {
+                let (main, residual) = pair.split_at(self.n);
+                for ((o, m), r) in out.iter_mut().zip(main).zip(residual) {
+                    *o = m + r;
+                }
+            });
+        out
+    }
+
+    /// The product of quantized activation rows with the matrix: `[rows, n]`.
+    fn product(&self, acts: &Activations, rows: usize) -> Vec<f32> {
+        let s = self.format.scheme();
         let quant_bytes = s.quant_bytes() * self.super_blocks;
         let per_panel = self.super_blocks * PANEL;
         let subs = s.subs();
@@ -687,20 +725,32 @@ struct Activations {
 }
 
 impl Activations {
-    fn new(x: &[f32], rows: usize, k_in: usize, k: usize, s: &Scheme) -> Self {
-        let padded = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+    fn new(x: &[f32], rows: usize, k_in: usize, k: usize, s: &Scheme, levels: usize) -> Self {
+        let padded = (rows * levels).div_ceil(TILE_ROWS) * TILE_ROWS;
         let super_blocks = k / s.super_block;
         let subs_per_row = k / s.sub_block;
         let mut q = vec![0i8; padded * k];
         let mut scales = vec![0f32; padded * super_blocks];
         let mut sums = vec![0i32; padded * subs_per_row];
-        q.par_chunks_mut(k)
-            .zip(scales.par_chunks_mut(super_blocks))
-            .zip(sums.par_chunks_mut(subs_per_row))
+        q.par_chunks_mut(k * levels)
+            .zip(scales.par_chunks_mut(super_blocks * levels))
+            .zip(sums.par_chunks_mut(subs_per_row * levels))
             .take(rows)
             .enumerate()
             .for_each(|(r, ((q, scales), sums))| {
-                quantize_row(&x[r * k_in..(r + 1) * k_in], s, q, scales, sums);
+                let row = &x[r * k_in..(r + 1) * k_in];
+                let (q, q_residual) = q.split_at_mut(k);
+                let (scales, scales_residual) = scales.split_at_mut(super_blocks);
+                let (sums, sums_residual) = sums.split_at_mut(subs_per_row);
+                quantize_row(row, s, q, scales, sums);
+                if levels == 2 {
+                    let residual: Vec<f32> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v - scales[i / s.super_block] * q[i] as f32)
+                        .collect();
+                    quantize_row(&residual, s, q_residual, scales_residual, sums_residual);
+                }
             });
         Self {
             q,
@@ -1306,6 +1356,74 @@ mod tests {
                     format.name(),
                     path.name()
                 );
+            }
+        }
+    }
+
+    /// Two activation levels: on every path, exactly the reference's product of the 8-bit rows
+    /// plus that of their rounding errors quantized again, and many times closer to the product
+    /// of the decoded weights with the unquantized activations than one level.
+    #[test]
+    fn two_activation_levels_add_the_rounding_errors_product() {
+        let (rows, n, k) = (9, 40, 512);
+        for format in StoredFormat::ALL {
+            let (bytes, q) = gguf_matrix(format, n, k, 5);
+            let mut x = random_matrix(6, rows * k, 1.0);
+            x[3] = 40.0;
+            let weights = decoded(format, &bytes, n, k);
+            let s = format.scheme();
+            let mut residual = vec![0f32; rows * k];
+            for r in 0..rows {
+                let row = &x[r * k..(r + 1) * k];
+                let (mut q8, mut scales) = (vec![0i8; k], vec![0f32; k / s.super_block]);
+                let mut sums = vec![0i32; k / s.sub_block];
+                quantize_row_scalar(row, &s, &mut q8, &mut scales, &mut sums);
+                for i in 0..k {
+                    residual[r * k + i] = row[i] - scales[i / s.super_block] * q8[i] as f32;
+                }
+            }
+            let main = reference(format, &weights, &x, k, rows);
+            let second = reference(format, &weights, &residual, k, rows);
+            let expected: Vec<f32> = main.iter().zip(&second).map(|(m, r)| m + r).collect();
+            let dense = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let exact: Vec<f64> = (0..rows * n)
+                .map(|i| {
+                    let (r, c) = (i / n, i % n);
+                    (0..k)
+                        .map(|j| x[r * k + j] as f64 * dense[c][j] as f64)
+                        .sum()
+                })
+                .collect();
+            let error = |y: &[f32]| -> f64 {
+                y.iter()
+                    .zip(&exact)
+                    .map(|(a, b)| (*a as f64 - b).abs())
+                    .sum()
+            };
+            assert!(
+                error(&expected) * 20.0 < error(&main),
+                "{}: two levels {} vs one {}",
+                format.name(),
+                error(&expected),
+                error(&main)
+            );
+            for path in StoredPath::available(&CpuFeatures::detect()) {
+                let m = StoredMatrix::from_gguf(format, &bytes, n, k, path)
+                    .unwrap()
+                    .with_activation_levels(2);
+                let got = m.matmul(&x, rows);
+                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    assert!(
+                        g.to_bits() == e.to_bits(),
+                        "{} {} two levels, output {i}: {g} ≠ {e}",
+                        format.name(),
+                        path.name()
+                    );
+                }
             }
         }
     }
