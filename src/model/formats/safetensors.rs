@@ -61,11 +61,17 @@ impl HfTensors {
     }
 
     /// A tensor widened to f32 (from f16 or bf16 where stored so).
+    /// A tensor as f32, copied out of the shards' memory map (whose pages it then releases).
     pub fn read_f32(&self, name: &str) -> Result<Tensor> {
-        self.files
+        let tensor = self
+            .files
             .load(name, &Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F32))
-            .with_context(|| format!("{}: cannot read tensor '{name}'", self.folder.display()))
+            .with_context(|| format!("{}: cannot read tensor '{name}'", self.folder.display()))?;
+        if let Ok(view) = self.files.get(name) {
+            release_pages(view.data());
+        }
+        Ok(tensor)
     }
 
     /// The shard files, for messages.
@@ -91,6 +97,29 @@ impl TensorSource for HfTensors {
     fn read(&mut self, name: &str) -> Result<QTensor> {
         Ok(QTensor::quantize(&self.read_f32(name)?, GgmlDType::F32)?)
     }
+}
+
+/// Drops the whole pages of a tensor's bytes in the shards' memory map once the tensor has
+/// been copied out, so that loading holds one tensor's source at a time, not every shard's
+/// touched pages (as the GGUF reader does).
+fn release_pages(data: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = (data.as_ptr() as usize).div_ceil(page) * page;
+        let end = (data.as_ptr() as usize + data.len()) / page * page;
+        if end > start {
+            // SAFETY: MADV_DONTNEED on a read-only file map only drops pages, which are read
+            // again from the file if touched; the range lies within the tensor's bytes, and no
+            // reference into it outlives the copy made above.
+            let _ = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = data;
 }
 
 /// The chat template and BOS/EOS texts of `folder/tokenizer_config.json`, where there is one,

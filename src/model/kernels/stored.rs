@@ -592,29 +592,37 @@ impl StoredMatrix {
         let (p, c) = (r / PANEL, r % PANEL);
         let quant_bytes = s.quant_bytes();
         let subs = s.subs();
-        let mut row = DecodedRow::default();
+        // The same arithmetic as `StoredFormat::dequantize`, written straight into `out`
+        // (one row per looked-up token: no allocation).
         for sb in 0..self.super_blocks {
             let at = p * self.super_blocks + sb;
             let base = &self.quants[at * quant_bytes..(at + 1) * quant_bytes];
-            for i in 0..s.super_block {
-                row.u.push(unpack_scalar(&s, base, c, i));
-            }
-            row.d.push(self.d[at * PANEL + c]);
-            if s.min {
-                row.m.push(self.m[at * PANEL + c]);
-            }
+            let d = self.d[at * PANEL + c];
             for sub in 0..subs {
-                if s.sub_scales {
-                    row.sc.push(self.sc[(at * subs + sub) * PANEL + c]);
-                    if s.min {
-                        row.mn.push(self.mn[(at * subs + sub) * PANEL + c]);
-                    }
+                let (sc, mn) = match s.sub_scales {
+                    true => (
+                        self.sc[(at * subs + sub) * PANEL + c] as f32,
+                        match s.min {
+                            true => self.mn[(at * subs + sub) * PANEL + c] as f32,
+                            false => 0.0,
+                        },
+                    ),
+                    false => (1.0, 1.0),
+                };
+                let a = d * sc;
+                let b = if s.min {
+                    self.m[at * PANEL + c] * mn
+                } else {
+                    0.0
+                };
+                for i in sub * s.sub_block..(sub + 1) * s.sub_block {
+                    let Some(o) = out.get_mut(sb * s.super_block + i) else {
+                        return; // the padding of a float source's rows
+                    };
+                    *o = a * (unpack_scalar(&s, base, c, i) as i32 - s.offset) as f32 + b;
                 }
             }
         }
-        let mut full = vec![0f32; self.k];
-        self.format.dequantize(&row, &mut full);
-        out.copy_from_slice(&full[..self.k_in]);
     }
 
     /// The matrix multiplying activations at `levels` levels of 8 bits (1 or 2): at 2, each
@@ -1503,6 +1511,15 @@ mod tests {
                 let exact: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
                 assert!((expected[r * n + c] - exact).abs() < 0.02);
             }
+        }
+        // Rows read back stop at the caller's 70 inputs, not the 96 of whole blocks.
+        let m = StoredMatrix::from_f32(&w, n, k, StoredPath::Portable);
+        let mut row = vec![0f32; k];
+        for r in [0, 36] {
+            m.dequantize_row(r, &mut row);
+            let mut full = vec![0f32; decoded[r].u.len()];
+            StoredFormat::Q8_0.dequantize(&decoded[r], &mut full);
+            assert_eq!(row, full[..k]);
         }
     }
 
