@@ -520,7 +520,7 @@ mod tests {
         let m = Gemma3Architecture.metadata_from_config(&config).unwrap();
         let f = |k: &str| match &m[k] {
             Value::F32(v) => *v as f64,
-            Value::U64(v) => *v as f64,
+            Value::U32(v) => *v as f64,
             other => panic!("{k}: {other:?}"),
         };
         assert_eq!(f("gemma3.attention.sliding_window_pattern"), 3.0);
