@@ -246,7 +246,9 @@ for i in range(1, int(count) + 1):
         vl.update({"tokens_per_s": b["computed_tokens_per_s"], "computed_tokens": b["computed_tokens"],
                    "request_tokens": b["request_tokens"], "load_s": b["load_s"], "score_s": b["score_s"],
                    "dtype": b["settings"]["dtype"], "matmul_kernels": b["settings"].get("matmul_kernels"),
-                   "threads": b["settings"].get("threads"), "own_peak_rss_mb": b.get("peak_rss_mb")})
+                   "threads": b["settings"].get("threads"), "own_peak_rss_mb": b.get("peak_rss_mb"),
+                   "rechecked_requests": b.get("rechecked_requests", 0),
+                   "rechecked_tokens": b.get("rechecked_tokens", 0)})
     except (ValueError, IndexError, KeyError):
         vl["error"] = read(f"{tmp}/valuelens-{i}.err")[-2000:]
     run["valuelens"] = vl

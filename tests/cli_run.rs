@@ -568,16 +568,17 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     let record: serde_json::Value = serde_json::from_str(&read(&out.join("run.json"))).unwrap();
     let features = valuelens::model::kernels::CpuFeatures::detect();
     let expected = if features.avx2 && features.fma {
-        "quantized"
+        "quantized-tiebreak"
     } else {
         println!(
-            "auto chose f32: this CPU lacks avx2 (quantized is auto's choice where it has it)"
+            "auto chose f32: this CPU lacks avx2 (quantized-tiebreak is auto's choice where it \
+             has it)"
         );
         "f32"
     };
     assert_eq!(record["model"]["dtype"], expected, "{record}");
     let kernels = record["model"]["matmul_kernels"].as_str().unwrap();
-    let kernels_start = if expected == "quantized" {
+    let kernels_start = if expected == "quantized-tiebreak" {
         "stored-format"
     } else {
         "f32"
@@ -586,8 +587,8 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     let config: serde_json::Value =
         serde_json::from_str(&read(&out.join("checkpoints/config.json"))).unwrap();
     assert_eq!(config["dtype"], expected);
-    let precision = if expected == "quantized" {
-        Precision::Quantized
+    let precision = if expected == "quantized-tiebreak" {
+        Precision::QuantizedTiebreak
     } else {
         Precision::F32
     };
@@ -599,7 +600,7 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     );
     assert_eq!(
         arithmetic.is_some(),
-        expected == "quantized" || features.avx512f
+        expected == "quantized-tiebreak" || features.avx512f
     );
     succeed(with_dtype("auto"));
 
@@ -607,7 +608,7 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     let summary = String::from_utf8_lossy(&resumed.stdout);
     assert!(summary.contains("(4 of 4 units resumed)"), "{summary}");
     let other = if expected == "f32" {
-        "quantized"
+        "quantized-tiebreak"
     } else {
         "f32"
     };

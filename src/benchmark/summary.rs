@@ -60,6 +60,17 @@ pub fn summary(report: &MetricsReport, record: &RunRecord, out: &Path, figures: 
         record.units.total,
         record.timings.wall_s
     );
+    if record.tokens.rechecked_requests > 0 {
+        let _ = writeln!(
+            text,
+            "near ties: {} requests scored again with finer activations, {} tokens ({:.1} % of \
+             the computed)",
+            record.tokens.rechecked_requests,
+            record.tokens.rechecked_tokens,
+            100.0 * record.tokens.rechecked_tokens as f64
+                / record.tokens.computed_tokens.max(1) as f64
+        );
+    }
     if let Some(pride) = &record.pride {
         let _ = writeln!(
             text,

@@ -63,12 +63,19 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let secs = (started.elapsed() - loaded).as_secs_f64();
+    let rechecked = match stats.rechecked_requests {
+        0 => String::new(),
+        n => format!(
+            "; {n} requests of near ties scored again with finer activations, {} of the tokens",
+            stats.rechecked_tokens
+        ),
+    };
     eprintln!(
-        "scored {} requests with {} [{:?} on {}] in {secs:.2} s: {} tokens computed for {} in \
-         the requests ({:.0} computed tokens/s; load {:.2} s)",
+        "scored {} requests with {} [{} on {}] in {secs:.2} s: {} tokens computed for {} in \
+         the requests ({:.0} computed tokens/s; load {:.2} s{rechecked})",
         stats.requests,
         model.name,
-        model.precision,
+        model.precision.name(),
         device_name(&model.device),
         stats.computed_tokens,
         stats.request_tokens,
@@ -129,6 +136,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "distinct_tokens": stats.distinct_tokens,
             "computed_tokens": stats.computed_tokens,
             "forwards": stats.forwards,
+            "rechecked_requests": stats.rechecked_requests,
+            "rechecked_tokens": stats.rechecked_tokens,
             "wall_s": started.elapsed().as_secs_f64(),
             "load_s": load_s,
             "score_s": score_s,

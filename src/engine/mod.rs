@@ -6,7 +6,8 @@
 //! Inside, data flows `types` (requests) → `tokenize` → `prefix` (the tree and its segments)
 //! → `schedule` (packed forwards) → `score` (the model, then scores per request); `requests`
 //! reads and writes the JSONL files, `agreement` compares two scorings, `positions` scores
-//! whole prompts at every position (what a completions server echoes).
+//! whole prompts at every position (what a completions server echoes), `ties` finds the
+//! questions that `--dtype quantized-tiebreak` scores again.
 
 pub mod agreement;
 pub mod positions;
@@ -14,6 +15,7 @@ pub mod prefix;
 pub mod requests;
 mod schedule;
 mod score;
+pub mod ties;
 mod tokenize;
 mod types;
 

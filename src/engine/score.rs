@@ -6,6 +6,7 @@ use indicatif::ProgressBar;
 
 use super::prefix::PrefixTree;
 use super::schedule::{Consumer, Schedule};
+use super::ties::{near_tie_requests, NEAR_TIE_NATS};
 use super::tokenize::{tokenize_requests, TokenizedRequest};
 use super::types::{EngineOptions, EngineStats, Request, Score};
 use crate::model::Model;
@@ -28,7 +29,18 @@ pub fn score_with_stats(
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<Score>, EngineStats)> {
     let tokenized = tokenize_requests(model, requests)?;
-    let (scores, stats) = score_tokenized(model, &tokenized, options, progress)?;
+    let (mut scores, mut stats) = score_tokenized(model, &tokenized, options, progress)?;
+    if model.rechecks_near_ties() {
+        recheck_near_ties(
+            model,
+            requests,
+            &tokenized,
+            &mut scores,
+            &mut stats,
+            options,
+            progress,
+        )?;
+    }
     let scores = requests
         .iter()
         .zip(scores)
@@ -41,6 +53,38 @@ pub fn score_with_stats(
         })
         .collect();
     Ok((scores, stats))
+}
+
+/// Scores the choices of the questions that are near ties in `scores` again with finer
+/// activations (see [`ties`](super::ties)), in place.
+fn recheck_near_ties(
+    model: &Model,
+    requests: &[Request],
+    tokenized: &[TokenizedRequest],
+    scores: &mut [TokenScores],
+    stats: &mut EngineStats,
+    options: &EngineOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    let logprobs: Vec<f64> = scores
+        .iter()
+        .map(|s| s.token_logprobs.iter().sum())
+        .collect();
+    let near = near_tie_requests(requests, &logprobs, NEAR_TIE_NATS);
+    if near.is_empty() {
+        return Ok(());
+    }
+    let again: Vec<TokenizedRequest> = near.iter().map(|&i| tokenized[i].clone()).collect();
+    let (rescored, again_stats) =
+        model.with_finer_activations(|| score_tokenized(model, &again, options, progress))?;
+    for (&i, score) in near.iter().zip(rescored) {
+        scores[i] = score;
+    }
+    stats.computed_tokens += again_stats.computed_tokens;
+    stats.forwards += again_stats.forwards;
+    stats.rechecked_requests += near.len();
+    stats.rechecked_tokens += again_stats.computed_tokens;
+    Ok(())
 }
 
 /// Per-token scores of one tokenized request.
@@ -188,7 +232,8 @@ fn score_regime(
 }
 
 /// Scores a stream of requests of any length with bounded memory: `chunk` requests at a time
-/// are tokenized, shared and scored, and their scores handed to `sink` in input order.
+/// (more where the last ones share a context, so that a question is not cut) are tokenized,
+/// shared and scored, and their scores handed to `sink` in input order.
 pub fn score_stream(
     model: &Model,
     requests: impl Iterator<Item = Result<Request>>,
@@ -204,6 +249,16 @@ pub fn score_stream(
         buffer.clear();
         for request in requests.by_ref().take(chunk.max(1)) {
             buffer.push(request?);
+        }
+        // A question's choices (requests with one context, in a row) stay in one chunk, so
+        // that near ties are found whole.
+        while let Some(Ok(next)) = requests.peek() {
+            match buffer.last() {
+                Some(last) if !last.context.is_empty() && last.context == next.context => {
+                    buffer.push(requests.next().expect("peeked")?);
+                }
+                _ => break,
+            }
         }
         let (scores, chunk_stats) = score_with_stats(model, &buffer, options, progress)?;
         stats.add(&chunk_stats);

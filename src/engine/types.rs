@@ -52,6 +52,13 @@ pub struct EngineStats {
     /// Tokens actually run through the model (ancestors repeated across forwards included).
     pub computed_tokens: usize,
     pub forwards: usize,
+    /// Requests scored again with finer activations as choices of a near tie
+    /// (`quantized-tiebreak`); their second scoring's tokens are in `computed_tokens` and
+    /// `rechecked_tokens`.
+    #[serde(default)]
+    pub rechecked_requests: usize,
+    #[serde(default)]
+    pub rechecked_tokens: usize,
 }
 
 impl EngineStats {
@@ -61,5 +68,7 @@ impl EngineStats {
         self.distinct_tokens += other.distinct_tokens;
         self.computed_tokens += other.computed_tokens;
         self.forwards += other.forwards;
+        self.rechecked_requests += other.rechecked_requests;
+        self.rechecked_tokens += other.rechecked_tokens;
     }
 }

@@ -1,6 +1,9 @@
 //! Where a model computes (`--device cpu|cuda[:N]`) and in which precision (`--dtype`), and
 //! how weights read from a checkpoint (always on the CPU) are put there.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +38,14 @@ pub enum Precision {
     #[value(name = "quantized-a16")]
     #[serde(rename = "quantized-a16")]
     QuantizedA16,
+    /// As `quantized` (8-bit activations), and on the CPU the choices of a question (requests
+    /// with the same context) whose two most likely continuations lie within 0.25 nats are
+    /// scored again as `quantized-a16` does: 8-bit activations flip such near ties, and the
+    /// recheck gives f32's hard choices at about `quantized`'s speed. What `auto` picks on
+    /// the CPU. Prompt-only scoring (the server's echo requests) has no questions to recheck.
+    #[value(name = "quantized-tiebreak")]
+    #[serde(rename = "quantized-tiebreak")]
+    QuantizedTiebreak,
     /// int8 on the CPU: the feed-forward matrices requantized at load to 8 bits per block of
     /// 16 inputs, activations quantized the same way at each product, integer dot products on
     /// the fastest instruction set the CPU has (AVX-512 VNNI, AVX2, else portable code; the
@@ -45,10 +56,19 @@ pub enum Precision {
 impl Precision {
     /// Whether weights stay in the file's quantized blocks (`quantized`, `quantized-a16`).
     pub fn keeps_blocks(self) -> bool {
-        matches!(self, Precision::Quantized | Precision::QuantizedA16)
+        matches!(
+            self,
+            Precision::Quantized | Precision::QuantizedA16 | Precision::QuantizedTiebreak
+        )
     }
 
-    /// Levels of 8-bit activations in the stored-format kernels: 2 for `quantized-a16`.
+    /// Whether near ties are scored again with finer activations (`quantized-tiebreak`).
+    pub fn rechecks_near_ties(self) -> bool {
+        self == Precision::QuantizedTiebreak
+    }
+
+    /// Levels of 8-bit activations in the stored-format kernels as loaded: 2 for
+    /// `quantized-a16` (`quantized-tiebreak` switches to 2 for its rechecks only).
     pub fn activation_levels(self) -> usize {
         match self {
             Precision::QuantizedA16 => 2,
@@ -59,9 +79,11 @@ impl Precision {
     /// The dtype of dense weights and activations.
     pub fn activation_dtype(self) -> DType {
         match self {
-            Precision::F32 | Precision::Quantized | Precision::QuantizedA16 | Precision::Int8 => {
-                DType::F32
-            }
+            Precision::F32
+            | Precision::Quantized
+            | Precision::QuantizedA16
+            | Precision::QuantizedTiebreak
+            | Precision::Int8 => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -102,6 +124,7 @@ impl Precision {
             Precision::F16 => "f16",
             Precision::Quantized => "quantized",
             Precision::QuantizedA16 => "quantized-a16",
+            Precision::QuantizedTiebreak => "quantized-tiebreak",
             Precision::Int8 => "int8",
         }
     }
@@ -116,11 +139,36 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
+/// Levels of 8-bit activations (1 or 2) that a model's stored-format products use now: one
+/// value shared by all its matrices, so that a forward can be run again with finer
+/// activations without loading the model twice (see `Model::with_finer_activations`).
+#[derive(Debug, Clone)]
+pub struct ActivationLevels(Arc<AtomicUsize>);
+
+impl ActivationLevels {
+    pub fn new(levels: usize) -> Self {
+        assert!(matches!(levels, 1 | 2), "1 or 2 activation levels");
+        Self(Arc::new(AtomicUsize::new(levels)))
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, levels: usize) {
+        assert!(matches!(levels, 1 | 2), "1 or 2 activation levels");
+        self.0.store(levels, Ordering::Relaxed);
+    }
+}
+
 /// A device and a precision: where loaded weights go and in which form.
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub device: Device,
     pub precision: Precision,
+    /// The stored-format products' activation levels, shared by every matrix loaded with
+    /// this placement (and its clones).
+    pub activation_levels: ActivationLevels,
     /// Compute bf16 on the CPU as a GPU does (bf16 activations through candle, masked
     /// attention blocks) instead of with the CPU's bf16 kernel: to test on a CPU what GPUs
     /// compute.
@@ -133,6 +181,7 @@ impl Placement {
             device,
             precision,
             gpu_numerics: false,
+            activation_levels: ActivationLevels::new(precision.activation_levels()),
         }
     }
 

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::batch::PackedBatch;
 use super::cpu_ops;
 pub use super::cpu_ops::GateActivation;
-use super::device::{is_float_format, Placement, Precision};
+use super::device::{is_float_format, ActivationLevels, Placement, Precision};
 use super::kernels::bf16::{Bf16Matrix, Bf16Path};
 use super::kernels::int8::{Int8Matrix, Int8Path};
 use super::kernels::stored::{StoredFormat, StoredMatrix, StoredPath};
@@ -43,7 +43,7 @@ impl Linear {
             return Self::packed(&parts, placement);
         }
         if placement.precision.keeps_blocks() && placement.device.is_cpu() {
-            return Self::stored(&parts, placement.precision.activation_levels());
+            return Self::stored(&parts, &placement.activation_levels);
         }
         let quantized =
             placement.precision.keeps_blocks() && parts.iter().all(|p| !is_float_format(p.dtype()));
@@ -131,7 +131,7 @@ impl Linear {
     /// The stacked parts repacked for the stored-format kernels: parts in a format they cover
     /// keep their blocks; float parts, and formats without a kernel, become 8-bit (Q8_0's
     /// scheme with f32 scales). Consecutive parts of one format share one matrix.
-    fn stored(parts: &[QTensor], activation_levels: usize) -> Result<Self> {
+    fn stored(parts: &[QTensor], activation_levels: &ActivationLevels) -> Result<Self> {
         let path = StoredPath::select(&CpuFeatures::detect())?;
         let mut matrices = Vec::new();
         let mut start = 0;
@@ -195,7 +195,9 @@ impl Linear {
                     StoredMatrix::from_f32(&values, rows, cols, path)
                 }
             };
-            matrices.push(Arc::new(matrix.with_activation_levels(activation_levels)));
+            matrices.push(Arc::new(
+                matrix.with_shared_levels(activation_levels.clone()),
+            ));
             start = end;
         }
         Ok(Self {
@@ -324,9 +326,8 @@ pub enum Embeddings {
 impl Embeddings {
     pub fn new(table: &QTensor, placement: &Placement) -> Result<Self> {
         if placement.precision.keeps_blocks() && placement.device.is_cpu() {
-            let levels = placement.precision.activation_levels();
             let Some(Packed::Stored(mut parts)) =
-                Linear::stored(std::slice::from_ref(table), levels)?.packed
+                Linear::stored(std::slice::from_ref(table), &placement.activation_levels)?.packed
             else {
                 unreachable!("Linear::stored packs for the stored-format kernels")
             };

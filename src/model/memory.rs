@@ -55,12 +55,10 @@ pub fn need(checkpoint: &Checkpoint, precision: Precision) -> Need {
         let matrix = dims.len() == 2;
         let bits = match (precision, matrix) {
             (_, false) => 32.0,
-            (Precision::Quantized | Precision::QuantizedA16, true) => {
-                dtype.and_then(StoredFormat::of).map_or(
-                    StoredFormat::Q8_0.repacked_bits(),
-                    StoredFormat::repacked_bits,
-                )
-            }
+            (p, true) if p.keeps_blocks() => dtype.and_then(StoredFormat::of).map_or(
+                StoredFormat::Q8_0.repacked_bits(),
+                StoredFormat::repacked_bits,
+            ),
             (Precision::Int8, true) if name.contains("ffn_") => 12.0,
             (Precision::Bf16 | Precision::F16, true) if name != "token_embd.weight" => 16.0,
             _ => 32.0,
@@ -71,7 +69,7 @@ pub fn need(checkpoint: &Checkpoint, precision: Precision) -> Need {
         }
         // Dequantizing precisions hold the source and its f32 form while converting.
         let transient = match precision {
-            Precision::Quantized | Precision::QuantizedA16 => source,
+            p if p.keeps_blocks() => source,
             _ => source + 4 * elements as u64,
         };
         largest_source = largest_source.max(transient);
@@ -197,6 +195,7 @@ pub fn plan(
         return Ok((tokens, Some(note)));
     }
     let fits: Vec<String> = [
+        Precision::QuantizedTiebreak,
         Precision::Quantized,
         Precision::Int8,
         Precision::Bf16,

@@ -68,6 +68,8 @@ pub struct Model {
     /// and float matrices, become Q8_0.
     pub converted: Vec<String>,
     network: Box<dyn Network>,
+    /// The stored-format products' activation levels (see [`Model::with_finer_activations`]).
+    activation_levels: device::ActivationLevels,
 }
 
 impl Model {
@@ -137,6 +139,7 @@ impl Model {
             tokenizer,
             converted,
             network,
+            activation_levels: placement.activation_levels.clone(),
         })
     }
 
@@ -153,6 +156,28 @@ impl Model {
 
     pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         self.network.score(batch)
+    }
+
+    /// Whether the engine scores the choices of near ties again with finer activations
+    /// (`quantized-tiebreak` on the CPU, where the stored-format kernels can switch).
+    pub fn rechecks_near_ties(&self) -> bool {
+        self.precision.rechecks_near_ties() && self.device.is_cpu()
+    }
+
+    /// Runs `f` with the stored-format products at two levels of 8-bit activations (about
+    /// 16-bit, as `quantized-a16`), then back to the levels the model was loaded with; a
+    /// model without stored-format products runs `f` as it is. Forwards of one model run one
+    /// at a time (the engine's callers hold it so), so no other forward sees the switch.
+    pub fn with_finer_activations<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Restore<'a>(&'a device::ActivationLevels, usize);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.1);
+            }
+        }
+        let _restore = Restore(&self.activation_levels, self.activation_levels.get());
+        self.activation_levels.set(2);
+        f()
     }
 }
 

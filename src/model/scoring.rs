@@ -52,8 +52,9 @@ impl LmHead {
     ) -> Result<Self> {
         let projection = match (output, placement.precision) {
             (Some(output), _) => Linear::new(output, &placement.outlier_sensitive())?,
-            (None, Precision::Quantized | Precision::QuantizedA16 | Precision::Bf16)
-                if matches!(embeddings, Embeddings::Dense(_))
+            (None, p)
+                if (p.keeps_blocks() || p == Precision::Bf16)
+                    && matches!(embeddings, Embeddings::Dense(_))
                     && (placement.precision.keeps_blocks() || placement.cpu_bf16_kernel()) =>
             {
                 let table = embeddings_q.context("the tied LM head needs the embedding table")?;

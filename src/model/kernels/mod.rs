@@ -26,11 +26,12 @@ pub enum DtypeChoice {
 
 impl DtypeChoice {
     /// The precision to compute in on `device`. `auto`: bf16 on a GPU; on the CPU the
-    /// stored-format kernels (`quantized`: a GGUF file's blocks as stored, float weights as
-    /// 8-bit Q8_0) where the CPU has a path faster than portable code (AVX2 or AVX-512 VNNI:
-    /// measured faster than f32 and int8, closer to the references than candle's quantized
-    /// kernels, at about the file's size in memory, and the same numbers on every such CPU),
-    /// else f32.
+    /// stored-format kernels with near ties rechecked (`quantized-tiebreak`: a GGUF file's
+    /// blocks as stored, float weights as 8-bit Q8_0, activations at 8 bits and the choices of
+    /// questions within 0.25 nats scored again at about 16) where the CPU has a path faster
+    /// than portable code (AVX2 or AVX-512 VNNI: measured faster than f32 and int8, at about
+    /// the file's size in memory, f32's hard choices on the shared workloads, and the same
+    /// numbers on every such CPU), else f32.
     pub fn resolve(self, device: &Device) -> Precision {
         match self {
             DtypeChoice::Fixed(precision) => precision,
@@ -39,7 +40,7 @@ impl DtypeChoice {
                 let features = CpuFeatures::detect();
                 match stored::StoredPath::available(&features)[0] {
                     stored::StoredPath::Portable => Precision::F32,
-                    _ => Precision::Quantized,
+                    _ => Precision::QuantizedTiebreak,
                 }
             }
         }
@@ -55,6 +56,7 @@ impl clap::ValueEnum for DtypeChoice {
             DtypeChoice::Fixed(Precision::F16),
             DtypeChoice::Fixed(Precision::Quantized),
             DtypeChoice::Fixed(Precision::QuantizedA16),
+            DtypeChoice::Fixed(Precision::QuantizedTiebreak),
             DtypeChoice::Fixed(Precision::Int8),
         ]
     }
@@ -63,8 +65,9 @@ impl clap::ValueEnum for DtypeChoice {
         match self {
             DtypeChoice::Auto => Some(clap::builder::PossibleValue::new("auto").help(
                 "The fastest precision within tolerance on this device: bf16 on a GPU; on the \
-                 CPU quantized (the file's GGUF blocks as stored, float weights as 8-bit) where \
-                 it has AVX2 or AVX-512 VNNI, else f32 (run.json says which)",
+                 CPU quantized-tiebreak (the file's GGUF blocks as stored, float weights as \
+                 8-bit, near ties rechecked) where it has AVX2 or AVX-512 VNNI, else f32 \
+                 (run.json says which)",
             )),
             DtypeChoice::Fixed(precision) => precision.to_possible_value(),
         }
@@ -85,16 +88,20 @@ pub fn matmul_kernels(precision: Precision, on_cpu: bool) -> anyhow::Result<Stri
             bf16::Bf16Path::select(&CpuFeatures::detect())?.name(),
             cpu_gemm_path()
         ),
-        (Precision::Quantized | Precision::QuantizedA16, true) => format!(
-            "stored-format {} (every matrix in the file's GGUF format; float and other \
-             formats as 8-bit Q8_0; activations {})",
-            stored::StoredPath::select(&CpuFeatures::detect())?.name(),
-            match precision.activation_levels() {
-                1 => "8-bit",
-                _ => "8-bit twice (about 16-bit)",
-            }
-        ),
-        (Precision::Quantized | Precision::QuantizedA16, false) => {
+        (Precision::Quantized | Precision::QuantizedA16 | Precision::QuantizedTiebreak, true) => {
+            format!(
+                "stored-format {} (every matrix in the file's GGUF format; float and other \
+                 formats as 8-bit Q8_0; activations {})",
+                stored::StoredPath::select(&CpuFeatures::detect())?.name(),
+                match precision {
+                    Precision::QuantizedA16 => "8-bit twice (about 16-bit)",
+                    Precision::QuantizedTiebreak =>
+                        "8-bit; near ties rescored with 8-bit twice (about 16-bit)",
+                    _ => "8-bit",
+                }
+            )
+        }
+        (Precision::Quantized | Precision::QuantizedA16 | Precision::QuantizedTiebreak, false) => {
             "candle QMatMul (GGUF blocks)".into()
         }
         (p, true) => format!("{} candle gemm {}", p.name(), cpu_gemm_path()),
@@ -128,6 +135,7 @@ pub fn kernel_arithmetic(placement: &Placement) -> Option<String> {
         Precision::Int8 => Some(int8::ARITHMETIC),
         Precision::Quantized => Some(stored::ARITHMETIC),
         Precision::QuantizedA16 => Some(stored::ARITHMETIC_A16),
+        Precision::QuantizedTiebreak => Some(stored::ARITHMETIC_TIEBREAK),
         Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
         _ => None,
     };

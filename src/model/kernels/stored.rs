@@ -22,6 +22,8 @@
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
+use crate::model::device::ActivationLevels;
+
 use super::common::{tiled_product_in_chunks, PANEL};
 use super::features::CpuFeatures;
 
@@ -33,6 +35,13 @@ pub const ARITHMETIC: &str = "stored v1: GGUF blocks as stored, activations 8-bi
 pub const ARITHMETIC_A16: &str = "stored v1: GGUF blocks as stored, activations 8-bit per \
                                   format block (32; 256 for k-quants), half to even, and their \
                                   rounding error again so, the two products summed";
+
+/// [`ARITHMETIC`], with the choices of near ties scored again as [`ARITHMETIC_A16`]
+/// (`--dtype quantized-tiebreak`).
+pub const ARITHMETIC_TIEBREAK: &str = "stored v1: GGUF blocks as stored, activations 8-bit per \
+                                       format block (32; 256 for k-quants), half to even; \
+                                       questions whose best two choices lie within 0.25 nats \
+                                       scored again with the rounding error quantized too";
 
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 8;
@@ -425,8 +434,9 @@ pub struct StoredMatrix {
     mn: Vec<u8>,
     path: StoredPath,
     /// Levels of 8-bit activations per product: 1, or 2 (the rounding error quantized again
-    /// and multiplied too: about 16-bit activations for twice the integer work).
-    activation_levels: usize,
+    /// and multiplied too: about 16-bit activations for twice the integer work); read at each
+    /// product, shared with the model's other matrices.
+    activation_levels: ActivationLevels,
 }
 
 impl StoredMatrix {
@@ -522,7 +532,7 @@ impl StoredMatrix {
             sc,
             mn,
             path,
-            activation_levels: 1,
+            activation_levels: ActivationLevels::new(1),
         }
     }
 
@@ -628,8 +638,13 @@ impl StoredMatrix {
     /// The matrix multiplying activations at `levels` levels of 8 bits (1 or 2): at 2, each
     /// activation row's rounding error is quantized again as a second row, and the two rows'
     /// products are summed (`x ≈ s₁q₁ + s₂q₂`).
-    pub fn with_activation_levels(mut self, levels: usize) -> Self {
-        assert!(matches!(levels, 1 | 2), "1 or 2 activation levels");
+    pub fn with_activation_levels(self, levels: usize) -> Self {
+        self.with_shared_levels(ActivationLevels::new(levels))
+    }
+
+    /// The matrix multiplying at the levels `levels` holds whenever it multiplies (one knob
+    /// for all of a model's matrices).
+    pub fn with_shared_levels(mut self, levels: ActivationLevels) -> Self {
         self.activation_levels = levels;
         self
     }
@@ -643,7 +658,7 @@ impl StoredMatrix {
             self.k_in
         );
         let s = self.format.scheme();
-        let levels = self.activation_levels;
+        let levels = self.activation_levels.get();
         let acts = Activations::new(x, rows, self.k_in, self.k, &s, levels);
         let y = self.product(&acts, rows * levels);
         if levels == 1 {
@@ -745,19 +760,21 @@ impl Activations {
             .zip(sums.par_chunks_mut(subs_per_row * levels))
             .take(rows)
             .enumerate()
-            .for_each(|(r, ((q, scales), sums))| {
+            .for_each_init(Vec::new, |residual, (r, ((q, scales), sums))| {
                 let row = &x[r * k_in..(r + 1) * k_in];
                 let (q, q_residual) = q.split_at_mut(k);
                 let (scales, scales_residual) = scales.split_at_mut(super_blocks);
                 let (sums, sums_residual) = sums.split_at_mut(subs_per_row);
                 quantize_row(row, s, q, scales, sums);
                 if levels == 2 {
-                    let residual: Vec<f32> = row
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| v - scales[i / s.super_block] * q[i] as f32)
-                        .collect();
-                    quantize_row(&residual, s, q_residual, scales_residual, sums_residual);
+                    // One buffer per task, not per row.
+                    residual.clear();
+                    residual.extend(
+                        row.iter()
+                            .enumerate()
+                            .map(|(i, v)| v - scales[i / s.super_block] * q[i] as f32),
+                    );
+                    quantize_row(residual, s, q_residual, scales_residual, sums_residual);
                 }
             });
         Self {
