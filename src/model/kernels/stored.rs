@@ -1373,15 +1373,15 @@ mod tests {
         let features = CpuFeatures::detect();
         for path in StoredPath::available(&features) {
             let m = StoredMatrix::from_gguf(format, &bytes, n, k, path).unwrap();
-            let got = m.matmul(&x, rows);
-            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                assert!(
-                    g.to_bits() == e.to_bits(),
-                    "{} {} at {rows}×{n}×{k}, output {i}: {g} ≠ {e}",
-                    format.name(),
-                    path.name()
-                );
-            }
+            let what = format!("{} {} at {rows}×{n}×{k}", format.name(), path.name());
+            assert_same_bits(&m.matmul(&x, rows), &expected, &what);
+        }
+    }
+
+    /// `got` equals `expected` to the bit, output by output.
+    fn assert_same_bits(got: &[f32], expected: &[f32], what: &str) {
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert!(g.to_bits() == e.to_bits(), "{what}, output {i}: {g} ≠ {e}");
         }
     }
 
@@ -1440,15 +1440,8 @@ mod tests {
                 let m = StoredMatrix::from_gguf(format, &bytes, n, k, path)
                     .unwrap()
                     .with_activation_levels(2);
-                let got = m.matmul(&x, rows);
-                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                    assert!(
-                        g.to_bits() == e.to_bits(),
-                        "{} {} two levels, output {i}: {g} ≠ {e}",
-                        format.name(),
-                        path.name()
-                    );
-                }
+                let what = format!("{} {} two levels", format.name(), path.name());
+                assert_same_bits(&m.matmul(&x, rows), &expected, &what);
             }
         }
     }
