@@ -157,6 +157,46 @@ fn unsupported_architecture() {
     );
 }
 
+/// A real GGUF whose tensors are in a format candle's reader does not know (IQ4_XS here, as
+/// published for many models) is named as such, not called damaged.
+#[test]
+fn gguf_in_a_format_not_read_is_named_not_called_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model-IQ4_XS.gguf");
+    let weight = QTensor::quantize(
+        &Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
+    let arch = Value::String("llama".to_string());
+    let mut bytes = Vec::new();
+    gguf_file::write(
+        &mut std::io::Cursor::new(&mut bytes),
+        &[("general.architecture", &arch)],
+        &[("blk.0.ffn_down.weight", &weight)],
+    )
+    .unwrap();
+    // The tensor info: name, n_dims (u32), 2 dims (u64 each), then the type (u32).
+    let name = b"blk.0.ffn_down.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
+    assert_eq!(bytes[at..at + 4], 0u32.to_le_bytes(), "the F32 type id");
+    bytes[at..at + 4].copy_from_slice(&23u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let f = score_fails(
+        path.to_str().unwrap(),
+        &good_requests(dir.path()),
+        dir.path(),
+    );
+    assert!(f.stderr.contains("model-IQ4_XS.gguf"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("IQ4_XS (GGUF tensor type 23)"),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("Q4_K_M"), "{}", f.stderr);
+    assert!(!f.stderr.contains("damaged"), "{}", f.stderr);
+}
+
 #[test]
 fn malformed_jsonl_line_names_its_line() {
     let dir = tempfile::tempdir().unwrap();

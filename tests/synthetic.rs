@@ -232,3 +232,62 @@ fn conversions_at_load_are_recorded() {
     let f32 = Model::load("synthetic:llama-tiny", Precision::F32).unwrap();
     assert!(f32.converted.is_empty());
 }
+
+/// Q2_K and Q3_K files are multiplied as stored (nothing converted at load). With two
+/// activation levels the product is that of the file's own weights (within 0.005 nats per
+/// token of the same file in f32, as for every other format); with 8-bit activations within
+/// what `quantized` differs by elsewhere. SmolLM2's down projections (1,536 inputs) take the
+/// k-quant; its 576-input matrices go to Q8_0, as llama.cpp's quantizer sends them.
+#[test]
+fn two_and_three_bit_k_quants_multiply_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = first_requests(6);
+    let options = EngineOptions::default();
+    for (storage, dtype) in [
+        ("q3_k", candle_core::quantized::GgmlDType::Q3K),
+        ("q2_k", candle_core::quantized::GgmlDType::Q2K),
+    ] {
+        let file = dir.path().join(format!("smollm2-{storage}.gguf"));
+        let mut command = common::valuelens_command();
+        command
+            .args([
+                "export",
+                "--format",
+                "gguf",
+                "--gguf-type",
+                storage,
+                "--model",
+            ])
+            .arg(default_model_path())
+            .arg("--out")
+            .arg(&file);
+        succeed(command);
+        let (_, tensors) = valuelens::model::formats::gguf::open(&file).unwrap();
+        assert_eq!(tensors.dtype_of("blk.0.ffn_down.weight"), Some(dtype));
+        let f32 = Model::load_file("smollm2", &file, Precision::F32).unwrap();
+        let exact = engine::score(&f32, &requests, &options, None).unwrap();
+        for (precision, mean_bound, max_bound) in [
+            (Precision::QuantizedA16, 0.005, 0.02),
+            (Precision::Quantized, 0.2, 0.8),
+        ] {
+            let stored = Model::load_file("smollm2", &file, precision).unwrap();
+            assert!(stored.converted.is_empty(), "{:?}", stored.converted);
+            let scores = engine::score(&stored, &requests, &options, None).unwrap();
+            let deltas: Vec<f64> = scores
+                .iter()
+                .zip(&exact)
+                .flat_map(|(x, y)| x.token_logprobs.iter().zip(&y.token_logprobs))
+                .map(|(p, q)| (p - q).abs())
+                .collect();
+            let mean = deltas.iter().sum::<f64>() / deltas.len() as f64;
+            let max = deltas.iter().copied().fold(0.0, f64::max);
+            println!(
+                "{storage} {precision:?}: |Δ| per token against f32 mean {mean:.4}, max {max:.4}"
+            );
+            assert!(
+                mean < mean_bound && max < max_bound,
+                "{storage} {precision:?}: mean |Δ| {mean}, max {max}"
+            );
+        }
+    }
+}

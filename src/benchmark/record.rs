@@ -148,7 +148,7 @@ pub struct ModelRecord {
     pub matmul_kernels: String,
     #[serde(default)]
     pub cpu_features: Vec<String>,
-    /// Storage formats converted at load (`Q3K → Q8_0 (96 matrices)`); absent when none.
+    /// Storage formats converted at load (`F16 → Q8_0 (24 matrices)`); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub converted: Vec<String>,
 }

@@ -63,7 +63,7 @@ pub struct Model {
     /// Where the forward runs.
     pub device: Device,
     pub tokenizer: TextTokenizer,
-    /// Storage formats converted at load, in words (`Q3K → Q8_0 (96 matrices)`): where the
+    /// Storage formats converted at load, in words (`F16 → Q8_0 (24 matrices)`): where the
     /// weights stay in blocks on the CPU, matrices in a format without a stored-format kernel,
     /// and float matrices, become Q8_0.
     pub converted: Vec<String>,
@@ -200,6 +200,9 @@ fn conversions(checkpoint: &checkpoint::Checkpoint, placement: &Placement) -> Ve
     }
     counts
         .into_iter()
-        .map(|(format, n)| format!("{format} → Q8_0 ({n} matrices)"))
+        .map(|(format, n)| {
+            let noun = if n == 1 { "matrix" } else { "matrices" };
+            format!("{format} → Q8_0 ({n} {noun})")
+        })
         .collect()
 }

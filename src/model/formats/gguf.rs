@@ -37,11 +37,20 @@ pub fn open(path: &Path) -> Result<(Metadata, GgufTensors)> {
     }
     reader.seek(SeekFrom::Start(0))?;
     let content = Content::read(&mut reader).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is a damaged or truncated GGUF file ({}); fetch or copy it again",
-            path.display(),
-            first_line(&e)
-        )
+        let message = first_line(&e);
+        match unread_tensor_type(&message) {
+            Some(name) => anyhow::anyhow!(
+                "{} stores tensors as {name}, a GGUF format valuelens does not read; use a \
+                 Q4_K_M, Q5_K_M, Q6_K or Q8_0 file of the model (the formats people publish \
+                 beside {name}), or convert this one with llama.cpp's \
+                 `llama-quantize --allow-requantize FILE OUT.gguf Q4_K_M`",
+                path.display()
+            ),
+            None => anyhow::anyhow!(
+                "{} is a damaged or truncated GGUF file ({message}); fetch or copy it again",
+                path.display()
+            ),
+        }
     })?;
     for (name, info) in &content.tensor_infos {
         let elems = info.shape.elem_count();
@@ -137,6 +146,39 @@ impl TensorSource for GgufTensors {
 }
 
 /// candle appends a backtrace to its errors when RUST_BACKTRACE is set; users get the message.
+/// The name of a GGUF tensor type that candle's reader refused (its message "unknown dtype for
+/// tensor N"), where N is a type ggml defines: a real file in a format not read here, rather
+/// than a damaged one.
+fn unread_tensor_type(message: &str) -> Option<String> {
+    let id: u32 = message
+        .strip_prefix("unknown dtype for tensor ")?
+        .trim()
+        .parse()
+        .ok()?;
+    let name = match id {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        31..=33 | 36..=38 => "a repacked Q4_0/IQ4_NL layout of older llama.cpp",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => return None,
+    };
+    Some(format!("{name} (GGUF tensor type {id})"))
+}
+
 pub fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }

@@ -330,6 +330,8 @@ const FORMATS: &[(&str, GgmlDType)] = &[
     ("q5_0", GgmlDType::Q5_0),
     ("q5_1", GgmlDType::Q5_1),
     ("q8_0", GgmlDType::Q8_0),
+    ("q2_k", GgmlDType::Q2K),
+    ("q3_k", GgmlDType::Q3K),
     ("q4_k", GgmlDType::Q4K),
     ("q5_k", GgmlDType::Q5K),
     ("q6_k", GgmlDType::Q6K),

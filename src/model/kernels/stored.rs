@@ -5,7 +5,7 @@
 //! or portable code, picked at run time; every path gives the same numbers to the bit).
 //!
 //! Every format covered here is one scheme: a weight is `D · sc · (u − off) + M · mn`, with
-//! `u` an unsigned integer of 4, 5, 6 or 8 bits, `D` and `M` floats per super-block (32 inputs
+//! `u` an unsigned integer of 2 to 6 or of 8 bits, `D` and `M` floats per super-block (32 inputs
 //! for the legacy formats, 256 for the k-quants), and `sc`, `mn` small integers per sub-block
 //! (16 or 32 inputs; 1 for the legacy formats). With `x ≈ sx · q` per activation block (the
 //! super-block) and `S` the sum of `q` over a sub-block, a super-block contributes
@@ -15,7 +15,8 @@
 //! Repacked layout, per panel of 32 rows and super-block: the low 4 bits of `u` as nibbles
 //! (two groups of 4 inputs per 128 bytes: `[column][input]`, group `2j` in the low nibbles,
 //! `2j + 1` in the high ones), then the bits above 4 (1 for Q5, 2 for Q6_K) as bit planes of
-//! 128-byte units; Q8_0 keeps whole bytes. One 64-byte load is then 4 inputs of 16 rows, the
+//! 128-byte units; Q8_0 keeps whole bytes, and Q2_K's and Q3_K's values sit in the low
+//! nibbles alone. One 64-byte load is then 4 inputs of 16 rows, the
 //! operand of one `vpdpbusd`. The planes hold what the file holds (4.75 bits per weight for
 //! Q4_K's 4.5, 6.6 for Q6_K's 6.56), so a model needs about its file's size in memory.
 
@@ -58,6 +59,8 @@ pub enum StoredFormat {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -89,6 +92,8 @@ impl StoredFormat {
             GgmlDType::Q5_0 => Self::Q5_0,
             GgmlDType::Q5_1 => Self::Q5_1,
             GgmlDType::Q8_0 => Self::Q8_0,
+            GgmlDType::Q2K => Self::Q2K,
+            GgmlDType::Q3K => Self::Q3K,
             GgmlDType::Q4K => Self::Q4K,
             GgmlDType::Q5K => Self::Q5K,
             GgmlDType::Q6K => Self::Q6K,
@@ -104,6 +109,8 @@ impl StoredFormat {
             Self::Q5_0 => GgmlDType::Q5_0,
             Self::Q5_1 => GgmlDType::Q5_1,
             Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q2K => GgmlDType::Q2K,
+            Self::Q3K => GgmlDType::Q3K,
             Self::Q4K => GgmlDType::Q4K,
             Self::Q5K => GgmlDType::Q5K,
             Self::Q6K => GgmlDType::Q6K,
@@ -118,18 +125,22 @@ impl StoredFormat {
             Self::Q5_0 => "Q5_0",
             Self::Q5_1 => "Q5_1",
             Self::Q8_0 => "Q8_0",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
             Self::Q4K => "Q4_K",
             Self::Q5K => "Q5_K",
             Self::Q6K => "Q6_K",
         }
     }
 
-    pub const ALL: [StoredFormat; 8] = [
+    pub const ALL: [StoredFormat; 10] = [
         Self::Q4_0,
         Self::Q4_1,
         Self::Q5_0,
         Self::Q5_1,
         Self::Q8_0,
+        Self::Q2K,
+        Self::Q3K,
         Self::Q4K,
         Self::Q5K,
         Self::Q6K,
@@ -150,6 +161,24 @@ impl StoredFormat {
             Self::Q5_0 => legacy(1, 16, false),
             Self::Q5_1 => legacy(1, 0, true),
             Self::Q8_0 => legacy(8, 128, false),
+            // 2- and 3-bit values kept in the low nibble (a bit or two of it unused): the
+            // nibble layout's kernels serve them unchanged, at 4.6–5.3 bits per weight.
+            Self::Q2K => Scheme {
+                super_block: 256,
+                sub_block: 16,
+                high_bits: 0,
+                offset: 0,
+                min: true,
+                sub_scales: true,
+            },
+            Self::Q3K => Scheme {
+                super_block: 256,
+                sub_block: 16,
+                high_bits: 0,
+                offset: 4,
+                min: false,
+                sub_scales: true,
+            },
             Self::Q4K | Self::Q5K => Scheme {
                 super_block: 256,
                 sub_block: 32,
@@ -286,6 +315,8 @@ impl StoredFormat {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
@@ -327,6 +358,34 @@ impl StoredFormat {
                     out.d.push(f16_at(block, 0));
                     for (u, &q) in u.iter_mut().zip(&block[2..34]) {
                         *u = (q as i8 as i32 + 128) as u8;
+                    }
+                }
+                Self::Q2K => {
+                    // scales[16] (minimum << 4 | scale), qs[64], d, dmin.
+                    let (scales, qs) = (&block[0..16], &block[16..80]);
+                    out.d.push(f16_at(block, 80));
+                    out.m.push(-f16_at(block, 82));
+                    out.sc.extend(scales.iter().map(|&s| (s & 0xF) as i8));
+                    out.mn.extend(scales.iter().map(|&s| s >> 4));
+                    for (i, u) in u.iter_mut().enumerate() {
+                        let (half, shift, l) = (i / 128, (i % 128) / 32 * 2, i % 32);
+                        *u = (qs[half * 32 + l] >> shift) & 3;
+                    }
+                }
+                Self::Q3K => {
+                    // hmask[32], qs[64], scales[12] (16 of 6 bits, offset by 32), d.
+                    let (hmask, qs, packed) = (&block[0..32], &block[32..96], &block[96..108]);
+                    out.d.push(f16_at(block, 108));
+                    out.sc.extend((0..16).map(|j| {
+                        let low = (packed[j % 8] >> (4 * (j / 8))) & 0xF;
+                        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+                        ((low | (high << 4)) as i8) - 32
+                    }));
+                    for (i, u) in u.iter_mut().enumerate() {
+                        let (half, step, l) = (i / 128, (i % 128) / 32, i % 32);
+                        let low = (qs[half * 32 + l] >> (2 * step)) & 3;
+                        let high = (hmask[l] >> (half * 4 + step)) & 1;
+                        *u = low | (high << 2);
                     }
                 }
                 Self::Q4K | Self::Q5K => {
@@ -979,6 +1038,8 @@ layouts! {
     LayoutQ5_0: Q5_0, 32, 32, 1, 16, false, false;
     LayoutQ5_1: Q5_1, 32, 32, 1, 0, true, false;
     LayoutQ8_0: Q8_0, 32, 32, 8, 128, false, false;
+    LayoutQ2K: Q2K, 256, 16, 0, 0, true, true;
+    LayoutQ3K: Q3K, 256, 16, 0, 4, false, true;
     LayoutQ4K: Q4K, 256, 32, 0, 0, true, true;
     LayoutQ5K: Q5K, 256, 32, 1, 0, true, true;
     LayoutQ6K: Q6K, 256, 16, 2, 32, false, true;
