@@ -619,6 +619,11 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
         stderr.contains("another configuration (dtype was"),
         "{stderr}"
     );
+    // The refusal names the flag that resumes the run as it was started.
+    assert!(
+        stderr.contains(&format!("to resume it, run again with --dtype {expected};")),
+        "{stderr}"
+    );
 }
 
 /// Runs `valuelens run` with `args`, expecting the failure contract: exit 1, one message

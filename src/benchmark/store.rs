@@ -74,11 +74,13 @@ impl UnitStore {
                 .is_ok_and(|previous| previous == *config);
             if !same {
                 if !force {
+                    let current = serde_json::to_value(config)?;
                     bail!(
-                        "{} holds a run with another configuration ({}); use another --out \
+                        "{} holds a run with another configuration ({}); {}use another --out \
                          folder, or --force to discard it and start over",
                         out.display(),
-                        difference(&previous, &serde_json::to_value(config)?)
+                        difference(&previous, &current),
+                        how_to_resume(&previous, &current)
                     );
                 }
                 fs::remove_dir_all(&dir)
@@ -190,6 +192,51 @@ impl UnitStore {
     }
 }
 
+/// The command-line flags that give a run the configuration `previous` it was started with,
+/// where every field that differs has one (`to resume it, run again with --dtype quantized;
+/// `), or why it cannot resume with this build; empty where neither can be said.
+fn how_to_resume(previous: &Value, current: &Value) -> String {
+    let (Value::Object(before), Value::Object(now)) = (previous, current) else {
+        return String::new();
+    };
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    let mut flags = Vec::new();
+    for key in keys.into_iter().filter(|k| before.get(*k) != now.get(*k)) {
+        let value = before.get(key.as_str());
+        let text = |default: &str| match value {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => default.to_string(),
+        };
+        flags.push(match key.as_str() {
+            "dtype" => format!("--dtype {}", text("f32")),
+            "batch_tokens" => format!("--batch-tokens {}", text("8192")),
+            "chat_template" => format!("--chat-template {}", text("auto")),
+            "protocol" => format!("--protocol {}", text("paper")),
+            "debias" => format!("--debias {}", text("none")),
+            "device" => format!("--device {}", text("cpu")),
+            "kernels" if before.get("dtype") == now.get("dtype") => {
+                return format!(
+                    "this build's kernels on this machine compute other numbers than those \
+                     that started it, so it cannot resume here: finish it where and with the \
+                     build that started it (valuelens {}), or ",
+                    before
+                        .get("valuelens")
+                        .and_then(Value::as_str)
+                        .unwrap_or("an earlier version")
+                );
+            }
+            // The kernels follow from the dtype: the dtype's flag resumes them.
+            "kernels" => continue,
+            _ => return String::new(),
+        });
+    }
+    match flags.is_empty() {
+        true => String::new(),
+        false => format!("to resume it, run again with {}; or ", flags.join(" ")),
+    }
+}
+
 /// The first top-level field where two configurations differ, for the refusal message.
 pub(super) fn difference(previous: &Value, current: &Value) -> String {
     if let (Value::Object(a), Value::Object(b)) = (previous, current) {
@@ -201,4 +248,39 @@ pub(super) fn difference(previous: &Value, current: &Value) -> String {
         }
     }
     "its config.json differs".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::how_to_resume;
+    use serde_json::json;
+
+    #[test]
+    fn refusals_name_the_flags_that_resume_a_run() {
+        let before = json!({"dtype": "quantized", "kernels": "stored v1", "batch_tokens": 4096});
+        let now = json!({"dtype": "quantized-tiebreak", "kernels": "stored v1; near ties"});
+        assert_eq!(
+            how_to_resume(&before, &now),
+            "to resume it, run again with --batch-tokens 4096 --dtype quantized; or "
+        );
+        // Fields left out of older configurations take their defaults.
+        let now = json!({"dtype": "quantized", "kernels": "stored v1", "batch_tokens": 4096,
+                         "device": "cuda", "debias": "pride"});
+        assert_eq!(
+            how_to_resume(&before, &now),
+            "to resume it, run again with --debias none --device cpu; or "
+        );
+    }
+
+    #[test]
+    fn refusals_say_when_no_flag_resumes_a_run() {
+        let before = json!({"valuelens": "0.1.0", "dtype": "int8", "kernels": "int8 v1"});
+        let now = json!({"valuelens": "0.1.0", "dtype": "int8", "kernels": "int8 v2"});
+        let hint = how_to_resume(&before, &now);
+        assert!(hint.contains("cannot resume here"), "{hint}");
+        assert!(hint.contains("valuelens 0.1.0"), "{hint}");
+        let before = json!({"dtype": "int8", "selection": {"countries": ["Egypt"]}});
+        let now = json!({"dtype": "f32", "selection": {"countries": ["India"]}});
+        assert_eq!(how_to_resume(&before, &now), "");
+    }
 }

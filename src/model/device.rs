@@ -27,8 +27,8 @@ pub enum Precision {
     F16,
     /// Kept in the file's quantized format. On the CPU every matrix (attention projections
     /// and LM head included) is repacked at load and multiplied with valuelens's stored-format
-    /// kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K as stored; float matrices and
-    /// other formats as 8-bit Q8_0), activations quantized to 8 bits per block at each product;
+    /// kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K … Q6_K as stored; float matrices as
+    /// 8-bit Q8_0), activations quantized to 8 bits per block at each product;
     /// on a GPU candle's quantized kernels. Activations in f32.
     Quantized,
     /// As `quantized`, with activations at about 16 bits on the CPU (W·A16): each activation
