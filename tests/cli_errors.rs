@@ -157,12 +157,13 @@ fn unsupported_architecture() {
     );
 }
 
-/// A real GGUF whose tensors are in a format candle's reader does not know (IQ4_XS here, as
-/// published for many models) is named as such, not called damaged.
+/// A real GGUF whose tensors are in a format neither candle nor valuelens reads (Q4_0_8_8, a
+/// repacked layout older llama.cpp versions wrote into files) is named as such, with the
+/// formats to use instead, not called damaged.
 #[test]
 fn gguf_in_a_format_not_read_is_named_not_called_damaged() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model-IQ4_XS.gguf");
+    let path = dir.path().join("model-Q4_0_8_8.gguf");
     let weight = QTensor::quantize(
         &Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu).unwrap(),
         GgmlDType::F32,
@@ -180,19 +181,16 @@ fn gguf_in_a_format_not_read_is_named_not_called_damaged() {
     let name = b"blk.0.ffn_down.weight";
     let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
     assert_eq!(bytes[at..at + 4], 0u32.to_le_bytes(), "the F32 type id");
-    bytes[at..at + 4].copy_from_slice(&23u32.to_le_bytes());
+    bytes[at..at + 4].copy_from_slice(&33u32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let f = score_fails(
         path.to_str().unwrap(),
         &good_requests(dir.path()),
         dir.path(),
     );
-    assert!(f.stderr.contains("model-IQ4_XS.gguf"), "{}", f.stderr);
-    assert!(
-        f.stderr.contains("IQ4_XS (GGUF tensor type 23)"),
-        "{}",
-        f.stderr
-    );
+    assert!(f.stderr.contains("model-Q4_0_8_8.gguf"), "{}", f.stderr);
+    assert!(f.stderr.contains("blk.0.ffn_down.weight"), "{}", f.stderr);
+    assert!(f.stderr.contains("(GGUF tensor type 33)"), "{}", f.stderr);
     assert!(f.stderr.contains("Q4_K_M"), "{}", f.stderr);
     assert!(!f.stderr.contains("damaged"), "{}", f.stderr);
 }

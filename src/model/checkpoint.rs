@@ -219,6 +219,12 @@ impl Checkpoint {
         Some((self.tensors.dims(name)?, self.tensors.dtype(name)))
     }
 
+    /// The format tensor `name` is stored in where reading converts it (GGUF formats candle
+    /// does not read); `None` where it is read as stored.
+    pub fn tensor_stored_as(&self, name: &str) -> Option<String> {
+        self.tensors.stored_as(name)
+    }
+
     /// (rows, columns) of a matrix, without reading it.
     pub fn tensor_shape(&self, name: &str) -> Result<(usize, usize)> {
         let dims = self

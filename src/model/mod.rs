@@ -195,7 +195,10 @@ fn conversions(checkpoint: &checkpoint::Checkpoint, placement: &Placement) -> Ve
         };
         let dtype = dtype.unwrap_or(candle_core::quantized::GgmlDType::F32);
         if dims.len() == 2 && kernels::stored::StoredFormat::of(dtype).is_none() {
-            *counts.entry(format!("{dtype:?}")).or_default() += 1;
+            let stored = checkpoint.tensor_stored_as(&name);
+            *counts
+                .entry(stored.unwrap_or_else(|| format!("{dtype:?}")))
+                .or_default() += 1;
         }
     }
     counts

@@ -3,6 +3,7 @@
 //! [`TensorSource`]. Readers know nothing of architectures: translating a format's names and
 //! conventions into the networks' vocabulary is each architecture's job.
 
+pub mod foreign_quants;
 pub mod gguf;
 pub mod safetensors;
 pub mod synthetic;
@@ -28,6 +29,12 @@ pub trait TensorSource: Send {
     /// The format a tensor is stored in, without reading it; `None` where the source does not
     /// say (read as f32).
     fn dtype(&self, _name: &str) -> Option<GgmlDType> {
+        None
+    }
+    /// The name of the format a tensor is stored in where reading converts it to what
+    /// [`Self::dtype`] says (GGUF formats candle does not read, dequantized to f32); `None`
+    /// where the tensor is read as stored.
+    fn stored_as(&self, _name: &str) -> Option<String> {
         None
     }
 }
