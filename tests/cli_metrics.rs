@@ -108,17 +108,49 @@ fn missing_stated_file() {
     );
 }
 
+/// Each missing file is named by its own flag, never reported as a problem of the other one.
+#[test]
+fn missing_action_file_is_named_by_its_flag() {
+    let stated = evaluation_file("gpt-3.5-turbo_t1.csv");
+    fails(
+        &[
+            "--stated",
+            stated.to_str().unwrap(),
+            "--action",
+            "/no/such/t2.csv",
+        ],
+        &["--action /no/such/t2.csv: no such file"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run_stated = dir.path().join("stated.csv");
+    std::fs::write(
+        &run_stated,
+        "country,topic,value,variant,logprob_1,logprob_2,logprob_3,logprob_4\n",
+    )
+    .unwrap();
+    fails(
+        &[
+            "--stated",
+            run_stated.to_str().unwrap(),
+            "--action",
+            "/no/such/action.csv",
+        ],
+        &["--action /no/such/action.csv: no such file"],
+    );
+}
+
 #[test]
 fn missing_data_file() {
     let stated = evaluation_file("gpt-3.5-turbo_t1.csv");
+    let misaligned = evaluation_file("chatgpt_misaligned_example.csv");
     fails(
         &[
             "--data",
             "/no/such/via.csv",
             "--stated",
             stated.to_str().unwrap(),
-            "--action",
-            "/no/such/t2.csv",
+            "--action-misaligned",
+            misaligned.to_str().unwrap(),
         ],
         &["/no/such/via.csv", "does not exist"],
     );

@@ -504,6 +504,11 @@ fn bad_requests_get_their_status_and_the_server_keeps_serving() {
             404,
             "not served here",
         ),
+        (
+            json!({"prompt": [[1, 2], "a b"], "echo": true}),
+            400,
+            "mixes strings and token-id lists",
+        ),
     ];
     for (body, status, message) in cases {
         let (got, answer) = server.post_keyed("/v1/completions", &body, key);
@@ -556,6 +561,14 @@ fn bad_requests_get_their_status_and_the_server_keeps_serving() {
         .as_str()
         .unwrap()
         .contains("/v1/completions"));
+    // A wrong method on a path the server has: 405 in the same error shape, naming the method
+    // to send.
+    let (status, body) = server.get("/v1/completions", key);
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("send POST /v1/completions"));
     let (status, _) = server.post_keyed("/detokenize", &json!({"tokens": [1, 99999999]}), key);
     assert_eq!(status, 400);
 

@@ -54,6 +54,24 @@ pub struct Recomputed {
 }
 
 pub fn recompute(inputs: &MetricsInputs) -> Result<Recomputed> {
+    let action = match &inputs.action {
+        ActionInput::Results(path) => ("--action", path),
+        ActionInput::Misaligned(path) => ("--action-misaligned", path),
+    };
+    // Each file named by its own flag before either is read, so that a missing one is never
+    // reported as a problem of the other.
+    for (flag, path) in [("--stated", &inputs.stated), action] {
+        if !path.is_file() {
+            bail!(
+                "{flag} {}: no such file; give the {} of a run (or the paper's released file)",
+                path.display(),
+                match flag {
+                    "--stated" => "stated.csv",
+                    _ => "action.csv",
+                }
+            );
+        }
+    }
     if results::is_stated_csv(&inputs.stated) {
         return of_run(inputs);
     }

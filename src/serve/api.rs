@@ -199,6 +199,25 @@ fn parse_prompts(prompt: &Value) -> Result<Vec<PromptInput>, ApiError> {
     if items.iter().all(|item| item.is_number()) {
         return Ok(vec![PromptInput::Tokens(token_ids(items, "prompt")?)]);
     }
+    // OpenAI's four shapes: a list holds strings only, or lists of token ids only.
+    let first_is_text = items[0].is_string();
+    if let Some(i) = items
+        .iter()
+        .position(|item| item.is_string() != first_is_text)
+    {
+        return Err(ApiError::bad_request(
+            "prompt",
+            format!(
+                "prompt mixes strings and token-id lists (prompt[0] is {}, prompt[{i}] is not); \
+                 send a list of strings or a list of lists of token ids",
+                if first_is_text {
+                    "a string"
+                } else {
+                    "not a string"
+                }
+            ),
+        ));
+    }
     items
         .iter()
         .enumerate()
@@ -377,6 +396,11 @@ mod tests {
             (json!({"prompt": [[1], [2, -3]]}), "prompt[1][1] is -3"),
             (json!({"prompt": [[1], 2.5]}), "prompt[1] is neither"),
             (json!({"prompt": []}), "empty list"),
+            (
+                json!({"prompt": ["a", [1]]}),
+                "mixes strings and token-id lists",
+            ),
+            (json!({"prompt": [[1], "a"]}), "prompt[1] is not"),
             (json!({"max_tokens": 1}), "prompt is missing"),
             (json!({"prompt": "x", "max_tokens": 16}), "max_tokens is 16"),
             (json!({"prompt": "x", "logprobs": 5}), "logprobs is 5"),

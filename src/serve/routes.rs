@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .merge(keyed)
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -131,6 +132,23 @@ async fn not_found(request: Request) -> ApiError {
              POST /detokenize, GET /tokenizer_info, GET /v1/models and GET /health",
             request.method(),
             request.uri().path()
+        ),
+    )
+}
+
+/// A path the server has, asked with a method it does not answer there (routing's 405, in
+/// OpenAI's error shape like every other refusal).
+async fn wrong_method(request: Request) -> ApiError {
+    let path = request.uri().path();
+    let allowed = match path {
+        "/v1/completions" | "/tokenize" | "/detokenize" => "POST",
+        _ => "GET",
+    };
+    ApiError::new(
+        405,
+        format!(
+            "{} {path} is not answered; send {allowed} {path}",
+            request.method()
         ),
     )
 }
