@@ -612,6 +612,31 @@ fn dtype_auto_resolves_records_and_resumes_as_the_precision_it_chose() {
     } else {
         "f32"
     };
+    // A debiased run decides on prior-divided probabilities, not on the raw choices the
+    // near-tie recheck settles: auto computes it in `quantized` where it picks
+    // `quantized-tiebreak` for a run that decides on the raw choices.
+    if expected == "quantized-tiebreak" {
+        let debiased = dir.path().join("debiased");
+        let mut command = valuelens(
+            &[
+                "run",
+                "--countries",
+                "Egypt",
+                "--topics",
+                "Religion",
+                "--values",
+                "Equality,Wealth",
+                "--out",
+            ],
+            &[&debiased],
+        );
+        command.env_remove("VALUELENS_DTYPE");
+        succeed(command);
+        let record: serde_json::Value =
+            serde_json::from_str(&read(&debiased.join("run.json"))).unwrap();
+        assert_eq!(record["model"]["dtype"], "quantized", "{record}");
+        assert_eq!(record["debias"], "pride", "{record}");
+    }
     let refused = with_dtype(other).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");

@@ -107,6 +107,23 @@ impl RunConfig {
     }
 }
 
+/// The precision `--dtype auto` computes a run in, given what it resolved to on the device.
+/// On the CPU that is `quantized-tiebreak`, whose recheck makes the raw hard choices (each
+/// question's most likely option) f32's. A run that decides on something else — PriDe's
+/// prior-divided probabilities (the default) or soft scores — gains nothing from that recheck
+/// and pays for it: in the whole default protocol on SmolLM2 it computed 17.8 % of the tokens
+/// for 1.5 % of the requests, the run took 1.19× f32's time, and its debiased choices were
+/// f32's no more often than without it (their margins are a different, much thinner set of
+/// near ties: `benches/results/2026-12-04-full-protocol-dtypes.md`). Such runs compute in
+/// `quantized`.
+pub fn auto_precision_for_run(resolved: Precision, debias: Debias, scoring: Scoring) -> Precision {
+    let decides_on_raw_choices = debias == Debias::None && scoring == Scoring::Hard;
+    match resolved {
+        Precision::QuantizedTiebreak if !decides_on_raw_choices => Precision::Quantized,
+        other => other,
+    }
+}
+
 /// `results/<model>-<protocol>`, `…-pride` for a debiased run, `…-subset` for a filtered one.
 pub fn default_results_folder(
     model_name: &str,
@@ -147,6 +164,30 @@ pub fn prompt_format(source: &ModelSource, mode: ChatTemplateMode) -> Result<Pro
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn auto_rechecks_near_ties_only_where_a_run_decides_on_raw_choices() {
+        use Precision::*;
+        let tiebreak = QuantizedTiebreak;
+        assert_eq!(
+            auto_precision_for_run(tiebreak, Debias::None, Scoring::Hard),
+            tiebreak
+        );
+        assert_eq!(
+            auto_precision_for_run(tiebreak, Debias::Pride, Scoring::Hard),
+            Quantized
+        );
+        assert_eq!(
+            auto_precision_for_run(tiebreak, Debias::None, Scoring::Soft),
+            Quantized
+        );
+        for other in [F32, Bf16, Quantized] {
+            assert_eq!(
+                auto_precision_for_run(other, Debias::Pride, Scoring::Hard),
+                other
+            );
+        }
+    }
 
     #[test]
     fn default_folders_name_the_model_protocol_and_subset() {

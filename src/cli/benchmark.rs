@@ -2,11 +2,13 @@
 
 use anyhow::{bail, Result};
 
-use valuelens::benchmark::config::RunOptions;
+use valuelens::benchmark::config::{auto_precision_for_run, RunOptions};
 use valuelens::benchmark::merge::{self, MergeOptions};
 use valuelens::benchmark::recompute::{recompute, ActionInput, MetricsInputs};
 use valuelens::benchmark::shard::{self, Shard};
 use valuelens::benchmark::{self};
+use valuelens::model::kernels::DtypeChoice;
+use valuelens::model::Placement;
 use valuelens::report::MetricsReport;
 use valuelens::tasks::pride::PrideSettings;
 use valuelens::tasks::Selection;
@@ -39,10 +41,15 @@ fn shard_of(shard: Option<&str>, shards: Option<usize>) -> Result<Option<Shard>>
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let mut placement = args.compute.placement()?;
+    if args.compute.dtype == DtypeChoice::Auto {
+        let precision = auto_precision_for_run(placement.precision, args.debias, args.scoring);
+        placement = Placement::new(placement.device, precision);
+    }
     let options = RunOptions {
         shard: shard_of(args.shard.as_deref(), args.shards)?,
         engine: args.compute.engine_options_for(&args.model.model)?,
-        placement: args.compute.placement()?,
+        placement,
         selection: Selection::parse(
             args.countries.as_deref(),
             args.topics.as_deref(),

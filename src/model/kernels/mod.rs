@@ -31,7 +31,8 @@ impl DtypeChoice {
     /// questions within 0.25 nats scored again at about 16) where the CPU has a path faster
     /// than portable code (AVX2 or AVX-512 VNNI: measured faster than f32 and int8, at about
     /// the file's size in memory, f32's hard choices on the shared workloads, and the same
-    /// numbers on every such CPU), else f32.
+    /// numbers on every such CPU), else f32. (`valuelens run` computes a debiased or
+    /// soft-scored run in `quantized`: see `benchmark::config::auto_precision_for_run`.)
     pub fn resolve(self, device: &Device) -> Precision {
         match self {
             DtypeChoice::Fixed(precision) => precision,
@@ -66,8 +67,9 @@ impl clap::ValueEnum for DtypeChoice {
             DtypeChoice::Auto => Some(clap::builder::PossibleValue::new("auto").help(
                 "The fastest precision within tolerance on this device: bf16 on a GPU; on the \
                  CPU quantized-tiebreak (the file's GGUF blocks as stored, float weights as \
-                 8-bit, near ties rechecked) where it has AVX2 or AVX-512 VNNI, else f32 \
-                 (run.json says which)",
+                 8-bit, near ties rechecked; `run` with PriDe or soft scores: quantized, as \
+                 it does not decide on the raw choices the recheck settles) where it has AVX2 \
+                 or AVX-512 VNNI, else f32 (run.json says which)",
             )),
             DtypeChoice::Fixed(precision) => precision.to_possible_value(),
         }
