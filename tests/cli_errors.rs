@@ -177,11 +177,7 @@ fn gguf_in_a_format_not_read_is_named_not_called_damaged() {
         &[("blk.0.ffn_down.weight", &weight)],
     )
     .unwrap();
-    // The tensor info: name, n_dims (u32), 2 dims (u64 each), then the type (u32).
-    let name = b"blk.0.ffn_down.weight";
-    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
-    assert_eq!(bytes[at..at + 4], 0u32.to_le_bytes(), "the F32 type id");
-    bytes[at..at + 4].copy_from_slice(&33u32.to_le_bytes());
+    common::set_matrix_type(&mut bytes, "blk.0.ffn_down.weight", 0, 33);
     std::fs::write(&path, &bytes).unwrap();
     let f = score_fails(
         path.to_str().unwrap(),

@@ -94,16 +94,7 @@ fn write_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
     let twin_path = dir.join("smollm2-f32-down.gguf");
     let mut iq_bytes = write(&iq);
     for name in &changed {
-        // The tensor info: name, n_dims (u32), 2 dims (u64 each), then the type (u32).
-        let at = iq_bytes
-            .windows(name.len())
-            .position(|w| w == name.as_bytes())
-            .unwrap()
-            + name.len()
-            + 4
-            + 16;
-        assert_eq!(iq_bytes[at..at + 4], 2u32.to_le_bytes(), "Q4_0's type id");
-        iq_bytes[at..at + 4].copy_from_slice(&IQ4_NL.to_le_bytes());
+        common::set_matrix_type(&mut iq_bytes, name, 2, IQ4_NL);
     }
     std::fs::write(&iq_path, iq_bytes).unwrap();
     std::fs::write(&twin_path, write(&twin)).unwrap();

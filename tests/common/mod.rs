@@ -168,3 +168,22 @@ shutil.rmtree(work, ignore_errors=True)
     );
     dir
 }
+
+/// Sets the GGUF type id of matrix `name` in a written file's bytes from `from` to `to` (the
+/// tensor info: name, n_dims as u32, two dims as u64, then the type as u32), to make files in
+/// types candle cannot write.
+pub fn set_matrix_type(bytes: &mut [u8], name: &str, from: u32, to: u32) {
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .expect("the tensor's name is in the header")
+        + name.len()
+        + 4
+        + 16;
+    assert_eq!(
+        bytes[at..at + 4],
+        from.to_le_bytes(),
+        "the type id of {name}"
+    );
+    bytes[at..at + 4].copy_from_slice(&to.to_le_bytes());
+}
