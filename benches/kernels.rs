@@ -122,7 +122,9 @@ fn attention(c: &mut Criterion) {
         group.throughput(Throughput::Elements(
             (4 * head_dim * n_head * keys_seen) as u64,
         ));
-        group.bench_function("tree f32", |b| b.iter(|| plan.attend(&q, &k, &v).unwrap()));
+        group.bench_function("tree f32", |b| {
+            b.iter(|| plan.attend(&q, &k, &v, None).unwrap())
+        });
         group.finish();
     }
 }

@@ -131,7 +131,10 @@ mod tests {
         let split: Vec<_> = Schedule::new(&segments, &consumers, &requests, 6).collect();
         assert_eq!(split.len(), 2);
         assert_eq!(split[1].batch.tokens, vec![1, 2, 3, 4, 8, 9]);
-        assert_eq!(split[1].batch.segments[1].ancestors, vec![0..4]);
+        assert_eq!(
+            split[1].batch.segments[1].ancestors,
+            vec![crate::model::batch::Keys::Batch(0..4)]
+        );
         assert_eq!(split[1].answers, vec![(0, (1, 0))]);
     }
 }

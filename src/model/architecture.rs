@@ -15,12 +15,20 @@ use super::batch::PackedBatch;
 use super::checkpoint::Checkpoint;
 use super::device::Placement;
 use super::formats::Metadata;
+use super::kv::{KvGeometry, KvIo};
 use super::rope::longrope_attention_factor;
 use super::scoring::RowScore;
 
 /// A loaded network: one packed forward, scored on the batch's scored rows.
 pub trait Network: Send + Sync {
-    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>>;
+    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+        self.score_with(batch, KvIo::default())
+    }
+    /// One forward that also attends to past keys and values (the batch's
+    /// [`Keys::Past`](super::batch::Keys) ranges) and hands back those of chosen rows.
+    fn score_with(&self, batch: &PackedBatch, kv: KvIo) -> Result<Vec<RowScore>>;
+    /// The shape of its keys and values.
+    fn kv_geometry(&self) -> KvGeometry;
     /// The longest token sequence the network accepts.
     fn context_length(&self) -> usize;
     /// Which rotary frequencies an input of `input_len` tokens takes (Phi-3's longrope takes

@@ -13,6 +13,9 @@ pub struct PackedBatch {
     /// Each token's position in its own sequence (its depth in the tree), for rotary embeddings.
     pub positions: Vec<u32>,
     pub segments: Vec<Segment>,
+    /// Rows of the past keys and values (see [`Keys::Past`]) the segments refer to; a forward
+    /// without them is given none.
+    pub past_len: usize,
     /// Rows of `tokens` whose next-token distribution is needed (each once) …
     pub score_rows: Vec<u32>,
     /// … and the (index into `score_rows`, target token) pairs to score.
@@ -26,14 +29,52 @@ pub struct PackedBatch {
 pub struct Segment {
     /// Where the segment lies in `tokens`.
     pub range: Range<usize>,
-    /// The ranges of its ancestors, root first; their lengths sum to the segment's first
+    /// The keys of its ancestors, root first; their lengths sum to the segment's first
     /// position.
-    pub ancestors: Vec<Range<usize>>,
+    pub ancestors: Vec<Keys>,
+}
+
+/// Keys and values a segment attends to besides its own: rows computed in this forward, or
+/// rows computed by an earlier one and handed in as [`PastKv`](super::kv::PastKv) (a prefix
+/// cache). Either way a key's position is its offset along the segment's ancestor chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keys {
+    /// Rows of this forward's `tokens`.
+    Batch(Range<usize>),
+    /// Rows of the forward's past keys and values.
+    Past(Range<usize>),
+}
+
+impl Keys {
+    pub fn range(&self) -> &Range<usize> {
+        match self {
+            Keys::Batch(r) | Keys::Past(r) => r,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.range().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range().is_empty()
+    }
+}
+
+impl From<Range<usize>> for Keys {
+    fn from(range: Range<usize>) -> Self {
+        Keys::Batch(range)
+    }
 }
 
 impl PackedBatch {
     /// Appends a segment below `ancestors` (ranges already in the batch) and returns its range.
     pub fn push_segment(&mut self, tokens: &[u32], ancestors: Vec<Range<usize>>) -> Range<usize> {
+        self.push_segment_below(tokens, ancestors.into_iter().map(Keys::Batch).collect())
+    }
+
+    /// Appends a segment below `ancestors` (in the batch or past) and returns its range.
+    pub fn push_segment_below(&mut self, tokens: &[u32], ancestors: Vec<Keys>) -> Range<usize> {
         let start = self.tokens.len();
         let first_position = ancestors.iter().map(|r| r.len()).sum::<usize>() as u32;
         self.tokens.extend_from_slice(tokens);
@@ -44,6 +85,13 @@ impl PackedBatch {
             range: range.clone(),
             ancestors,
         });
+        range
+    }
+
+    /// Reserves `len` rows of the forward's past keys and values and returns their range.
+    pub fn push_past(&mut self, len: usize) -> Range<usize> {
+        let range = self.past_len..self.past_len + len;
+        self.past_len += len;
         range
     }
 

@@ -21,6 +21,7 @@ use super::batch::PackedBatch;
 use super::checkpoint::Checkpoint;
 use super::device::{Placement, Precision};
 use super::formats::Metadata;
+use super::kv::{KvGeometry, KvIo};
 use super::layers::{
     gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeStyle,
     RopeTables,
@@ -450,7 +451,15 @@ impl Network for Gemma {
         self.config.context_length
     }
 
-    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+    fn kv_geometry(&self) -> KvGeometry {
+        KvGeometry {
+            layers: self.blocks.len(),
+            kv_heads: self.config.n_kv_head,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    fn score_with(&self, batch: &PackedBatch, mut kv: KvIo) -> Result<Vec<RowScore>> {
         let c = &self.config;
         let global = BatchTensors::new(batch, &self.global_rope)?;
         let local = BatchTensors::new(batch, &self.local_rope)?;
@@ -471,7 +480,7 @@ impl Network for Gemma {
             }
         }
         let mut x = (self.embeddings.lookup(&global.ids)? * (c.hidden as f64).sqrt())?;
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let (_, attention) = plans
                 .iter()
                 .find(|(spec, _)| *spec == block.attention)
@@ -485,12 +494,10 @@ impl Network for Gemma {
                 q = norm(&q, q_norm)?;
                 k = norm(&k, k_norm)?;
             }
-            let v = heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?;
-            let attn = attention.attend(
-                &head_major(&q, rope)?,
-                &head_major(&k, rope)?,
-                &head_major(&v, None)?,
-            )?;
+            let k = head_major(&k, rope)?;
+            let v = head_major(&heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?, None)?;
+            let attn = attention.attend(&head_major(&q, rope)?, &k, &v, kv.past(layer))?;
+            kv.keep(&k, &v)?;
             x = (x + norm(&block.attn_out.forward(&attn)?, &block.post_attn_norm)?)?;
 
             let gate_up = block.gate_up.forward(&norm(&x, &block.ffn_norm)?)?;

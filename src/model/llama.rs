@@ -17,6 +17,7 @@ use super::batch::PackedBatch;
 use super::checkpoint::{Checkpoint, CheckpointFormat};
 use super::device::Placement;
 use super::formats::Metadata;
+use super::kv::{KvGeometry, KvIo};
 pub use super::layers::RopeStyle;
 use super::layers::{
     gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeTables,
@@ -326,7 +327,15 @@ impl Network for Llama {
         }
     }
 
-    fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
+    fn kv_geometry(&self) -> KvGeometry {
+        KvGeometry {
+            layers: self.blocks.len(),
+            kv_heads: self.config.n_kv_head,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    fn score_with(&self, batch: &PackedBatch, mut kv: KvIo) -> Result<Vec<RowScore>> {
         let c = &self.config;
         let tables = match (batch.rope_regime, &self.long_rope) {
             (1, Some(long)) => long,
@@ -347,7 +356,7 @@ impl Network for Llama {
         )?;
         let rope = Some((&tensors.cos, &tensors.sin, c.rope_style));
         let mut x = self.embeddings.lookup(&tensors.ids)?;
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
             let mut qkv = block.qkv.forward(&h)?;
             if let Some(bias) = &block.qkv_bias {
@@ -362,7 +371,8 @@ impl Network for Llama {
             let q = head_major(&q, rope)?;
             let k = head_major(&k, rope)?;
             let v = head_major(&heads(&qkv, q_dim + kv_dim, c.n_kv_head, c.head_dim)?, None)?;
-            let attn = attention.attend(&q, &k, &v)?;
+            let attn = attention.attend(&q, &k, &v, kv.past(layer))?;
+            kv.keep(&k, &v)?;
             x = (x + block.attn_out.forward(&attn)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;

@@ -6,7 +6,7 @@
 //! - files: `registry`, `hub` and `source` (where the weights are); `formats` (GGUF,
 //!   safetensors, synthetic behind one trait) and `checkpoint` (metadata and tensors under
 //!   GGUF's names); `tokenizer`;
-//! - compute: `device` (where and in which precision), `batch` (one forward's input),
+//! - compute: `device` (where and in which precision), `batch` (one forward's input), `kv` (keys and values across forwards),
 //!   `cpu_ops`, `kernels` (matrix kernels picked by the CPU's features: int8), `layers`, `attention` (the CPU tree kernel and masked blocks), `scoring` (LM
 //!   head and log-softmax);
 //! - architectures: `architecture` (the trait and what all share), one file each (`llama`,
@@ -27,6 +27,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod hub;
 pub mod kernels;
+pub mod kv;
 pub mod layers;
 pub mod llama;
 pub mod memory;
@@ -156,6 +157,17 @@ impl Model {
 
     pub fn score(&self, batch: &PackedBatch) -> Result<Vec<RowScore>> {
         self.network.score(batch)
+    }
+
+    /// Runs one packed forward over past keys and values, handing back those of chosen rows
+    /// (see [`kv`]).
+    pub fn score_with(&self, batch: &PackedBatch, kv: kv::KvIo) -> Result<Vec<RowScore>> {
+        self.network.score_with(batch, kv)
+    }
+
+    /// The shape of the network's keys and values.
+    pub fn kv_geometry(&self) -> kv::KvGeometry {
+        self.network.kv_geometry()
     }
 
     /// Whether the engine scores the choices of near ties again with finer activations

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 
 use super::spec::AttentionSpec;
-use crate::model::batch::PackedBatch;
+use crate::model::batch::{Keys, PackedBatch};
 
 /// The blocks of one forward under one spec.
 pub struct MaskedBlocks(Vec<MaskedBlock>);
@@ -17,7 +17,10 @@ pub struct MaskedBlocks(Vec<MaskedBlock>);
 /// One block of query rows.
 pub struct MaskedBlock {
     queries: Range<usize>,
+    /// Where the block's keys start in `[past | batch]`; they end at its last query's row.
     keys_start: usize,
+    /// Past rows before the batch's in the key numbering.
+    past: usize,
     /// `[queries, keys_start..queries.end]`, f32: 0 where the query sees the key, else −∞.
     mask: Tensor,
 }
@@ -31,6 +34,12 @@ impl MaskedBlocks {
         block_rows: usize,
     ) -> Result<Self> {
         let n_tokens = batch.tokens.len();
+        // Keys are numbered past rows first, then the forward's rows: `[past | batch]`.
+        let past = batch.past_len;
+        let key_index = |keys: &Keys| match keys {
+            Keys::Past(r) => r.clone(),
+            Keys::Batch(r) => past + r.start..past + r.end,
+        };
         let mut segment_of = vec![0usize; n_tokens];
         for (i, seg) in batch.segments.iter().enumerate() {
             segment_of[seg.range.clone()].fill(i);
@@ -40,20 +49,32 @@ impl MaskedBlocks {
             let queries = block_start..(block_start + block_rows).min(n_tokens);
             let seg_first = |t: usize| {
                 let seg = &batch.segments[segment_of[t]];
-                seg.ancestors.first().map_or(seg.range.start, |r| r.start)
+                seg.ancestors
+                    .iter()
+                    .map(|a| key_index(a).start)
+                    .min()
+                    .unwrap_or(past + seg.range.start)
+                    .min(past + seg.range.start)
             };
-            let keys_start = queries.clone().map(seg_first).min().unwrap_or(block_start);
-            let n_keys = queries.end - keys_start;
+            let keys_start = queries
+                .clone()
+                .map(seg_first)
+                .min()
+                .unwrap_or(past + block_start);
+            let n_keys = past + queries.end - keys_start;
             let mut mask = vec![f32::NEG_INFINITY; queries.len() * n_keys];
             for (row, t) in queries.clone().enumerate() {
                 let seg = &batch.segments[segment_of[t]];
                 let visible = spec.visible_keys(batch.positions[t] as usize);
-                let own = seg.range.start..t + 1;
-                for range in seg.ancestors.iter().chain(std::iter::once(&own)) {
-                    for key in range.clone() {
-                        if visible.contains(&(batch.positions[key] as usize)) {
+                let own = Keys::Batch(seg.range.start..t + 1);
+                // A key's position is its offset along the query's chain of ancestors.
+                let mut position = 0;
+                for keys in seg.ancestors.iter().chain(std::iter::once(&own)) {
+                    for key in key_index(keys) {
+                        if visible.contains(&position) {
                             mask[row * n_keys + key - keys_start] = 0.0;
                         }
+                        position += 1;
                     }
                 }
             }
@@ -62,21 +83,31 @@ impl MaskedBlocks {
             blocks.push(MaskedBlock {
                 queries,
                 keys_start,
+                past,
                 mask,
             });
         }
         Ok(Self(blocks))
     }
 
-    /// `q: [n_head, T, d]`, `k`, `v: [n_kv_head, T, d]` → `[T, n_head·d]`.
+    /// `q: [n_head, T, d]`, `k`, `v: [n_kv_head, T, d]` → `[T, n_head·d]`; `past` holds the
+    /// keys and values `[n_kv_head, P, d]` of the batch's past rows.
     pub fn attend(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        past: Option<(&Tensor, &Tensor)>,
         spec: &AttentionSpec,
     ) -> Result<Tensor> {
-        masked_attention(q, k, v, spec, &self.0)
+        match past {
+            Some((pk, pv)) => {
+                let k = Tensor::cat(&[pk, k], 1)?;
+                let v = Tensor::cat(&[pv, v], 1)?;
+                masked_attention(q, &k, &v, spec, &self.0)
+            }
+            None => masked_attention(q, k, v, spec, &self.0),
+        }
     }
 }
 
@@ -98,7 +129,7 @@ fn masked_attention(
     let mut outs = Vec::with_capacity(blocks.len());
     for block in blocks {
         let (rows, start) = (block.queries.len(), block.queries.start);
-        let n_keys = block.queries.end - block.keys_start;
+        let n_keys = block.past + block.queries.end - block.keys_start;
         let q = q
             .narrow(1, start, rows)?
             .contiguous()?

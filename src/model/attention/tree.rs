@@ -16,7 +16,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::spec::AttentionSpec;
-use crate::model::batch::Segment;
+use crate::model::batch::{Keys, Segment};
 use crate::model::cpu_ops::{slice_of, softmax_window};
 
 /// Query rows per task: large enough for efficient gemm calls, small enough to skip most of
@@ -27,11 +27,13 @@ const QUERY_BLOCK: usize = 64;
 /// this position, whatever the segments (so that a score does not depend on its batch).
 const KEY_CHUNK: usize = 64;
 
-/// `q: [n_head, T, d]`, `k`, `v: [n_kv, T, d]` (contiguous f32 on the CPU) → `[T, n_head·d]`.
+/// `q: [n_head, T, d]`, `k`, `v: [n_kv, T, d]` (contiguous f32 on the CPU) → `[T, n_head·d]`;
+/// `past` holds the keys and values `[n_kv, P, d]` that [`Keys::Past`] ranges refer to.
 pub fn tree_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    past: Option<(&Tensor, &Tensor)>,
     segments: &[Segment],
     spec: &AttentionSpec,
 ) -> Result<Tensor> {
@@ -53,6 +55,42 @@ pub fn tree_attention(
                 slice_of(v.as_slice::<f32>()?, v_layout)?,
             ),
             _ => bail!("cpu attention needs CPU tensors"),
+        };
+        let past_storage = match past {
+            Some((pk, pv)) => Some((pk.dim(1)?, pk.storage_and_layout(), pv.storage_and_layout())),
+            None => None,
+        };
+        let (n_past, past_k, past_v): (usize, &[f32], &[f32]) = match &past_storage {
+            Some((n, (pk, pk_layout), (pv, pv_layout))) => match (&**pk, &**pv) {
+                (Storage::Cpu(pk), Storage::Cpu(pv)) => (
+                    *n,
+                    slice_of(pk.as_slice::<f32>()?, pk_layout)?,
+                    slice_of(pv.as_slice::<f32>()?, pv_layout)?,
+                ),
+                _ => bail!("cpu attention needs CPU tensors"),
+            },
+            None => (0, &[], &[]),
+        };
+        let needed = segments
+            .iter()
+            .flat_map(|s| &s.ancestors)
+            .filter_map(|a| match a {
+                Keys::Past(r) => Some(r.end),
+                Keys::Batch(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if needed > n_past {
+            bail!("the batch refers to {needed} past keys, but {n_past} were given");
+        }
+        // Where an ancestor's rows of key/value group `g` start, in `k`/`v` or in the past.
+        let rows_of = |keys: &Keys, g: usize| -> (&[f32], &[f32]) {
+            let (k, v, n, start) = match keys {
+                Keys::Batch(r) => (k, v, n_tokens, r.start),
+                Keys::Past(r) => (past_k, past_v, n_past, r.start),
+            };
+            let first = (g * n + start) * head_dim;
+            (&k[first..], &v[first..first + keys.len() * head_dim])
         };
         let tasks = plan_tasks(segments, n_kv);
         let out_ptr = SharedOut(out.as_mut_ptr());
@@ -100,7 +138,7 @@ pub fn tree_attention(
                 out_rows.resize(rows * head_dim, 0f32);
                 let mut column = 0;
                 for keys in task.ancestors {
-                    let k_rows = &k[(g * n_tokens + keys.start) * head_dim..];
+                    let (k_rows, _) = rows_of(keys, g);
                     // SAFETY: `q_columns` holds `rows` columns of `head_dim`, `k_rows` at least
                     // `keys.len()` rows, and columns `column..column + keys.len()` of every
                     // score row lie inside `scores` (`rows × n_keys`).
@@ -151,10 +189,7 @@ pub fn tree_attention(
                 // on hold each piece's own keys.
                 v_context.clear();
                 for keys in task.ancestors {
-                    v_context.extend_from_slice(
-                        &v[(g * n_tokens + keys.start) * head_dim
-                            ..(g * n_tokens + keys.end) * head_dim],
-                    );
+                    v_context.extend_from_slice(rows_of(keys, g).1);
                 }
                 let shared_end = context / KEY_CHUNK * KEY_CHUNK;
                 for chunk in (0..shared_end).step_by(KEY_CHUNK) {
@@ -240,7 +275,7 @@ struct Piece {
 /// into one set of gemm calls against the shared keys.
 struct Task<'a> {
     group: usize,
-    ancestors: &'a [Range<usize>],
+    ancestors: &'a [Keys],
     pieces: Vec<Piece>,
 }
 
@@ -248,7 +283,7 @@ struct Task<'a> {
 const GROUP_ROWS: usize = 256;
 
 fn plan_tasks(segments: &[Segment], n_kv: usize) -> Vec<Task<'_>> {
-    let mut groups: Vec<(&[Range<usize>], Vec<Piece>)> = Vec::new();
+    let mut groups: Vec<(&[Keys], Vec<Piece>)> = Vec::new();
     for seg in segments {
         let len = seg.range.len();
         if len > QUERY_BLOCK {

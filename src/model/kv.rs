@@ -1,0 +1,230 @@
+//! Keys and values across forwards: the ones a forward is handed (computed by an earlier
+//! forward, referred to by [`Keys::Past`](super::batch::Keys) ranges) and the ones it hands
+//! back for chosen rows, so that a prefix cache can keep them. Kept outside the network as
+//! flat token-major rows (`[token][layer][key | value][kv head][head_dim]`, f32): one
+//! token's state is one contiguous slice, so a cache can split and join runs of tokens
+//! without re-laying anything out.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// The shape of a network's keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvGeometry {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl KvGeometry {
+    /// f32s of one token's keys and values over all layers.
+    pub fn floats_per_token(&self) -> usize {
+        self.layers * 2 * self.kv_heads * self.head_dim
+    }
+
+    /// Bytes of one token's keys and values.
+    pub fn bytes_per_token(&self) -> usize {
+        self.floats_per_token() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Past keys and values for one forward: per layer, keys (after RoPE) and values, each
+/// `[kv_heads, len, head_dim]` on the model's device.
+pub struct PastKv {
+    pub len: usize,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl PastKv {
+    /// From `len` token-major rows (see the module's doc).
+    pub fn from_rows(
+        geometry: KvGeometry,
+        rows: &[f32],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let per_token = geometry.floats_per_token();
+        if per_token == 0 || !rows.len().is_multiple_of(per_token) {
+            bail!(
+                "past keys and values of {} floats are not whole tokens of {per_token}",
+                rows.len()
+            );
+        }
+        let len = rows.len() / per_token;
+        let per_head = geometry.head_dim;
+        let per_layer = 2 * geometry.kv_heads * per_head;
+        let layers = (0..geometry.layers)
+            .map(|layer| {
+                let half = |which: usize| -> Result<Tensor> {
+                    // [token][kv head][d] of this layer and half → [kv head][token][d].
+                    let mut out = vec![0f32; geometry.kv_heads * len * per_head];
+                    for t in 0..len {
+                        let base = t * per_token + layer * per_layer + which * per_layer / 2;
+                        for h in 0..geometry.kv_heads {
+                            let src = &rows[base + h * per_head..base + (h + 1) * per_head];
+                            let dst = (h * len + t) * per_head;
+                            out[dst..dst + per_head].copy_from_slice(src);
+                        }
+                    }
+                    let t = Tensor::from_vec(out, (geometry.kv_heads, len, per_head), device)?;
+                    Ok(t.to_dtype(dtype)?)
+                };
+                Ok((half(0)?, half(1)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { len, layers })
+    }
+
+    /// Layer `layer`'s keys and values.
+    pub fn layer(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers.get(layer).map(|(k, v)| (k, v))
+    }
+}
+
+/// Rows of a forward whose keys and values to hand back, and, after the forward, those keys
+/// and values per layer (`[kv_heads, rows, head_dim]`).
+pub struct KvCapture {
+    rows: Vec<u32>,
+    index: Option<Tensor>,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCapture {
+    /// Captures `rows` (indices into the forward's tokens).
+    pub fn new(rows: Vec<u32>) -> Self {
+        Self {
+            rows,
+            index: None,
+            layers: Vec::new(),
+        }
+    }
+
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
+    }
+
+    /// Keeps the captured rows of one layer's keys and values (`[kv_heads, T, head_dim]`);
+    /// called once per layer, in order.
+    pub fn keep(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let index = match &self.index {
+            Some(index) => index.clone(),
+            None => {
+                let index = Tensor::new(self.rows.as_slice(), k.device())?;
+                self.index = Some(index.clone());
+                index
+            }
+        };
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.index_select(&index, 1)?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?)
+        };
+        self.layers.push((pick(k)?, pick(v)?));
+        Ok(())
+    }
+
+    /// The captured rows, token-major (see the module's doc), one slice of
+    /// `geometry.floats_per_token()` per row in the order of [`Self::rows`].
+    pub fn into_rows(self, geometry: KvGeometry) -> Result<Vec<f32>> {
+        let n = self.rows.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if self.layers.len() != geometry.layers {
+            bail!(
+                "a forward handed back {} layers of keys and values, not {}",
+                self.layers.len(),
+                geometry.layers
+            );
+        }
+        let per_token = geometry.floats_per_token();
+        let per_head = geometry.head_dim;
+        let per_layer = 2 * geometry.kv_heads * per_head;
+        let mut out = vec![0f32; n * per_token];
+        for (layer, (k, v)) in self.layers.iter().enumerate() {
+            for (which, t) in [k, v].into_iter().enumerate() {
+                let data = t.flatten_all()?.to_vec1::<f32>()?;
+                for h in 0..geometry.kv_heads {
+                    for r in 0..n {
+                        let src = (h * n + r) * per_head;
+                        let dst = r * per_token
+                            + layer * per_layer
+                            + which * per_layer / 2
+                            + h * per_head;
+                        out[dst..dst + per_head].copy_from_slice(&data[src..src + per_head]);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a forward takes and gives besides its batch: past keys and values, and rows to
+/// capture.
+#[derive(Default)]
+pub struct KvIo<'a> {
+    pub past: Option<&'a PastKv>,
+    pub capture: Option<&'a mut KvCapture>,
+}
+
+impl KvIo<'_> {
+    /// Layer `layer`'s past keys and values, if the forward has any.
+    pub fn past(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.past.and_then(|p| p.layer(layer))
+    }
+
+    /// Hands layer `layer`'s keys and values to the capture, if there is one.
+    pub fn keep(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        match &mut self.capture {
+            Some(capture) => capture.keep(k, v),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows captured from per-layer tensors and turned back into per-layer tensors give the
+    /// captured rows back.
+    #[test]
+    fn captured_rows_round_trip_into_past_tensors() {
+        let geometry = KvGeometry {
+            layers: 3,
+            kv_heads: 2,
+            head_dim: 4,
+        };
+        let n = 7;
+        let layers: Vec<(Tensor, Tensor)> = (0..geometry.layers)
+            .map(|_| {
+                let t = || Tensor::randn(0f32, 1.0, (2, n, 4), &Device::Cpu).unwrap();
+                (t(), t())
+            })
+            .collect();
+        let rows = vec![1u32, 4, 6];
+        let mut capture = KvCapture::new(rows.clone());
+        for (k, v) in &layers {
+            capture.keep(k, v).unwrap();
+        }
+        let flat = capture.into_rows(geometry).unwrap();
+        assert_eq!(flat.len(), 3 * geometry.floats_per_token());
+        let past = PastKv::from_rows(geometry, &flat, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(past.len, 3);
+        let index = Tensor::new(rows.as_slice(), &Device::Cpu).unwrap();
+        for (layer, (k, v)) in layers.iter().enumerate() {
+            let (pk, pv) = past.layer(layer).unwrap();
+            for (got, want) in [(pk, k), (pv, v)] {
+                let want = want.index_select(&index, 1).unwrap();
+                assert_eq!(
+                    got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                );
+            }
+        }
+    }
+}
