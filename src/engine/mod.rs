@@ -10,6 +10,7 @@
 //! questions that `--dtype quantized-tiebreak` scores again.
 
 pub mod agreement;
+pub mod cache;
 pub mod positions;
 pub mod prefix;
 pub mod requests;
