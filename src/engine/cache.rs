@@ -275,6 +275,22 @@ impl PrefixCache {
                 .take_while(|(a, b)| a == b)
                 .count();
             let whole = common == edge.len();
+            // A match that ends inside an edge splits it, so that only the matched part is
+            // kept for the call (where the budget has room for one more node).
+            let child = if pin && !whole && common > 0 {
+                // Kept from eviction while room is made, then the unmatched part lets go.
+                let before = std::mem::replace(&mut self.node_mut(child).pin, call);
+                self.evict(NODE_BYTES);
+                if self.bytes + NODE_BYTES <= self.budget {
+                    let upper = self.split(child, common);
+                    self.node_mut(child).pin = before;
+                    upper
+                } else {
+                    child
+                }
+            } else {
+                child
+            };
             if pin {
                 let n = self.node_mut(child);
                 n.tick = tick;

@@ -7,7 +7,8 @@
 //! → `schedule` (packed forwards) → `score` (the model, then scores per request); `requests`
 //! reads and writes the JSONL files, `agreement` compares two scorings, `positions` scores
 //! whole prompts at every position (what a completions server echoes), `ties` finds the
-//! questions that `--dtype quantized-tiebreak` scores again.
+//! questions that `--dtype quantized-tiebreak` scores again, and `cache` keeps computed
+//! prefixes (keys, values and scores) across calls.
 
 pub mod agreement;
 pub mod cache;
@@ -20,6 +21,10 @@ pub mod ties;
 mod tokenize;
 mod types;
 
-pub use score::{plan_stats, score, score_stream, score_tokenized, score_with_stats, TokenScores};
+pub use cache::PrefixCache;
+pub use score::{
+    plan_stats, score, score_cached, score_stream, score_tokenized, score_tokenized_cached,
+    score_with_stats, TokenScores,
+};
 pub use tokenize::{tokenize_request, tokenize_requests, tokenize_with, TokenizedRequest};
 pub use types::{EngineOptions, EngineStats, Request, Score};

@@ -6,7 +6,8 @@
 
 use anyhow::{bail, Result};
 
-use super::score::score_tokenized;
+use super::cache::PrefixCache;
+use super::score::score_tokenized_cached;
 use super::tokenize::TokenizedRequest;
 use super::types::{EngineOptions, EngineStats};
 use crate::model::Model;
@@ -92,11 +93,13 @@ pub fn check_prompt(model: &Model, index: usize, prompt: &[u32]) -> Result<(), P
     Ok(())
 }
 
-/// Scores `prompts` together, one result per prompt in input order.
+/// Scores `prompts` together, one result per prompt in input order; with a prefix cache,
+/// positions it holds are answered from it (see [`score_tokenized_cached`]).
 pub fn score_prompts(
     model: &Model,
     prompts: &[PromptRequest],
     options: &EngineOptions,
+    cache: Option<&mut PrefixCache>,
 ) -> Result<(Vec<PromptScores>, EngineStats)> {
     let mut requests = Vec::with_capacity(prompts.len());
     for (index, prompt) in prompts.iter().enumerate() {
@@ -115,7 +118,7 @@ pub fn score_prompts(
             context_len: 1,
         });
     }
-    let (scores, stats) = score_tokenized(model, &requests, options, None)?;
+    let (scores, stats) = score_tokenized_cached(model, &requests, options, None, cache)?;
     let results = prompts
         .iter()
         .zip(scores)

@@ -74,6 +74,16 @@ impl PrefixTree {
 
     /// The tree cut into segments, parents before children, roots in insertion order.
     pub fn segments(&self) -> Segments {
+        self.segments_marked(&[])
+    }
+
+    /// Like [`Self::segments`], where nodes whose `computed` flag is false (or missing) hold
+    /// keys and values computed before (a prefix cache's): segments break where the flag
+    /// changes, and those of cached nodes are marked [`SegmentNode::cached`].
+    pub fn segments_marked(&self, computed: &[bool]) -> Segments {
+        let is_cached = |node: u32| {
+            !computed.is_empty() && !computed.get(node as usize).copied().unwrap_or(false)
+        };
         let mut segments = Segments {
             tokens: Vec::with_capacity(self.len()),
             list: Vec::new(),
@@ -85,12 +95,13 @@ impl PrefixTree {
             let id = segments.list.len();
             let start = segments.tokens.len();
             let mut node = first;
+            let cached = is_cached(first);
             loop {
                 segments.node_place[node as usize] =
                     (id as u32, (segments.tokens.len() - start) as u32);
                 segments.tokens.push(self.token[node as usize]);
                 match self.children[node as usize].as_slice() {
-                    [only] => node = *only,
+                    [only] if is_cached(*only) == cached => node = *only,
                     _ => break,
                 }
             }
@@ -102,6 +113,7 @@ impl PrefixTree {
                 tokens: start..segments.tokens.len(),
                 parent,
                 depth,
+                cached,
             });
             for &child in self.children[node as usize].iter().rev() {
                 stack.push((child, Some(id)));
@@ -117,6 +129,8 @@ pub struct SegmentNode {
     pub parent: Option<usize>,
     /// Tokens above the segment (the position of its first token).
     pub depth: usize,
+    /// Its keys and values come from a prefix cache: it is not computed, only attended to.
+    pub cached: bool,
 }
 
 /// A prefix tree cut into chains, in depth-first order.
@@ -130,6 +144,19 @@ pub struct Segments {
 impl Segments {
     pub fn len(&self, segment: usize) -> usize {
         self.list[segment].tokens.len()
+    }
+
+    /// The tokens from the root to the end of `segment` (its ancestors' and its own).
+    pub fn path(&self, segment: usize) -> Vec<u32> {
+        let mut path = Vec::with_capacity(self.list[segment].depth + self.len(segment));
+        for s in self
+            .ancestors(segment)
+            .into_iter()
+            .chain(std::iter::once(segment))
+        {
+            path.extend_from_slice(&self.tokens[self.list[s].tokens.clone()]);
+        }
+        path
     }
 
     /// The ancestors of `segment`, root first.
@@ -167,6 +194,34 @@ mod tests {
         assert_eq!(s.ancestors(2), vec![0]);
         assert_eq!(s.node_place[b[4] as usize], (2, 1));
         assert_eq!(s.node_place[c[0] as usize], (3, 0));
+    }
+
+    /// Cached nodes form their own segments, broken where a path turns from cached to
+    /// computed (or back).
+    #[test]
+    fn cached_nodes_form_segments_of_their_own() {
+        let mut tree = PrefixTree::default();
+        let a = tree.insert(&[1, 2, 3, 4, 5]);
+        let mut computed = vec![false; tree.len()];
+        computed[a[1] as usize] = true;
+        computed[a[4] as usize] = true;
+        let s = tree.segments_marked(&computed);
+        let runs: Vec<(Vec<u32>, bool)> = s
+            .list
+            .iter()
+            .map(|n| (s.tokens[n.tokens.clone()].to_vec(), n.cached))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                (vec![1], true),
+                (vec![2], false),
+                (vec![3, 4], true),
+                (vec![5], false)
+            ]
+        );
+        assert_eq!(s.path(2), vec![1, 2, 3, 4]);
+        assert_eq!(s.list[3].depth, 4);
     }
 
     #[test]

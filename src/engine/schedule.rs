@@ -2,13 +2,15 @@
 //! forwards of at most `batch_tokens` tokens. A segment goes into a forward together with those
 //! of its ancestors the forward does not already hold, so ancestors are repeated only when
 //! their descendants spill into the next forward; a segment whose ancestry alone exceeds the
-//! budget gets a forward of its own.
+//! budget gets a forward of its own. Segments whose keys and values a prefix cache holds are
+//! not computed: a forward refers to them as past keys (they cost no tokens).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use super::prefix::Segments;
 use super::tokenize::TokenizedRequest;
+use crate::model::batch::Keys;
 use crate::model::PackedBatch;
 
 /// Where one continuation token's answer goes: (request, token index).
@@ -19,6 +21,10 @@ pub struct PlannedBatch {
     pub batch: PackedBatch,
     /// (index into the forward's scores, consumer).
     pub answers: Vec<(usize, Consumer)>,
+    /// Cached segments the forward attends to, in the order of its past rows.
+    pub past: Vec<usize>,
+    /// Segments the forward computes, with their rows, parents first.
+    pub computed: Vec<(usize, Range<usize>)>,
 }
 
 pub struct Schedule<'a> {
@@ -55,14 +61,21 @@ impl Iterator for Schedule<'_> {
         let mut planned = PlannedBatch {
             batch: PackedBatch::default(),
             answers: Vec::new(),
+            past: Vec::new(),
+            computed: Vec::new(),
         };
-        let mut placed: HashMap<usize, Range<usize>> = HashMap::new();
+        let mut placed: HashMap<usize, Keys> = HashMap::new();
         while self.next < segments.list.len() {
             let segment = self.next;
+            if segments.list[segment].cached {
+                // Attended to by its computed descendants only.
+                self.next += 1;
+                continue;
+            }
             let ancestors = segments.ancestors(segment);
             let missing: usize = ancestors
                 .iter()
-                .filter(|a| !placed.contains_key(a))
+                .filter(|&&a| !placed.contains_key(&a) && !segments.list[a].cached)
                 .map(|&a| segments.len(a))
                 .sum();
             let cost = segments.len(segment) + missing;
@@ -74,15 +87,23 @@ impl Iterator for Schedule<'_> {
                 if placed.contains_key(&s) {
                     continue;
                 }
-                let above: Vec<Range<usize>> = segments
+                if segments.list[s].cached {
+                    let rows = planned.batch.push_past(segments.len(s));
+                    planned.past.push(s);
+                    placed.insert(s, Keys::Past(rows));
+                    continue;
+                }
+                let above: Vec<Keys> = segments
                     .ancestors(s)
                     .iter()
                     .map(|a| placed[a].clone())
                     .collect();
                 let tokens = &segments.tokens[segments.list[s].tokens.clone()];
-                placed.insert(s, planned.batch.push_segment(tokens, above));
+                let rows = planned.batch.push_segment_below(tokens, above);
+                planned.computed.push((s, rows.clone()));
+                placed.insert(s, Keys::Batch(rows));
             }
-            let start = placed[&segment].start;
+            let start = placed[&segment].range().start;
             for &(offset, (i, j)) in &self.consumers[segment] {
                 let target = self.requests[i as usize].continuation()[j as usize];
                 let t = planned.batch.push_score(start + offset as usize, target);

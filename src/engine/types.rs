@@ -59,6 +59,12 @@ pub struct EngineStats {
     pub rechecked_requests: usize,
     #[serde(default)]
     pub rechecked_tokens: usize,
+    /// Past tokens read from a prefix cache by the forwards (counted once per forward).
+    #[serde(default)]
+    pub past_tokens: usize,
+    /// Continuation tokens answered from a prefix cache's kept scores, not computed.
+    #[serde(default)]
+    pub answered_from_cache: usize,
 }
 
 impl EngineStats {
@@ -70,5 +76,7 @@ impl EngineStats {
         self.forwards += other.forwards;
         self.rechecked_requests += other.rechecked_requests;
         self.rechecked_tokens += other.rechecked_tokens;
+        self.past_tokens += other.past_tokens;
+        self.answered_from_cache += other.answered_from_cache;
     }
 }

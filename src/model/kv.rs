@@ -36,13 +36,9 @@ pub struct PastKv {
 }
 
 impl PastKv {
-    /// From `len` token-major rows (see the module's doc).
-    pub fn from_rows(
-        geometry: KvGeometry,
-        rows: &[f32],
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
+    /// From `len` token-major rows (see the module's doc), as f32 on `device` (attention
+    /// converts them to its own precision where that differs).
+    pub fn from_rows(geometry: KvGeometry, rows: &[f32], device: &Device) -> Result<Self> {
         let per_token = geometry.floats_per_token();
         if per_token == 0 || !rows.len().is_multiple_of(per_token) {
             bail!(
@@ -66,8 +62,11 @@ impl PastKv {
                             out[dst..dst + per_head].copy_from_slice(src);
                         }
                     }
-                    let t = Tensor::from_vec(out, (geometry.kv_heads, len, per_head), device)?;
-                    Ok(t.to_dtype(dtype)?)
+                    Ok(Tensor::from_vec(
+                        out,
+                        (geometry.kv_heads, len, per_head),
+                        device,
+                    )?)
                 };
                 Ok((half(0)?, half(1)?))
             })
@@ -213,7 +212,7 @@ mod tests {
         }
         let flat = capture.into_rows(geometry).unwrap();
         assert_eq!(flat.len(), 3 * geometry.floats_per_token());
-        let past = PastKv::from_rows(geometry, &flat, &Device::Cpu, DType::F32).unwrap();
+        let past = PastKv::from_rows(geometry, &flat, &Device::Cpu).unwrap();
         assert_eq!(past.len, 3);
         let index = Tensor::new(rows.as_slice(), &Device::Cpu).unwrap();
         for (layer, (k, v)) in layers.iter().enumerate() {

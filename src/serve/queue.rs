@@ -224,7 +224,9 @@ fn score_guarded(
     options: &EngineOptions,
     counters: &Counters,
 ) -> Result<Vec<PromptScores>, String> {
-    match catch_unwind(AssertUnwindSafe(|| score_prompts(model, prompts, options))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        score_prompts(model, prompts, options, None)
+    })) {
         Ok(Ok((scores, stats))) => {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters

@@ -180,6 +180,38 @@ pub fn batch_invariant_on(model: &Model, requests: Vec<Request>, batched: &[Scor
     }
 }
 
+/// The requests of `batched` scored through a prefix cache — half of them first, then all,
+/// so that some come from the cache whole and others from a cached prefix — give the same
+/// scores bit for bit (f32 on the CPU).
+pub fn cache_invariant(model: &Model, fixture: &str, batched: &[Score]) {
+    let requests: Vec<Request> = fixtures(fixture)
+        .0
+        .into_iter()
+        .filter(|r| batched.iter().any(|s| s.id == r.id))
+        .collect();
+    let mut cache = engine::PrefixCache::new(64 << 20, model.kv_geometry());
+    let options = EngineOptions::default();
+    let half = &requests[..requests.len() / 2];
+    engine::score_cached(model, half, &options, None, Some(&mut cache)).unwrap();
+    let (cached, stats) =
+        engine::score_cached(model, &requests, &options, None, Some(&mut cache)).unwrap();
+    assert!(
+        half.is_empty() || stats.answered_from_cache + stats.past_tokens > 0,
+        "{stats:?}"
+    );
+    for (a, b) in cached.iter().zip(
+        batched
+            .iter()
+            .filter(|s| requests.iter().any(|r| r.id == s.id)),
+    ) {
+        assert_eq!(a.id, b.id);
+        let bits =
+            |s: &Score| -> Vec<u64> { s.token_logprobs.iter().map(|x| x.to_bits()).collect() };
+        assert_eq!(bits(a), bits(b), "{}", a.id);
+        assert_eq!(a.greedy, b.greedy, "{}", a.id);
+    }
+}
+
 /// Whether request `i` is in a subset of every `n`-th request.
 pub fn every(i: usize, n: usize) -> bool {
     i.is_multiple_of(n)
@@ -244,6 +276,14 @@ macro_rules! valuelens_fixture_suite {
             let step = $invariance_every / $f32_every;
             let subset: Vec<Score> = scores.iter().step_by(step).cloned().collect();
             fixture_checks::batch_invariant(model_f32(), MODEL, &subset);
+        }
+
+        #[test]
+        fn scores_do_not_depend_on_the_prefix_cache() {
+            let (scores, _) = f32_scores();
+            let step = $invariance_every / $f32_every;
+            let subset: Vec<Score> = scores.iter().step_by(step).cloned().collect();
+            fixture_checks::cache_invariant(model_f32(), MODEL, &subset);
         }
 
         #[test]

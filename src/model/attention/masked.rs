@@ -102,8 +102,8 @@ impl MaskedBlocks {
     ) -> Result<Tensor> {
         match past {
             Some((pk, pv)) => {
-                let k = Tensor::cat(&[pk, k], 1)?;
-                let v = Tensor::cat(&[pv, v], 1)?;
+                let k = Tensor::cat(&[&pk.to_dtype(k.dtype())?, k], 1)?;
+                let v = Tensor::cat(&[&pv.to_dtype(v.dtype())?, v], 1)?;
                 masked_attention(q, &k, &v, spec, &self.0)
             }
             None => masked_attention(q, k, v, spec, &self.0),
