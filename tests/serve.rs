@@ -345,6 +345,51 @@ fn lm_eval_requests_get_the_scores_of_valuelens_score() {
     assert!(computed * 3 < sent, "{counters}");
 }
 
+/// lm-eval's payload sent again is answered from the prefix cache with nothing computed, in
+/// exactly the JSON a server without a cache sends; a new continuation after a cached
+/// context computes only itself and the context's last token.
+#[test]
+fn repeated_contexts_are_answered_from_the_prefix_cache_unchanged() {
+    let prompts: Vec<(Vec<u32>, usize)> = fixture_prompts().into_iter().take(24).collect();
+    let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| p.0.clone()).collect();
+    let (first, ctxlen) = prompts[0].clone();
+    let mut forked = first[..ctxlen].to_vec();
+    forked.extend(first[ctxlen..].iter().map(|t| (t + 5003) % 40000));
+    forked.push(13);
+    let cached = Server::start(&["--prefix-cache-mb", "64"]);
+    let plain = Server::start(&["--prefix-cache-mb", "0"]);
+    assert!(plain.counters()["prefix_cache"].is_null());
+    let send = |server: &Server, tokens: &[Vec<u32>]| -> Value {
+        let (status, body) = server.post("/v1/completions", &lm_eval_payload(&server.name, tokens));
+        assert_eq!(status, 200, "{body}");
+        body["choices"].clone()
+    };
+    let computed = |server: &Server| server.counters()["computed_tokens"].as_u64().unwrap();
+
+    let expected = send(&plain, &tokens);
+    assert_eq!(
+        send(&cached, &tokens),
+        expected,
+        "a cold cache changes nothing"
+    );
+    let before = computed(&cached);
+    assert_eq!(send(&cached, &tokens), expected, "answered from the cache");
+    assert_eq!(computed(&cached), before, "a repeat computes nothing");
+
+    let expected = send(&plain, std::slice::from_ref(&forked));
+    let before = computed(&cached);
+    assert_eq!(send(&cached, std::slice::from_ref(&forked)), expected);
+    assert_eq!(
+        computed(&cached) - before,
+        (forked.len() - ctxlen + 1) as u64,
+        "the new continuation and the context's last token"
+    );
+    let cache = &cached.counters()["prefix_cache"];
+    assert!(cache["hit_rate"].as_f64().unwrap() > 0.5, "{cache}");
+    assert!(cache["answered_positions"].as_u64().unwrap() > 0, "{cache}");
+    assert!(cache["bytes"].as_u64().unwrap() <= 64 << 20, "{cache}");
+}
+
 #[test]
 fn strings_tokenizer_endpoints_and_max_tokens_zero() {
     let (requests, references) = common::fixtures("smollm2-135m");
@@ -726,6 +771,64 @@ fn load_test_with_slow_and_vanishing_clients() {
     drop(slow_writer);
     drop(slow);
     assert_eq!(server.get("/health", None).0, 200);
+}
+
+/// Eight clients send distinct long prompts through a prefix cache of 16 MiB (about 360
+/// tokens of SmolLM2): the cache stays within its budget, the process within the budget plus
+/// the forwards' working memory, and a newcomer's prompt is still cached after the flood (the
+/// flood's least recently used prefixes make room for it).
+#[test]
+fn the_prefix_cache_keeps_its_budget_under_load_and_serves_newcomers() {
+    const BUDGET_MB: u64 = 16;
+    const CLIENTS: usize = 8;
+    let server = Server::start(&["--prefix-cache-mb", &BUDGET_MB.to_string()]);
+    let prompts: Vec<Vec<u32>> = fixture_prompts().into_iter().map(|p| p.0).collect();
+    let warmup = prompts.last().unwrap().clone();
+    server.post("/v1/completions", &lm_eval_payload(&server.name, &[warmup]));
+    let (rss_before, _) = server.memory();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    std::thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (server, prompts) = (&server, &prompts);
+            scope.spawn(move || {
+                for prompt in prompts.iter().skip(client).step_by(CLIENTS).take(16) {
+                    assert!(Instant::now() < deadline, "client {client} ran out of time");
+                    let payload = lm_eval_payload(&server.name, std::slice::from_ref(prompt));
+                    let (status, body) = server.post("/v1/completions", &payload);
+                    assert_eq!(status, 200, "client {client}: {body}");
+                }
+            });
+        }
+    });
+    let (_, peak) = server.memory();
+    let cache = server.counters()["prefix_cache"].clone();
+    println!(
+        "{cache}; RSS {} MB, peak {} MB",
+        rss_before >> 20,
+        peak >> 20
+    );
+    assert!(
+        cache["bytes"].as_u64().unwrap() <= BUDGET_MB << 20,
+        "{cache}"
+    );
+    assert!(cache["evicted_tokens"].as_u64().unwrap() > 0, "{cache}");
+    assert!(
+        peak < rss_before + ((BUDGET_MB + 512) << 20),
+        "memory grew from {} MB to a peak of {} MB",
+        rss_before >> 20,
+        peak >> 20
+    );
+    let newcomer: Vec<u32> = prompts[3][..40].iter().map(|t| (t + 17) % 40000).collect();
+    let payload = lm_eval_payload(&server.name, &[newcomer]);
+    let first = server.post("/v1/completions", &payload).1;
+    let before = server.counters()["computed_tokens"].as_u64().unwrap();
+    let again = server.post("/v1/completions", &payload).1;
+    assert_eq!(first["choices"], again["choices"]);
+    assert_eq!(
+        server.counters()["computed_tokens"].as_u64().unwrap(),
+        before,
+        "the newcomer's prompt was cached despite the flood"
+    );
 }
 
 #[test]

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_body_mb: usize,
+    /// MiB of keys, values and scores of computed prefixes kept across requests, so that a
+    /// context sent again is not computed again (least recently used prefixes go first); 0
+    /// keeps none. By default 512 on the CPU, none on GPUs (not yet checked there).
+    #[arg(long, value_name = "MIB")]
+    pub prefix_cache_mb: Option<usize>,
 }
 
 #[derive(clap::Args)]

@@ -12,6 +12,10 @@ use valuelens::serve::{self, BatchPolicy, ModelInfo, ServeOptions};
 
 use super::args::{ModelArg, ServeArgs};
 
+/// The prefix cache's size on the CPU where `--prefix-cache-mb` is not given: ~11,000
+/// tokens of SmolLM2-135M, ~2,000 of an 8B Llama.
+const DEFAULT_PREFIX_CACHE_MB: usize = 512;
+
 pub fn serve(args: ServeArgs) -> Result<()> {
     let ServeArgs {
         model: ModelArg { model },
@@ -24,6 +28,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         batch_window_ms,
         max_prompts,
         max_body_mb,
+        prefix_cache_mb,
     } = args;
     if queue == 0 || max_prompts == 0 || max_body_mb == 0 {
         bail!("--queue, --max-prompts and --max-body-mb must each be at least 1");
@@ -62,6 +67,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         model.precision,
         device_name(&model.device),
     );
+    let prefix_cache_mb = prefix_cache_mb.unwrap_or(match model.device.is_cpu() {
+        true => DEFAULT_PREFIX_CACHE_MB,
+        false => 0,
+    });
     let options = ServeOptions {
         host,
         port,
@@ -74,6 +83,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         engine,
         max_prompts,
         max_body_bytes: max_body_mb << 20,
+        prefix_cache_bytes: prefix_cache_mb << 20,
     };
     let served = serve::serve(model, info, options, |address| {
         eprintln!(
@@ -93,5 +103,19 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         served.refused,
         served.abandoned
     );
+    if let Some(cache) = served.prefix_cache {
+        eprintln!(
+            "prefix cache: {:.1} % of looked-up tokens found ({} of {}), {} scores answered \
+             from it, {} tokens held in {:.1} MiB of {:.0} MiB, {} evicted",
+            100.0 * cache.hit_rate,
+            cache.hit_tokens,
+            cache.looked_up_tokens,
+            cache.answered_positions,
+            cache.tokens,
+            cache.bytes as f64 / (1u64 << 20) as f64,
+            cache.budget_bytes as f64 / (1u64 << 20) as f64,
+            cache.evicted_tokens
+        );
+    }
     Ok(())
 }

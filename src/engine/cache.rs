@@ -200,6 +200,17 @@ impl PrefixCache {
         self.stats.clone()
     }
 
+    /// Empties the cache (its counters go on).
+    pub fn clear(&mut self) {
+        self.nodes.clear();
+        self.free.clear();
+        self.roots.clear();
+        self.bytes = 0;
+        self.tokens = 0;
+        self.entries = 0;
+        self.publish();
+    }
+
     /// Starts a call: what it matches from now on is kept until the next call starts.
     pub fn begin_call(&mut self) {
         self.call += 1;

@@ -2,7 +2,9 @@
 //! lm-evaluation-harness's `local-completions` model (and any OpenAI-style client asking for
 //! prompt log-probabilities) scores through it. Prompts of one request, and of requests that
 //! arrive together, go through one prefix tree: a context sent once per answer choice is
-//! computed once.
+//! computed once, and a prefix cache keeps what was computed for later requests (keys,
+//! values and the scores echoed at each position), so a context sent again is not computed
+//! again.
 //!
 //! `api` reads requests and writes responses, `queue` batches requests for the one scoring
 //! worker, `routes` are the endpoints; this module binds, serves, and drains on SIGTERM.
@@ -37,6 +39,8 @@ pub struct ServeOptions {
     /// Most prompts in one request.
     pub max_prompts: usize,
     pub max_body_bytes: usize,
+    /// Bytes of the prefix cache across requests (0: none).
+    pub prefix_cache_bytes: usize,
 }
 
 /// Serves `model` until SIGTERM or SIGINT, then stops accepting connections, answers the
@@ -55,7 +59,12 @@ pub fn serve(
         .build()
         .context("cannot start the server's runtime")?;
     let model = Arc::new(model);
-    let (scorer, worker) = Scorer::start(model.clone(), options.engine, options.batch);
+    let (scorer, worker) = Scorer::start(
+        model.clone(),
+        options.engine,
+        options.batch,
+        options.prefix_cache_bytes,
+    );
     let counters = scorer.counters.clone();
     let state = Arc::new(AppState::new(
         model,

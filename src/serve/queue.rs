@@ -3,6 +3,8 @@
 //! to a token budget), and scores all their prompts through one prefix tree, so contexts sent
 //! once per answer choice, in one request or in several, are computed once. A full queue is
 //! refused at once rather than grown; requests whose client has gone are dropped unscored.
+//! The worker also owns the prefix cache: prefixes computed for earlier batches (their keys,
+//! values and echoed scores) are not computed again.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::engine::cache::{CacheStats, CacheStatsValues};
 use crate::engine::positions::{score_prompts, PromptRequest, PromptScores};
-use crate::engine::EngineOptions;
+use crate::engine::{EngineOptions, PrefixCache};
 use crate::model::Model;
 
 /// How the worker gathers requests into batches.
@@ -54,6 +57,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     pub queued: AtomicU64,
     pub running: AtomicU64,
+    /// The prefix cache's counters, where the server keeps one.
+    pub prefix_cache: Option<Arc<CacheStats>>,
 }
 
 /// A snapshot of [`Counters`].
@@ -74,6 +79,8 @@ pub struct CounterValues {
     /// Requests waiting now, and being scored now.
     pub queued: u64,
     pub running: u64,
+    /// The prefix cache (`null` when the server keeps none).
+    pub prefix_cache: Option<CacheStatsValues>,
 }
 
 impl Counters {
@@ -89,6 +96,7 @@ impl Counters {
             refused: get(&self.refused),
             queued: get(&self.queued),
             running: get(&self.running),
+            prefix_cache: self.prefix_cache.as_ref().map(|c| c.values()),
         }
     }
 }
@@ -102,18 +110,31 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// Starts the worker on `model`.
+    /// Starts the worker on `model`, with a prefix cache of `cache_bytes` (0: none).
     pub fn start(
         model: Arc<Model>,
         options: EngineOptions,
         policy: BatchPolicy,
+        cache_bytes: usize,
     ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = sync_channel(policy.queue_capacity.max(1));
-        let counters = Arc::new(Counters::default());
+        let cache = (cache_bytes > 0).then(|| PrefixCache::new(cache_bytes, model.kv_geometry()));
+        let counters = Arc::new(Counters {
+            prefix_cache: cache.as_ref().map(|c| c.stats()),
+            ..Counters::default()
+        });
         let worker_counters = counters.clone();
         let worker = std::thread::Builder::new()
             .name("valuelens-scorer".into())
-            .spawn(move || work(&model, &options, &policy, &receiver, &worker_counters))
+            .spawn(move || {
+                let mut worker = Worker {
+                    model: &model,
+                    options: &options,
+                    counters: &worker_counters,
+                    cache,
+                };
+                worker.work(&policy, &receiver)
+            })
             .expect("a thread can be started");
         (Self { sender, counters }, worker)
     }
@@ -141,63 +162,99 @@ impl Scorer {
     }
 }
 
-fn work(
-    model: &Model,
-    options: &EngineOptions,
-    policy: &BatchPolicy,
-    receiver: &Receiver<Job>,
-    counters: &Counters,
-) {
-    while let Ok(first) = receiver.recv() {
-        let mut tokens = first.tokens;
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + policy.window;
-        while tokens < policy.batch_tokens {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match receiver.recv_timeout(left) {
-                Ok(job) => {
-                    tokens += job.tokens;
-                    jobs.push(job);
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        counters
-            .queued
-            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
-        let before = jobs.len();
-        jobs.retain(|job| !job.reply.is_closed());
-        counters
-            .abandoned
-            .fetch_add((before - jobs.len()) as u64, Ordering::Relaxed);
-        if jobs.is_empty() {
-            continue;
-        }
-        counters.running.store(jobs.len() as u64, Ordering::Relaxed);
-        run_batch(model, options, jobs, counters);
-        counters.running.store(0, Ordering::Relaxed);
-    }
+/// The scoring thread's state: the model and the prefix cache it alone uses.
+struct Worker<'a> {
+    model: &'a Model,
+    options: &'a EngineOptions,
+    counters: &'a Counters,
+    cache: Option<PrefixCache>,
 }
 
-/// Scores the jobs together; if that fails, each alone, so that one bad request fails only
-/// itself.
-fn run_batch(model: &Model, options: &EngineOptions, jobs: Vec<Job>, counters: &Counters) {
-    let prompts: Vec<PromptRequest> = jobs.iter().flat_map(|j| j.prompts.clone()).collect();
-    match score_guarded(model, &prompts, options, counters) {
-        Ok(mut scores) => {
-            for job in jobs.into_iter().rev() {
-                let own = scores.split_off(scores.len() - job.prompts.len());
-                finish(job, Ok(own), counters);
+impl Worker<'_> {
+    fn work(&mut self, policy: &BatchPolicy, receiver: &Receiver<Job>) {
+        let counters = self.counters;
+        while let Ok(first) = receiver.recv() {
+            let mut tokens = first.tokens;
+            let mut jobs = vec![first];
+            let deadline = Instant::now() + policy.window;
+            while tokens < policy.batch_tokens {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match receiver.recv_timeout(left) {
+                    Ok(job) => {
+                        tokens += job.tokens;
+                        jobs.push(job);
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            counters
+                .queued
+                .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+            let before = jobs.len();
+            jobs.retain(|job| !job.reply.is_closed());
+            counters
+                .abandoned
+                .fetch_add((before - jobs.len()) as u64, Ordering::Relaxed);
+            if jobs.is_empty() {
+                continue;
+            }
+            counters.running.store(jobs.len() as u64, Ordering::Relaxed);
+            self.run_batch(jobs);
+            counters.running.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Scores the jobs together; if that fails, each alone, so that one bad request fails
+    /// only itself.
+    fn run_batch(&mut self, jobs: Vec<Job>) {
+        let counters = self.counters;
+        let prompts: Vec<PromptRequest> = jobs.iter().flat_map(|j| j.prompts.clone()).collect();
+        match self.score_guarded(&prompts) {
+            Ok(mut scores) => {
+                for job in jobs.into_iter().rev() {
+                    let own = scores.split_off(scores.len() - job.prompts.len());
+                    finish(job, Ok(own), counters);
+                }
+            }
+            Err(message) if jobs.len() == 1 => {
+                let job = jobs.into_iter().next().expect("one job");
+                finish(job, Err(message), counters);
+            }
+            Err(_) => {
+                for job in jobs {
+                    let result = self.score_guarded(&job.prompts);
+                    finish(job, result, counters);
+                }
             }
         }
-        Err(message) if jobs.len() == 1 => {
-            let job = jobs.into_iter().next().expect("one job");
-            finish(job, Err(message), counters);
-        }
-        Err(_) => {
-            for job in jobs {
-                let result = score_guarded(model, &job.prompts, options, counters);
-                finish(job, result, counters);
+    }
+
+    /// [`score_prompts`] with its errors and panics as messages. A panic may have left the
+    /// cache half-updated, so it is emptied then.
+    fn score_guarded(&mut self, prompts: &[PromptRequest]) -> Result<Vec<PromptScores>, String> {
+        let (model, options, counters) = (self.model, self.options, self.counters);
+        let cache = self.cache.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| {
+            score_prompts(model, prompts, options, cache)
+        })) {
+            Ok(Ok((scores, stats))) => {
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .computed_tokens
+                    .fetch_add(stats.computed_tokens as u64, Ordering::Relaxed);
+                Ok(scores)
+            }
+            Ok(Err(e)) => Err(format!("scoring failed: {e:#}")),
+            Err(panic) => {
+                if let Some(cache) = &mut self.cache {
+                    cache.clear();
+                }
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                Err(format!("scoring failed inside the engine: {what}"))
             }
         }
     }
@@ -215,33 +272,4 @@ fn finish(job: Job, result: Reply, counters: &Counters) {
     }
     // The client may have gone meanwhile; nobody is left to tell.
     let _ = job.reply.send(result);
-}
-
-/// [`score_prompts`] with its errors and panics as messages.
-fn score_guarded(
-    model: &Model,
-    prompts: &[PromptRequest],
-    options: &EngineOptions,
-    counters: &Counters,
-) -> Result<Vec<PromptScores>, String> {
-    match catch_unwind(AssertUnwindSafe(|| {
-        score_prompts(model, prompts, options, None)
-    })) {
-        Ok(Ok((scores, stats))) => {
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            counters
-                .computed_tokens
-                .fetch_add(stats.computed_tokens as u64, Ordering::Relaxed);
-            Ok(scores)
-        }
-        Ok(Err(e)) => Err(format!("scoring failed: {e:#}")),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a panic");
-            Err(format!("scoring failed inside the engine: {what}"))
-        }
-    }
 }
