@@ -320,6 +320,31 @@ impl PrefixCache {
         spans
     }
 
+    /// How many leading tokens of `tokens` are cached (a look that changes nothing).
+    pub fn cached_len(&self, regime: u8, tokens: &[u32]) -> usize {
+        let Some(&root) = self.roots.get(&regime) else {
+            return 0;
+        };
+        let (mut node, mut at) = (root, 0);
+        while at < tokens.len() {
+            let Some(&child) = self.node(node).children.get(&tokens[at]) else {
+                break;
+            };
+            let edge = &self.node(child).tokens;
+            let common = edge
+                .iter()
+                .zip(&tokens[at..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            at += common;
+            if common < edge.len() {
+                break;
+            }
+            node = child;
+        }
+        at
+    }
+
     /// How many leading tokens of `tokens` are cached, and what was scored at each of them.
     /// The matched nodes are kept until the next call.
     pub fn lookup(&mut self, regime: u8, tokens: &[u32]) -> (usize, Vec<RowFacts>) {

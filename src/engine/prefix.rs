@@ -60,6 +60,18 @@ impl PrefixTree {
             .collect()
     }
 
+    /// How many leading tokens of `tokens` the tree holds as a path from a root.
+    pub fn shared_len(&self, tokens: &[u32]) -> usize {
+        let mut parent = ROOT;
+        for (i, &t) in tokens.iter().enumerate() {
+            match self.child_index.get(&(parent, t)) {
+                Some(&node) => parent = node,
+                None => return i,
+            }
+        }
+        tokens.len()
+    }
+
     /// Adds `tokens` as a path of new nodes, sharing nothing (the no-sharing baseline).
     pub fn insert_unshared(&mut self, tokens: &[u32]) -> Vec<u32> {
         let mut parent = ROOT;

@@ -6,6 +6,7 @@
 //! The worker also owns the prefix cache: prefixes computed for earlier batches (their keys,
 //! values and echoed scores) are not computed again.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::cache::{CacheStats, CacheStatsValues};
 use crate::engine::positions::{score_prompts, PromptRequest, PromptScores};
+use crate::engine::prefix::PrefixTree;
 use crate::engine::{EngineOptions, PrefixCache};
 use crate::model::Model;
 
@@ -39,7 +41,13 @@ struct Job {
     prompts: Vec<PromptRequest>,
     tokens: usize,
     reply: oneshot::Sender<Reply>,
+    /// Batches that went before it while it waited.
+    passed_over: u32,
 }
+
+/// Batches a request may be passed over for others sharing more prefix with the oldest; then
+/// it goes first.
+const MOST_PASSED_OVER: u32 = 4;
 
 /// The queue is full: come back later.
 #[derive(Debug)]
@@ -106,6 +114,7 @@ impl Counters {
 #[derive(Clone)]
 pub struct Scorer {
     sender: SyncSender<Job>,
+    capacity: u64,
     pub counters: Arc<Counters>,
 }
 
@@ -136,7 +145,15 @@ impl Scorer {
                 worker.work(&policy, &receiver)
             })
             .expect("a thread can be started");
-        (Self { sender, counters }, worker)
+        let capacity = policy.queue_capacity.max(1) as u64;
+        (
+            Self {
+                sender,
+                capacity,
+                counters,
+            },
+            worker,
+        )
     }
 
     /// Queues `prompts`; the receiver gets their scores. Refused when the queue is full.
@@ -146,18 +163,23 @@ impl Scorer {
     ) -> Result<oneshot::Receiver<Reply>, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         let tokens = prompts.iter().map(|p| p.tokens.len()).sum();
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let refuse = || {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            Err(QueueFull)
+        };
+        // Waiting requests, in the channel or already with the worker, stay within capacity.
+        if self.counters.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            return refuse();
+        }
         match self.sender.try_send(Job {
             prompts,
             tokens,
             reply,
+            passed_over: 0,
         }) {
             Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                Err(QueueFull)
-            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => refuse(),
         }
     }
 }
@@ -171,22 +193,55 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// Gathers requests for a window after the first, then scores a batch of them: the one
+    /// waiting longest and those that share the most prefix with it, up to the token budget
+    /// (tokens the prefix cache holds do not count); the rest wait for the next batch.
     fn work(&mut self, policy: &BatchPolicy, receiver: &Receiver<Job>) {
         let counters = self.counters;
-        while let Ok(first) = receiver.recv() {
-            let mut tokens = first.tokens;
-            let mut jobs = vec![first];
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        loop {
+            if waiting.is_empty() {
+                match receiver.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
             let deadline = Instant::now() + policy.window;
+            let mut tokens: usize = waiting.iter().map(|j| j.tokens).sum();
             while tokens < policy.batch_tokens {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match receiver.recv_timeout(left) {
                     Ok(job) => {
                         tokens += job.tokens;
-                        jobs.push(job);
+                        waiting.push_back(job);
                     }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
+            // Whatever else is queued already may join without waiting.
+            while let Ok(job) = receiver.try_recv() {
+                waiting.push_back(job);
+            }
+            let candidates: Vec<Candidate> = waiting
+                .iter()
+                .map(|job| Candidate {
+                    prompts: job.prompts.iter().map(|p| p.tokens.as_slice()).collect(),
+                    uncached: job.tokens - self.cached_tokens(&job.prompts),
+                    passed_over: job.passed_over,
+                })
+                .collect();
+            let chosen = choose_batch(&candidates, policy.batch_tokens);
+            let mut jobs = Vec::with_capacity(chosen.len());
+            let mut rest = VecDeque::with_capacity(waiting.len() - chosen.len());
+            for (i, mut job) in waiting.drain(..).enumerate() {
+                if chosen.contains(&i) {
+                    jobs.push(job);
+                } else {
+                    job.passed_over += 1;
+                    rest.push_back(job);
+                }
+            }
+            waiting = rest;
             counters
                 .queued
                 .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
@@ -201,6 +256,17 @@ impl Worker<'_> {
             counters.running.store(jobs.len() as u64, Ordering::Relaxed);
             self.run_batch(jobs);
             counters.running.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Tokens of `prompts` that the prefix cache holds.
+    fn cached_tokens(&self, prompts: &[PromptRequest]) -> usize {
+        match &self.cache {
+            Some(cache) => prompts
+                .iter()
+                .map(|p| cache.cached_len(0, &p.tokens).min(p.tokens.len()))
+                .sum(),
+            None => 0,
         }
     }
 
@@ -272,4 +338,86 @@ fn finish(job: Job, result: Reply, counters: &Counters) {
     }
     // The client may have gone meanwhile; nobody is left to tell.
     let _ = job.reply.send(result);
+}
+
+/// A waiting request as the batch choice sees it.
+struct Candidate<'a> {
+    prompts: Vec<&'a [u32]>,
+    /// Its tokens the prefix cache does not hold.
+    uncached: usize,
+    passed_over: u32,
+}
+
+/// Indices (in waiting order) of the requests of the next batch: those passed over too often,
+/// the oldest, then the others by the tokens their prompts share with the first chosen one's
+/// (most first, older first among equals), while their uncached tokens fit `budget` (the first
+/// always goes).
+fn choose_batch(waiting: &[Candidate], budget: usize) -> Vec<usize> {
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let first = waiting
+        .iter()
+        .position(|c| c.passed_over >= MOST_PASSED_OVER)
+        .unwrap_or(0);
+    let mut tree = PrefixTree::default();
+    for prompt in &waiting[first].prompts {
+        tree.insert(prompt);
+    }
+    let mut order: Vec<(usize, bool, usize)> = (0..waiting.len())
+        .filter(|&i| i != first)
+        .map(|i| {
+            let shared = waiting[i].prompts.iter().map(|p| tree.shared_len(p)).sum();
+            (i, waiting[i].passed_over >= MOST_PASSED_OVER, shared)
+        })
+        .collect();
+    order.sort_by_key(|&(i, overdue, shared)| (std::cmp::Reverse((overdue, shared)), i));
+    let mut chosen = vec![first];
+    let mut used = waiting[first].uncached;
+    for (i, _, _) in order {
+        if used + waiting[i].uncached <= budget {
+            used += waiting[i].uncached;
+            chosen.push(i);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(
+        prompts: &[&'static [u32]],
+        uncached: usize,
+        passed_over: u32,
+    ) -> Candidate<'static> {
+        Candidate {
+            prompts: prompts.to_vec(),
+            uncached,
+            passed_over,
+        }
+    }
+
+    /// With room for three of five requests, the oldest goes with the two that share its
+    /// context (not the ones that arrived next); a request passed over too often goes first.
+    #[test]
+    fn a_batch_gathers_the_requests_that_share_the_oldest_ones_prefix() {
+        let waiting = [
+            candidate(&[&[1, 2, 3, 4, 10]], 5, 0),
+            candidate(&[&[7, 8, 9, 10, 11]], 5, 0),
+            candidate(&[&[1, 2, 3, 4, 11]], 5, 0),
+            candidate(&[&[5, 6, 7]], 5, 0),
+            candidate(&[&[9, 9], &[1, 2, 3, 5, 12]], 5, 0),
+        ];
+        assert_eq!(choose_batch(&waiting, 15), vec![0, 2, 4]);
+        assert_eq!(choose_batch(&waiting, 1000), vec![0, 1, 2, 3, 4]);
+        assert_eq!(choose_batch(&waiting, 1), vec![0], "the first always goes");
+        let mut overdue = waiting;
+        overdue[3].passed_over = MOST_PASSED_OVER;
+        assert_eq!(choose_batch(&overdue, 10), vec![0, 3]);
+        overdue[0].uncached = 20;
+        assert_eq!(choose_batch(&overdue, 10), vec![1, 3], "the overdue one first");
+    }
 }
