@@ -18,6 +18,7 @@ fn engine_benchmarks(c: &mut Criterion) {
     let naive = EngineOptions {
         batch_tokens: 1,
         share_prefixes: false,
+        ..EngineOptions::default()
     };
     let (_, stats) = engine::score_with_stats(&model, &requests, &shared, None).unwrap();
 

@@ -16,6 +16,7 @@ fn unshared() -> EngineOptions {
     EngineOptions {
         batch_tokens: 1,
         share_prefixes: false,
+        ..EngineOptions::default()
     }
 }
 
@@ -74,7 +75,7 @@ fn scores_do_not_depend_on_the_token_budget() {
     let run = |batch_tokens| {
         let options = EngineOptions {
             batch_tokens,
-            share_prefixes: true,
+            ..EngineOptions::default()
         };
         engine::score_with_stats(model_f32(), &slice, &options, None).unwrap()
     };

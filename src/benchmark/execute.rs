@@ -98,6 +98,10 @@ pub fn execute(
         ..Outcome::default()
     };
     let started = Instant::now();
+    // Units of one scenario's country share the chat template's system prompt and the
+    // questions' openings; with a cache those are computed once per run, not once per unit.
+    let mut cache = (options.prefix_cache_bytes > 0)
+        .then(|| engine::PrefixCache::new(options.prefix_cache_bytes, model.kv_geometry()));
     for &unit in units {
         progress.set_message(unit.describe());
         let (requests, own_count) = plan.requests(unit)?;
@@ -110,8 +114,9 @@ pub fn execute(
             }
             None => {
                 let scoring = Instant::now();
-                let (scores, stats) = engine::score_with_stats(model, &requests, options, None)
-                    .with_context(|| format!("scoring {}", unit.describe()))?;
+                let (scores, stats) =
+                    engine::score_cached(model, &requests, options, None, cache.as_mut())
+                        .with_context(|| format!("scoring {}", unit.describe()))?;
                 let seconds = scoring.elapsed().as_secs_f64();
                 // What the permuted questions add: the unit's tokens beyond those its own
                 // questions alone would compute (planned, not run), and that share of its time.

@@ -232,6 +232,7 @@ pub fn run(options: &RunOptions, progress: &ProgressBar) -> Result<Finished> {
             chat_template: options.chat_template,
             batch_tokens: options.engine.batch_tokens,
             share_prefixes: options.engine.share_prefixes,
+            prefix_cache_mb: options.engine.prefix_cache_bytes >> 20,
             threads: rayon::current_num_threads(),
         },
         units: UnitCounts {

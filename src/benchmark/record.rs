@@ -166,6 +166,9 @@ pub struct SettingsRecord {
     pub chat_template: ChatTemplateMode,
     pub batch_tokens: usize,
     pub share_prefixes: bool,
+    /// MiB of the prefix cache kept across units (0: none).
+    #[serde(default)]
+    pub prefix_cache_mb: usize,
     pub threads: usize,
 }
 

@@ -100,11 +100,6 @@ pub struct ServeArgs {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_body_mb: usize,
-    /// MiB of keys, values and scores of computed prefixes kept across requests, so that a
-    /// context sent again is not computed again (least recently used prefixes go first); 0
-    /// keeps none. By default 512 on the CPU, none on GPUs (not yet checked there).
-    #[arg(long, value_name = "MIB")]
-    pub prefix_cache_mb: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +223,12 @@ pub struct ComputeArgs {
     /// Most tokens in one forward pass.
     #[arg(long, default_value_t = EngineOptions::default().batch_tokens)]
     pub batch_tokens: usize,
+    /// MiB of keys, values and scores of computed prefixes kept across engine calls, so that
+    /// a prefix met again is not computed again (least recently used first out); 0 keeps
+    /// none. `serve` keeps 512 by default on the CPU (none on GPUs, not yet checked there);
+    /// `score` and `run` keep none by default (their calls share little: see docs).
+    #[arg(long, value_name = "MIB")]
+    pub prefix_cache_mb: Option<usize>,
 }
 
 #[derive(clap::Args)]

@@ -36,6 +36,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             &resolve(&model)?,
             &compute.placement()?,
             options.batch_tokens,
+            options.prefix_cache_bytes,
         )?,
         ..options
     };
@@ -108,6 +109,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             &resolve(&model)?,
             &compute.placement()?,
             options.batch_tokens,
+            options.prefix_cache_bytes,
         )?;
     }
     let model = Model::load_on(&model, &compute.placement()?)?;

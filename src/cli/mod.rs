@@ -26,9 +26,17 @@ impl ComputeArgs {
     /// [`ComputeArgs::engine_options`] with `--batch-tokens` fitted to the memory `model` leaves
     /// (see `Model::plan_memory`): refused before loading where the weights do not fit.
     pub fn engine_options_for(&self, model: &str) -> Result<EngineOptions> {
-        let mut options = self.engine_options()?;
-        options.batch_tokens =
-            Model::plan_memory(&resolve(model)?, &self.placement()?, options.batch_tokens)?;
+        self.plan_options(model, self.engine_options()?)
+    }
+
+    /// `options` with `--batch-tokens` cut to what memory holds beside their prefix cache.
+    pub fn plan_options(&self, model: &str, mut options: EngineOptions) -> Result<EngineOptions> {
+        options.batch_tokens = Model::plan_memory(
+            &resolve(model)?,
+            &self.placement()?,
+            options.batch_tokens,
+            options.prefix_cache_bytes,
+        )?;
         Ok(options)
     }
 
@@ -38,6 +46,7 @@ impl ComputeArgs {
         }
         Ok(EngineOptions {
             batch_tokens: self.batch_tokens,
+            prefix_cache_bytes: self.prefix_cache_mb.unwrap_or(0) << 20,
             ..EngineOptions::default()
         })
     }

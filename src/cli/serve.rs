@@ -28,7 +28,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         batch_window_ms,
         max_prompts,
         max_body_mb,
-        prefix_cache_mb,
     } = args;
     if queue == 0 || max_prompts == 0 || max_body_mb == 0 {
         bail!("--queue, --max-prompts and --max-body-mb must each be at least 1");
@@ -36,7 +35,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if api_key.as_deref() == Some("") {
         bail!("--api-key is empty; give a key, or leave the flag out to serve without one");
     }
-    let engine = compute.engine_options_for(&model)?;
+    let mut engine = compute.engine_options()?;
+    if compute.prefix_cache_mb.is_none() && compute.placement()?.device.is_cpu() {
+        engine.prefix_cache_bytes = DEFAULT_PREFIX_CACHE_MB << 20;
+    }
+    let engine = compute.plan_options(&model, engine)?;
     let started = Instant::now();
     let mut model = Model::load_on(&model, &compute.placement()?)?;
     if let Some(name) = name {
@@ -67,10 +70,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         model.precision,
         device_name(&model.device),
     );
-    let prefix_cache_mb = prefix_cache_mb.unwrap_or(match model.device.is_cpu() {
-        true => DEFAULT_PREFIX_CACHE_MB,
-        false => 0,
-    });
     let options = ServeOptions {
         host,
         port,
@@ -83,7 +82,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         engine,
         max_prompts,
         max_body_bytes: max_body_mb << 20,
-        prefix_cache_bytes: prefix_cache_mb << 20,
     };
     let served = serve::serve(model, info, options, |address| {
         eprintln!(

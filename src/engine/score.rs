@@ -426,7 +426,8 @@ fn forward_with_cache(
 
 /// Scores a stream of requests of any length with bounded memory: `chunk` requests at a time
 /// (more where the last ones share a context, so that a question is not cut) are tokenized,
-/// shared and scored, and their scores handed to `sink` in input order.
+/// shared and scored, and their scores handed to `sink` in input order. With
+/// `options.prefix_cache_bytes`, prefixes computed for one chunk are kept for the next.
 pub fn score_stream(
     model: &Model,
     requests: impl Iterator<Item = Result<Request>>,
@@ -436,6 +437,8 @@ pub fn score_stream(
     mut sink: impl FnMut(Score) -> Result<()>,
 ) -> Result<EngineStats> {
     let mut stats = EngineStats::default();
+    let mut cache = (options.prefix_cache_bytes > 0)
+        .then(|| PrefixCache::new(options.prefix_cache_bytes, model.kv_geometry()));
     let mut buffer = Vec::with_capacity(chunk.min(1 << 16));
     let mut requests = requests.peekable();
     while requests.peek().is_some() {
@@ -453,7 +456,8 @@ pub fn score_stream(
                 _ => break,
             }
         }
-        let (scores, chunk_stats) = score_with_stats(model, &buffer, options, progress)?;
+        let (scores, chunk_stats) =
+            score_cached(model, &buffer, options, progress, cache.as_mut())?;
         stats.add(&chunk_stats);
         for score in scores {
             sink(score)?;

@@ -30,6 +30,9 @@ pub struct EngineOptions {
     pub batch_tokens: usize,
     /// Compute each distinct token prefix once (off: every request in full, the baseline).
     pub share_prefixes: bool,
+    /// Bytes of a prefix cache kept across the engine calls of one command (`score`'s chunks,
+    /// `run`'s units, a server's batches); 0 keeps none.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +40,7 @@ impl Default for EngineOptions {
         Self {
             batch_tokens: 8192,
             share_prefixes: true,
+            prefix_cache_bytes: 0,
         }
     }
 }

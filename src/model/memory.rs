@@ -169,12 +169,21 @@ pub fn plan(
     checkpoint: &Checkpoint,
     placement: &Placement,
     batch_tokens: usize,
+    reserved: u64,
 ) -> Result<(usize, Option<String>)> {
     if !placement.device.is_cpu() {
         return Ok((batch_tokens, None));
     }
     let Some((available, source)) = available() else {
         return Ok((batch_tokens, None));
+    };
+    // Memory set aside beside the forwards (a prefix cache and what it captures).
+    let (available, source) = match reserved {
+        0 => (available, source),
+        _ => (
+            available.saturating_sub(reserved),
+            format!("{source}, less {} for the prefix cache", gb(reserved)),
+        ),
     };
     let precision = placement.precision;
     let need = need(checkpoint, precision);

@@ -111,9 +111,12 @@ impl Model {
         model: &ResolvedModel,
         placement: &Placement,
         batch_tokens: usize,
+        prefix_cache_bytes: usize,
     ) -> Result<usize> {
         let checkpoint = open::open_checkpoint(&model.source)?;
-        let (tokens, note) = memory::plan(&checkpoint, placement, batch_tokens)?;
+        // The cache at its budget, and at most as much again captured from one forward.
+        let reserved = 2 * prefix_cache_bytes as u64;
+        let (tokens, note) = memory::plan(&checkpoint, placement, batch_tokens, reserved)?;
         if let Some(note) = note {
             eprintln!("valuelens: {note}");
         }

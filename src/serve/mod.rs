@@ -39,8 +39,6 @@ pub struct ServeOptions {
     /// Most prompts in one request.
     pub max_prompts: usize,
     pub max_body_bytes: usize,
-    /// Bytes of the prefix cache across requests (0: none).
-    pub prefix_cache_bytes: usize,
 }
 
 /// Serves `model` until SIGTERM or SIGINT, then stops accepting connections, answers the
@@ -59,12 +57,7 @@ pub fn serve(
         .build()
         .context("cannot start the server's runtime")?;
     let model = Arc::new(model);
-    let (scorer, worker) = Scorer::start(
-        model.clone(),
-        options.engine,
-        options.batch,
-        options.prefix_cache_bytes,
-    );
+    let (scorer, worker) = Scorer::start(model.clone(), options.engine, options.batch);
     let counters = scorer.counters.clone();
     let state = Arc::new(AppState::new(
         model,

@@ -119,13 +119,13 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// Starts the worker on `model`, with a prefix cache of `cache_bytes` (0: none).
+    /// Starts the worker on `model`, with a prefix cache of `options.prefix_cache_bytes`.
     pub fn start(
         model: Arc<Model>,
         options: EngineOptions,
         policy: BatchPolicy,
-        cache_bytes: usize,
     ) -> (Self, JoinHandle<()>) {
+        let cache_bytes = options.prefix_cache_bytes;
         let (sender, receiver) = sync_channel(policy.queue_capacity.max(1));
         let cache = (cache_bytes > 0).then(|| PrefixCache::new(cache_bytes, model.kv_geometry()));
         let counters = Arc::new(Counters {
@@ -418,6 +418,10 @@ mod tests {
         overdue[3].passed_over = MOST_PASSED_OVER;
         assert_eq!(choose_batch(&overdue, 10), vec![0, 3]);
         overdue[0].uncached = 20;
-        assert_eq!(choose_batch(&overdue, 10), vec![1, 3], "the overdue one first");
+        assert_eq!(
+            choose_batch(&overdue, 10),
+            vec![1, 3],
+            "the overdue one first"
+        );
     }
 }

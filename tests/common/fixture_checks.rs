@@ -162,6 +162,7 @@ pub fn batch_invariant_on(model: &Model, requests: Vec<Request>, batched: &[Scor
         &EngineOptions {
             batch_tokens: 1,
             share_prefixes: false,
+            ..EngineOptions::default()
         },
         None,
     )
