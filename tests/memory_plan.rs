@@ -86,7 +86,13 @@ fn a_batch_that_does_not_fit_beside_the_weights_is_made_smaller() {
     // A prefix cache is set aside first (twice its size: what it holds and what one forward
     // captures for it), so the same room holds a smaller batch.
     let output = Command::new(env!("CARGO_BIN_EXE_valuelens"))
-        .args(["bench", "--model", model.to_str().unwrap(), "--dtype", "quantized"])
+        .args([
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--dtype",
+            "quantized",
+        ])
         .args(["--prefix-cache-mb", "4000", "--input"])
         .arg(&input)
         .env("VALUELENS_MEMORY_AVAILABLE_MB", "9000")
@@ -95,5 +101,8 @@ fn a_batch_that_does_not_fit_beside_the_weights_is_made_smaller() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("--batch-tokens 8192 → "), "{stderr}");
-    assert!(stderr.contains("less 8.4 GB for the prefix cache"), "{stderr}");
+    assert!(
+        stderr.contains("less 8.4 GB for the prefix cache"),
+        "{stderr}"
+    );
 }

@@ -49,7 +49,7 @@ fn past_equals_recomputed(model: &Model, tokens: &[u32], p: usize, rests: &[usiz
     let geometry = model.kv_geometry();
     let mut head = PackedBatch::default();
     head.push_segment(&tokens[..p], vec![]);
-    let mut capture = KvCapture::new((0..p as u32).collect());
+    let mut capture = KvCapture::new((0..p as u32).collect(), geometry);
     model
         .score_with(
             &head,
@@ -59,7 +59,7 @@ fn past_equals_recomputed(model: &Model, tokens: &[u32], p: usize, rests: &[usiz
             },
         )
         .unwrap();
-    let rows = capture.into_rows(geometry).unwrap();
+    let rows = capture.into_rows().unwrap();
     let past = PastKv::from_rows(geometry, &rows, &candle_core::Device::Cpu).unwrap();
     for &rest in rests {
         let n = p + rest;

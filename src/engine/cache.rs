@@ -13,7 +13,8 @@
 //! Keys and values are stored token-major (see [`crate::model::kv`]), so a split is a
 //! `split_off` of a node's rows.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::model::kv::KvGeometry;
+
+/// A kept score: log p(target), and the argmax with its log-probability.
+pub type KeptAnswer = (f64, (u32, f64));
 
 /// What was scored at one cached position: the distribution over the token after it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,8 +36,9 @@ pub struct RowFacts {
 }
 
 impl RowFacts {
-    /// The log-probability of `target` and whether it is the argmax, where both are known.
-    pub fn answer(&self, target: u32) -> Option<(f64, (u32, f64))> {
+    /// The log-probability of `target` and the argmax with its log-probability, where both
+    /// are known.
+    pub fn answer(&self, target: u32) -> Option<KeptAnswer> {
         let top = self.top?;
         let (_, logprob) = self.targets.iter().find(|(t, _)| *t == target)?;
         Some((*logprob, top))
@@ -58,6 +63,11 @@ impl RowFacts {
 const NODE_BYTES: usize = 160;
 /// Bytes a target kept at a position costs.
 const TARGET_BYTES: usize = std::mem::size_of::<(u32, f64)>();
+
+/// How many leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
 
 type NodeId = usize;
 const NO_PARENT: NodeId = usize::MAX;
@@ -280,11 +290,7 @@ impl PrefixCache {
                 break;
             };
             let edge = &self.node(child).tokens;
-            let common = edge
-                .iter()
-                .zip(&tokens[at..])
-                .take_while(|(a, b)| a == b)
-                .count();
+            let common = common_prefix(edge, &tokens[at..]);
             let whole = common == edge.len();
             // A match that ends inside an edge splits it, so that only the matched part is
             // kept for the call (where the budget has room for one more node).
@@ -331,11 +337,7 @@ impl PrefixCache {
                 break;
             };
             let edge = &self.node(child).tokens;
-            let common = edge
-                .iter()
-                .zip(&tokens[at..])
-                .take_while(|(a, b)| a == b)
-                .count();
+            let common = common_prefix(edge, &tokens[at..]);
             at += common;
             if common < edge.len() {
                 break;
@@ -345,22 +347,39 @@ impl PrefixCache {
         at
     }
 
-    /// How many leading tokens of `tokens` are cached, and what was scored at each of them.
-    /// The matched nodes are kept until the next call.
-    pub fn lookup(&mut self, regime: u8, tokens: &[u32]) -> (usize, Vec<RowFacts>) {
+    /// How many leading tokens of `tokens` are cached, and for each (position, target) of
+    /// `queries` the kept answer there ([`RowFacts::answer`]). The matched nodes are kept
+    /// until the next call.
+    pub fn lookup(
+        &mut self,
+        regime: u8,
+        tokens: &[u32],
+        queries: &[(usize, u32)],
+    ) -> (usize, Vec<Option<KeptAnswer>>) {
         let spans = self.walk(regime, tokens, true);
-        let mut facts = Vec::new();
+        let mut starts = Vec::with_capacity(spans.len());
+        let mut matched = 0;
         for span in &spans {
-            facts.extend_from_slice(&self.node(span.node).facts[..span.len]);
+            starts.push(matched);
+            matched += span.len;
         }
-        let matched = facts.len();
+        let answers = queries
+            .iter()
+            .map(|&(row, target)| {
+                if row >= matched {
+                    return None;
+                }
+                let i = starts.partition_point(|&s| s <= row) - 1;
+                self.node(spans[i].node).facts[row - starts[i]].answer(target)
+            })
+            .collect();
         self.stats
             .looked_up_tokens
             .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         self.stats
             .hit_tokens
             .fetch_add(matched as u64, Ordering::Relaxed);
-        (matched, facts)
+        (matched, answers)
     }
 
     /// Counts scores answered from kept facts (for the statistics).
@@ -456,13 +475,7 @@ impl PrefixCache {
             let Some(&child) = self.node(node).children.get(&path[at]) else {
                 break;
             };
-            let common = self
-                .node(child)
-                .tokens
-                .iter()
-                .zip(&path[at..])
-                .take_while(|(a, b)| a == b)
-                .count();
+            let common = common_prefix(&self.node(child).tokens, &path[at..]);
             let edge_len = self.node(child).tokens.len();
             {
                 let n = self.node_mut(child);
@@ -582,19 +595,22 @@ impl PrefixCache {
     /// Evicts least recently used leaves that the running call has not matched until
     /// `extra` more bytes fit in the budget, or nothing more can go.
     fn evict(&mut self, extra: usize) {
+        if self.bytes + extra <= self.budget {
+            return;
+        }
+        let evictable = |cache: &Self, n: &Node| {
+            n.children.is_empty() && n.pin != cache.call && n.parent != NO_PARENT
+        };
+        let mut leaves: BinaryHeap<Reverse<(u64, NodeId)>> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.as_ref().map(|n| (id, n)))
+            .filter(|&(_, n)| evictable(self, n))
+            .map(|(id, n)| Reverse((n.tick, id)))
+            .collect();
         while self.bytes + extra > self.budget {
-            let roots: Vec<NodeId> = self.roots.values().copied().collect();
-            let victim = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter_map(|(id, n)| n.as_ref().map(|n| (id, n)))
-                .filter(|(id, n)| {
-                    n.children.is_empty() && n.pin != self.call && !roots.contains(id)
-                })
-                .min_by_key(|(id, n)| (n.tick, *id))
-                .map(|(id, _)| id);
-            let Some(victim) = victim else {
+            let Some(Reverse((_, victim))) = leaves.pop() else {
                 break;
             };
             let node = self.nodes[victim].take().expect("live node");
@@ -606,7 +622,18 @@ impl PrefixCache {
                 .fetch_add(node.tokens.len() as u64, Ordering::Relaxed);
             self.node_mut(node.parent).children.remove(&node.tokens[0]);
             self.free.push(victim);
+            // A parent left without children is a leaf now.
+            let parent = self.node(node.parent);
+            if evictable(self, parent) {
+                leaves.push(Reverse((parent.tick, node.parent)));
+            }
         }
+    }
+
+    /// Evicts (as an insert would) until `bytes` more fit: one pass before many inserts.
+    pub fn make_room(&mut self, bytes: usize) {
+        self.evict(bytes.min(self.budget));
+        self.publish();
     }
 
     fn publish(&self) {
@@ -652,7 +679,7 @@ mod tests {
     }
 
     fn insert(cache: &mut PrefixCache, tokens: &[u32]) -> usize {
-        let (m, _) = cache.lookup(0, tokens);
+        let (m, _) = cache.lookup(0, tokens, &[]);
         cache.insert(0, tokens, m, &kv(tokens, m), &facts(tokens, m))
     }
 
@@ -675,11 +702,13 @@ mod tests {
         let a = [1, 2, 3, 4, 5];
         assert_eq!(insert(&mut cache, &a), 5);
         assert_eq!(rows(&mut cache, &a), kv(&a, 0));
-        let (m, f) = cache.lookup(0, &[1, 2, 3, 9]);
+        let (m, f) = cache.lookup(0, &[1, 2, 3, 9], &[(0, 2), (2, 4), (2, 9), (3, 5)]);
         assert_eq!(m, 3);
-        assert_eq!(f, facts(&a, 0)[..3].to_vec());
+        let at = |i: usize, t: u32| facts(&a, 0)[i].answer(t);
+        assert_eq!(f, vec![at(0, 2), at(2, 4), None, None]);
+        assert!(f[1].is_some());
         assert_eq!(
-            cache.lookup(1, &a).0,
+            cache.lookup(1, &a, &[]).0,
             0,
             "another rotary regime shares nothing"
         );
@@ -705,14 +734,15 @@ mod tests {
         assert_eq!(cache.entries(), 3);
         assert_eq!(rows(&mut cache, &a), kv(&a, 0));
         assert_eq!(rows(&mut cache, &b), kv(&b, 0));
-        let (m, f) = cache.lookup(0, &a);
-        assert_eq!(m, 5);
         // Position 2 was scored for target 4 (path a) and target 7 (path b).
-        assert_eq!(f[2].targets, vec![(4, -2.0), (7, -2.0)]);
-        assert_eq!(f[2].answer(7), Some((-2.0, (4, -0.5))));
-        assert_eq!(f[2].answer(5), None);
+        let (m, f) = cache.lookup(0, &a, &[(2, 4), (2, 7), (2, 5)]);
+        assert_eq!(m, 5);
+        assert_eq!(
+            f,
+            vec![Some((-2.0, (4, -0.5))), Some((-2.0, (4, -0.5))), None]
+        );
         // A path inside an edge.
-        assert_eq!(cache.lookup(0, &[1, 2]).0, 2);
+        assert_eq!(cache.lookup(0, &[1, 2], &[]).0, 2);
         assert_eq!(insert(&mut cache, &[1, 2]), 0);
     }
 
@@ -731,21 +761,21 @@ mod tests {
             assert!(cache.bytes() <= cache.budget());
         }
         cache.begin_call();
-        assert_eq!(cache.lookup(0, &a).0, 0, "A, the oldest, made room");
-        assert_eq!(cache.lookup(0, &b).0, 10);
+        assert_eq!(cache.lookup(0, &a, &[]).0, 0, "A, the oldest, made room");
+        assert_eq!(cache.lookup(0, &b, &[]).0, 10);
         cache.begin_call();
         insert(&mut cache, &d);
         assert_eq!(
-            cache.lookup(0, &c).0,
+            cache.lookup(0, &c, &[]).0,
             0,
             "C went, not B, which was used later"
         );
-        assert_eq!(cache.lookup(0, &b).0, 10);
-        assert_eq!(cache.lookup(0, &d).0, 10);
+        assert_eq!(cache.lookup(0, &b, &[]).0, 10);
+        assert_eq!(cache.lookup(0, &d, &[]).0, 10);
         // In one call that matched B and D, a new prompt finds no room and adds nothing.
         assert_eq!(insert(&mut cache, &prompt(5)), 0);
-        assert_eq!(cache.lookup(0, &b).0, 10);
-        assert_eq!(cache.lookup(0, &d).0, 10);
+        assert_eq!(cache.lookup(0, &b, &[]).0, 10);
+        assert_eq!(cache.lookup(0, &d, &[]).0, 10);
         assert!(cache.bytes() <= cache.budget());
         let stats = cache.stats().values();
         assert_eq!(stats.evicted_tokens, 20);
@@ -763,16 +793,16 @@ mod tests {
         insert(&mut cache, &[1, 2, 3, 7, 8, 9]);
         assert_eq!(cache.entries(), 3);
         cache.begin_call();
-        assert_eq!(cache.lookup(0, &[1, 2, 3]).0, 3);
+        assert_eq!(cache.lookup(0, &[1, 2, 3], &[]).0, 3);
         let long: Vec<u32> = (50..60).collect();
         let added = insert(&mut cache, &long);
         assert!(added > 0 && added < 10, "cut short: {added}");
-        let (m, _) = cache.lookup(0, &long);
+        let (m, _) = cache.lookup(0, &long, &[]);
         assert_eq!(m, added, "the first tokens are the ones kept");
         assert_eq!(rows(&mut cache, &long[..m]), kv(&long[..m], 0));
         // Both branches went; the trunk they hang from, matched by this call, stayed.
-        assert_eq!(cache.lookup(0, &[1, 2, 3, 4, 5, 6]).0, 3);
-        assert_eq!(cache.lookup(0, &[1, 2, 3, 7, 8, 9]).0, 3);
+        assert_eq!(cache.lookup(0, &[1, 2, 3, 4, 5, 6], &[]).0, 3);
+        assert_eq!(cache.lookup(0, &[1, 2, 3, 7, 8, 9], &[]).0, 3);
         assert!(cache.bytes() <= cache.budget());
     }
 

@@ -320,13 +320,17 @@ fn answer_from_cache(
     request: &TokenizedRequest,
     result: &mut TokenScores,
 ) -> (Option<usize>, usize) {
-    let (matched, facts) = cache.lookup(regime, request.input());
     let continuation = request.continuation();
+    let queries: Vec<(usize, u32)> = continuation
+        .iter()
+        .enumerate()
+        .map(|(j, &target)| (request.context_len - 1 + j, target))
+        .collect();
+    let (matched, found) = cache.lookup(regime, request.input(), &queries);
     let mut answers = Vec::new();
     let mut start = None;
-    for (j, &target) in continuation.iter().enumerate() {
-        let row = request.context_len - 1 + j;
-        match facts.get(row).and_then(|f| f.answer(target)) {
+    for (&(row, _), answer) in queries.iter().zip(found) {
+        match answer {
             Some(answer) => answers.push(answer),
             None => {
                 // Recompute from the first position without a kept score, or from where the
@@ -385,7 +389,7 @@ fn forward_with_cache(
         .map(|r| r as u32)
         .collect();
     let captured = capture_rows.len();
-    let mut capture = KvCapture::new(capture_rows);
+    let mut capture = KvCapture::new(capture_rows, geometry);
     let scores = model.score_with(
         &planned.batch,
         KvIo {
@@ -394,7 +398,7 @@ fn forward_with_cache(
         },
     )?;
     drop(past);
-    let kv = capture.into_rows(geometry)?;
+    let kv = capture.into_rows()?;
     // What was scored at each row of the forward.
     let batch = &planned.batch;
     let mut facts = vec![RowFacts::default(); batch.tokens.len()];
@@ -404,6 +408,8 @@ fn forward_with_cache(
         f.targets.push((target, scores[t].logprob));
     }
     let per_token = geometry.floats_per_token();
+    // Room for all of it at once: one pass of eviction rather than one per segment.
+    cache.make_room(captured * geometry.bytes_per_token());
     let mut at = 0;
     for (s, rows) in &planned.computed {
         if at >= captured {

@@ -6,7 +6,9 @@
 //! without re-laying anything out.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
+
+use super::cpu_ops::slice_of;
 
 /// The shape of a network's keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,21 +82,24 @@ impl PastKv {
     }
 }
 
-/// Rows of a forward whose keys and values to hand back, and, after the forward, those keys
-/// and values per layer (`[kv_heads, rows, head_dim]`).
+/// Rows of a forward whose keys and values to hand back, gathered layer by layer into
+/// token-major rows (see the module's doc) as the forward runs.
 pub struct KvCapture {
     rows: Vec<u32>,
-    index: Option<Tensor>,
-    layers: Vec<(Tensor, Tensor)>,
+    geometry: KvGeometry,
+    layer: usize,
+    out: Vec<f32>,
 }
 
 impl KvCapture {
-    /// Captures `rows` (indices into the forward's tokens).
-    pub fn new(rows: Vec<u32>) -> Self {
+    /// Captures `rows` (indices into the forward's tokens) of a network of `geometry`.
+    pub fn new(rows: Vec<u32>, geometry: KvGeometry) -> Self {
+        let out = vec![0f32; rows.len() * geometry.floats_per_token()];
         Self {
             rows,
-            index: None,
-            layers: Vec::new(),
+            geometry,
+            layer: 0,
+            out,
         }
     }
 
@@ -102,63 +107,62 @@ impl KvCapture {
         &self.rows
     }
 
-    /// Keeps the captured rows of one layer's keys and values (`[kv_heads, T, head_dim]`);
+    /// Keeps the captured rows of the next layer's keys and values (`[kv_heads, T, head_dim]`);
     /// called once per layer, in order.
     pub fn keep(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let layer = self.layer;
+        self.layer += 1;
         if self.rows.is_empty() {
             return Ok(());
         }
-        let index = match &self.index {
-            Some(index) => index.clone(),
-            None => {
-                let index = Tensor::new(self.rows.as_slice(), k.device())?;
-                self.index = Some(index.clone());
-                index
-            }
-        };
-        let pick = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.index_select(&index, 1)?
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?)
-        };
-        self.layers.push((pick(k)?, pick(v)?));
-        Ok(())
-    }
-
-    /// The captured rows, token-major (see the module's doc), one slice of
-    /// `geometry.floats_per_token()` per row in the order of [`Self::rows`].
-    pub fn into_rows(self, geometry: KvGeometry) -> Result<Vec<f32>> {
-        let n = self.rows.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        if self.layers.len() != geometry.layers {
+        if layer >= self.geometry.layers {
             bail!(
-                "a forward handed back {} layers of keys and values, not {}",
-                self.layers.len(),
-                geometry.layers
+                "a forward handed back more than {} layers",
+                self.geometry.layers
             );
         }
-        let per_token = geometry.floats_per_token();
-        let per_head = geometry.head_dim;
-        let per_layer = 2 * geometry.kv_heads * per_head;
-        let mut out = vec![0f32; n * per_token];
-        for (layer, (k, v)) in self.layers.iter().enumerate() {
-            for (which, t) in [k, v].into_iter().enumerate() {
-                let data = t.flatten_all()?.to_vec1::<f32>()?;
-                for h in 0..geometry.kv_heads {
-                    for r in 0..n {
-                        let src = (h * n + r) * per_head;
-                        let dst = r * per_token
-                            + layer * per_layer
-                            + which * per_layer / 2
-                            + h * per_head;
-                        out[dst..dst + per_head].copy_from_slice(&data[src..src + per_head]);
-                    }
+        let (kv_heads, head_dim) = (self.geometry.kv_heads, self.geometry.head_dim);
+        let per_token = self.geometry.floats_per_token();
+        let per_layer = 2 * kv_heads * head_dim;
+        for (which, t) in [k, v].into_iter().enumerate() {
+            let n_tokens = t.dim(1)?;
+            // Straight from the tensor where it is f32 on the CPU, else through a copy.
+            let copied;
+            let (storage, layout) = t.storage_and_layout();
+            let data: &[f32] = match (&*storage, t.dtype()) {
+                (Storage::Cpu(cpu), DType::F32) => slice_of(cpu.as_slice::<f32>()?, layout)?,
+                _ => {
+                    copied = t
+                        .to_dtype(DType::F32)?
+                        .to_device(&Device::Cpu)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    &copied
+                }
+            };
+            for h in 0..kv_heads {
+                for (r, &row) in self.rows.iter().enumerate() {
+                    let src = (h * n_tokens + row as usize) * head_dim;
+                    let dst =
+                        r * per_token + layer * per_layer + which * per_layer / 2 + h * head_dim;
+                    self.out[dst..dst + head_dim].copy_from_slice(&data[src..src + head_dim]);
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The captured rows, token-major, one slice of `floats_per_token()` per row in the order
+    /// of [`Self::rows`].
+    pub fn into_rows(self) -> Result<Vec<f32>> {
+        if !self.rows.is_empty() && self.layer != self.geometry.layers {
+            bail!(
+                "a forward handed back {} layers of keys and values, not {}",
+                self.layer,
+                self.geometry.layers
+            );
+        }
+        Ok(self.out)
     }
 }
 
@@ -206,11 +210,11 @@ mod tests {
             })
             .collect();
         let rows = vec![1u32, 4, 6];
-        let mut capture = KvCapture::new(rows.clone());
+        let mut capture = KvCapture::new(rows.clone(), geometry);
         for (k, v) in &layers {
             capture.keep(k, v).unwrap();
         }
-        let flat = capture.into_rows(geometry).unwrap();
+        let flat = capture.into_rows().unwrap();
         assert_eq!(flat.len(), 3 * geometry.floats_per_token());
         let past = PastKv::from_rows(geometry, &flat, &Device::Cpu).unwrap();
         assert_eq!(past.len, 3);

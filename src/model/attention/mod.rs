@@ -119,6 +119,17 @@ mod tests {
         Tensor::cat(&parts, 1).unwrap().contiguous().unwrap()
     }
 
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn bits(t: &Tensor) -> Vec<u32> {
         t.flatten_all()
             .unwrap()
@@ -208,14 +219,7 @@ mod tests {
                 );
                 let blocked = AttentionPlan::blocked(batch, spec, &Device::Cpu, 64).unwrap();
                 let generic = blocked.attend(&q, &k, &v, past).unwrap();
-                let diff = (out - generic)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_difference(&out, &generic);
                 assert!(
                     diff < 1e-5,
                     "{spec:?}, past {past_rows:?}: masked differs by {diff}"
@@ -256,14 +260,7 @@ mod tests {
             // Blocks of 64 rows: spans that start at a trunk, a root or mid-segment.
             let blocked = AttentionPlan::blocked(&batch, spec, &Device::Cpu, 64).unwrap();
             let generic = blocked.attend(&q, &k, &v, None).unwrap();
-            let diff = (fast - generic)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_difference(&fast, &generic);
             assert!(diff < 1e-5, "{spec:?}: max difference {diff}");
         }
         assert_eq!(
