@@ -74,11 +74,12 @@ start=$(date +%s.%N)
 hf_s=$(echo "$(date +%s.%N) - $start" | bc)
 
 "$VENV/bin/python" - "$work" "$served_s" "$hf_s" "$OUT" "$TASK" "$MODE" "$hf_dtype" "$LIMIT" \
-    "$BATCH" "$CONCURRENT" "$MODEL" "$(git rev-parse --short HEAD)" <<'PY'
+    "$BATCH" "$CONCURRENT" "$MODEL" "$(git rev-parse --short HEAD)" \
+    "$(head -1 "$work/serve.log" | grep -o '\[[^]]*\]' | tr -d '[]')" <<'PY'
 import datetime, glob, json, os, platform, sys
 import lm_eval, torch, transformers
 (work, served_s, hf_s, out, task, mode, hf_dtype, limit, batch, concurrent, model,
- commit) = sys.argv[1:]
+ commit, serve_setting) = sys.argv[1:]
 served_s, hf_s = float(served_s), float(hf_s)
 def load(name):
     results = json.load(open(sorted(glob.glob(f"{work}/{name}/**/results_*.json", recursive=True))[-1]))
@@ -106,6 +107,7 @@ result = {
                 "features": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]},
     "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     "model": model, "task": task, "limit": int(limit), "mode": mode, "hf_dtype": hf_dtype,
+    "serve_setting": serve_setting,
     "batch_size": int(batch), "num_concurrent": int(concurrent),
     "questions": len(served_samples), "choices": n,
     "valuelens": {"acc": served["acc,none"], "acc_norm": served["acc_norm,none"], "seconds": round(served_s, 1),

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use valuelens::model::device::device_name;
+use valuelens::model::kernels::DtypeChoice;
 use valuelens::model::open::open_checkpoint;
-use valuelens::model::Model;
+use valuelens::model::{Model, Placement, Precision};
 use valuelens::serve::{self, BatchPolicy, ModelInfo, ServeOptions};
 
 use super::args::{ModelArg, ServeArgs};
@@ -41,7 +42,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let engine = compute.plan_options(&model, engine)?;
     let started = Instant::now();
-    let mut model = Model::load_on(&model, &compute.placement()?)?;
+    let mut placement = compute.placement()?;
+    if compute.dtype == DtypeChoice::Auto && placement.precision == Precision::QuantizedTiebreak {
+        // The server scores whole prompts, never questions whose near ties it could recheck.
+        placement = Placement::new(placement.device, Precision::Quantized);
+    }
+    let mut model = Model::load_on(&model, &placement)?;
     if let Some(name) = name {
         model.name = name;
     }
