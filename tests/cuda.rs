@@ -82,3 +82,24 @@ fn quantized_kernels_on_cuda_match_the_cpu() {
     let a = agreement("llama-135m+q8_0", Precision::Quantized);
     assert!(a.max_abs_token_diff <= 5e-2, "{a:?}");
 }
+
+/// The prefix cache on the GPU (masked attention over past keys and values): the requests
+/// scored twice through one cache — the second time from it — agree with scoring them without
+/// one within the f32 tolerance; `serve --prefix-cache-mb` on a GPU rests on this check.
+#[test]
+fn the_prefix_cache_on_cuda_agrees_with_scoring_without_it() {
+    let requests = requests();
+    let options = EngineOptions::default();
+    let placement = Placement::new(Device::new_cuda(0).expect("a CUDA device"), Precision::F32);
+    let model = Model::load_on(&spec("llama-135m"), &placement).unwrap();
+    let plain = engine::score(&model, &requests, &options, None).unwrap();
+    let mut cache = engine::PrefixCache::new(256 << 20, model.kv_geometry());
+    engine::score_cached(&model, &requests[..4], &options, None, Some(&mut cache)).unwrap();
+    let (cached, stats) =
+        engine::score_cached(&model, &requests, &options, None, Some(&mut cache)).unwrap();
+    assert!(stats.answered_from_cache > 0, "{stats:?}");
+    let a = Agreement::of(&plain, &cached).unwrap();
+    eprintln!("prefix cache on cuda: {a:?}");
+    assert!(a.max_abs_token_diff <= 1e-4, "{a:?}");
+    assert_eq!(a.greedy_agreement, 1.0);
+}
