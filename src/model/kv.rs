@@ -126,11 +126,11 @@ impl KvCapture {
         let per_layer = 2 * kv_heads * head_dim;
         for (which, t) in [k, v].into_iter().enumerate() {
             let n_tokens = t.dim(1)?;
-            // Straight from the tensor where it is f32 on the CPU, else through a copy.
+            // Straight from the tensor where it is contiguous f32 on the CPU, else through a copy.
             let copied;
             let (storage, layout) = t.storage_and_layout();
-            let data: &[f32] = match (&*storage, t.dtype()) {
-                (Storage::Cpu(cpu), DType::F32) => slice_of(cpu.as_slice::<f32>()?, layout)?,
+            let data: &[f32] = match (&*storage, t.dtype(), layout.is_contiguous()) {
+                (Storage::Cpu(cpu), DType::F32, true) => slice_of(cpu.as_slice::<f32>()?, layout)?,
                 _ => {
                     copied = t
                         .to_dtype(DType::F32)?
