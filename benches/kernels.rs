@@ -175,5 +175,40 @@ fn stored(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels, attention, stored);
+/// Float weights as the stored-format kernels hold them (Q8_0, what `--dtype auto` computes
+/// with for a safetensors model on the CPU) on every path this CPU has but the portable one, at
+/// SmolLM2-135M's shapes and its LM head: how much each instruction set gives
+/// (`cargo bench --bench kernels -- stored_paths`).
+fn stored_paths(c: &mut Criterion) {
+    let features = CpuFeatures::detect();
+    let m = 512usize;
+    for (layer, n, k) in [
+        ("qkv", 960, 576),
+        ("gate_up", 3072, 576),
+        ("down", 576, 1536),
+        ("lm_head", 49152, 576),
+    ] {
+        let xs = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)
+            .and_then(|x| x.flatten_all()?.to_vec1::<f32>())
+            .unwrap();
+        let ws = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)
+            .and_then(|w| w.flatten_all()?.to_vec1::<f32>())
+            .unwrap();
+        let mut group = c.benchmark_group(format!("stored_paths_smollm2_{layer}_{m}x{k}x{n}"));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for path in StoredPath::available(&features) {
+            if path == StoredPath::Portable && features.avx2 {
+                continue; // as for int8
+            }
+            let packed = StoredMatrix::from_f32(&ws, n, k, path);
+            group.bench_function(format!("Q8_0 {}", path.name()), |b| {
+                b.iter(|| packed.matmul(&xs, m))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, attention, stored, stored_paths);
 criterion_main!(benches);

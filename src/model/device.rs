@@ -20,8 +20,9 @@ pub enum Precision {
     F32,
     /// Weights in bf16. On a GPU, activations in bf16 too (softmaxes and log-softmax in f32):
     /// the usual precision there. On the CPU, every linear layer and the LM head multiply with
-    /// valuelens's bf16 kernel (inputs rounded to bf16 at each product, f32 accumulation; AVX-512
-    /// BF16, AVX2 or portable code, the same numbers on every path) and the rest stays f32.
+    /// valuelens's bf16 kernel (inputs rounded to bf16 at each product, f32 accumulation; AMX
+    /// tiles where the CPU has AMX-BF16, else AVX-512 BF16, AVX2 or portable code with the same
+    /// numbers on each, AMX's within rounding of theirs) and the rest stays f32.
     Bf16,
     /// Dequantized to f16 at load, activations in f16 (softmaxes and log-softmax in f32).
     F16,

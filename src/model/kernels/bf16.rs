@@ -22,13 +22,24 @@ use super::features::CpuFeatures;
 /// What this kernel computes, for resume identities: changed whenever its numbers change.
 pub const ARITHMETIC: &str = "bf16 v1: pairs in f32, odd first; every linear layer and LM head";
 
+/// [`ARITHMETIC`] on the AMX path, whose sums are its own.
+pub const ARITHMETIC_AMX: &str = "bf16 v1 amx: tdpbf16ps sums; every linear layer and LM head";
+
 /// Rows of `x` per kernel tile.
 const TILE_ROWS: usize = 8;
+/// Rows of `x` per AMX tile: two tiles of 16 rows (a multiple of `TILE_ROWS`).
+const AMX_ROWS: usize = 32;
+/// Input pairs per AMX tile product: a tile row of 64 bytes.
+const AMX_PAIRS: usize = 16;
 
 /// The instruction sets the bf16 product can run on, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bf16Path {
+    /// AMX: `tdpbf16ps`, a 16 × 32 by 32 × 16 product per instruction, the 32 × 32 outputs of a
+    /// tile kept in tile registers over all inputs (matrices whose inputs are a multiple of 32;
+    /// others as on the AVX-512 BF16 path).
+    Amx,
     /// AVX-512 BF16: `vdpbf16ps`, 32 multiply-adds per instruction.
     Avx512Bf16,
     /// AVX2 with FMA: the bf16 values widened to f32 (exactly), one fused multiply-add each.
@@ -41,6 +52,7 @@ impl Bf16Path {
     /// The name reports and `VALUELENS_BF16_PATH` use.
     pub fn name(self) -> &'static str {
         match self {
+            Bf16Path::Amx => "amx_bf16",
             Bf16Path::Avx512Bf16 => "avx512_bf16",
             Bf16Path::Avx2 => "avx2",
             Bf16Path::Portable => "portable",
@@ -50,7 +62,11 @@ impl Bf16Path {
     /// The paths the CPU can run, fastest first (always ending with the portable one).
     pub fn available(features: &CpuFeatures) -> Vec<Bf16Path> {
         let mut paths = Vec::new();
-        if features.avx512f && features.avx512bf16 {
+        let avx512_bf16 = features.avx512f && features.avx512bf16;
+        if avx512_bf16 && features.amx_bf16 && super::amx::permitted() {
+            paths.push(Bf16Path::Amx);
+        }
+        if avx512_bf16 {
             paths.push(Bf16Path::Avx512Bf16);
         }
         if features.avx2 && features.fma {
@@ -108,7 +124,7 @@ pub struct Bf16Matrix {
 }
 
 /// Rows of activations rounded to bf16, `[rows][pairs]` words (padded with zero rows to a
-/// multiple of `TILE_ROWS`).
+/// multiple of `AMX_ROWS`, itself a multiple of `TILE_ROWS`).
 struct Bf16Rows {
     words: Vec<u32>,
     pairs: usize,
@@ -117,7 +133,7 @@ struct Bf16Rows {
 impl Bf16Rows {
     fn new(x: &[f32], rows: usize, k: usize) -> Self {
         let pairs = k.div_ceil(2);
-        let padded = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+        let padded = rows.div_ceil(AMX_ROWS) * AMX_ROWS;
         let mut words = vec![0u32; padded * pairs];
         words
             .par_chunks_mut(pairs)
@@ -204,6 +220,19 @@ impl Bf16Matrix {
             self.k
         );
         let x = Bf16Rows::new(x, rows, self.k);
+        #[cfg(target_arch = "x86_64")]
+        if self.path == Bf16Path::Amx && self.pairs.is_multiple_of(AMX_PAIRS) {
+            return tiled_product::<AMX_ROWS>(rows, self.n, |row, panel, tile| {
+                let operands = Operands {
+                    x: &x.words[row * x.pairs..(row + AMX_ROWS) * x.pairs],
+                    pairs: self.pairs,
+                    weights: &self.weights[panel * self.pairs * PANEL..][..self.pairs * PANEL],
+                };
+                // SAFETY: the path is offered only where the CPU has AMX and the kernel
+                // permits it; the operands cover `AMX_ROWS` rows and one panel.
+                unsafe { tile_amx(&operands, tile) }
+            });
+        }
         tiled_product::<TILE_ROWS>(rows, self.n, |row, panel, tile| {
             let operands = Operands {
                 x: &x.words[row * x.pairs..(row + TILE_ROWS) * x.pairs],
@@ -212,13 +241,18 @@ impl Bf16Matrix {
             };
             match self.path {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the path was chosen among those the CPU supports.
-                Bf16Path::Avx512Bf16 => unsafe { tile_avx512_bf16(&operands, tile) },
+                // SAFETY: the path was chosen among those the CPU supports (AMX's implies
+                // AVX-512 BF16).
+                Bf16Path::Amx | Bf16Path::Avx512Bf16 => unsafe {
+                    tile_avx512_bf16(&operands, tile)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
                 Bf16Path::Avx2 => unsafe { tile_avx2(&operands, tile) },
                 #[cfg(not(target_arch = "x86_64"))]
-                Bf16Path::Avx512Bf16 | Bf16Path::Avx2 => unreachable!("x86_64 paths"),
+                Bf16Path::Amx | Bf16Path::Avx512Bf16 | Bf16Path::Avx2 => {
+                    unreachable!("x86_64 paths")
+                }
                 Bf16Path::Portable => tile_portable(&operands, tile),
             }
         })
@@ -283,6 +317,70 @@ unsafe fn tile_avx512_bf16(o: &Operands, tile: &mut [[f32; PANEL]; TILE_ROWS]) {
     for (row, acc) in tile.iter_mut().zip(acc.iter()) {
         _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
         _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+    }
+}
+
+/// The tile shapes of [`tile_amx`]: `tmm0`, `tmm1` the activations (rows 0–15 and 16–31, 16
+/// pairs), `tmm2`, `tmm3` the weights (16 pairs × columns 0–15 and 16–31), `tmm4` … `tmm7`
+/// the four 16 × 16 f32 sums.
+#[cfg(target_arch = "x86_64")]
+const AMX_CONFIG: super::amx::TileConfig = super::amx::TileConfig::new()
+    .tile(0, 16, 64)
+    .tile(1, 16, 64)
+    .tile(2, 16, 64)
+    .tile(3, 16, 64)
+    .tile(4, 16, 64)
+    .tile(5, 16, 64)
+    .tile(6, 16, 64)
+    .tile(7, 16, 64);
+
+/// The AMX tile: 32 rows × the panel's 32 columns summed in four tile registers over all inputs,
+/// 16 pairs at a time (the packed panel is the layout `tdpbf16ps` reads: a pair's 64 bytes for
+/// 16 columns, 128 bytes apart), then stored once.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_amx(o: &Operands, tile: &mut [[f32; PANEL]; AMX_ROWS]) {
+    assert!(o.pairs.is_multiple_of(AMX_PAIRS));
+    assert!(o.x.len() >= AMX_ROWS * o.pairs && o.weights.len() >= o.pairs * PANEL);
+    super::amx::load_once(&AMX_CONFIG);
+    // SAFETY: AMX is usable (`load_once` checks); every tile load reads 16 rows of 64 bytes
+    // within the slices the asserts bound (rows `4 · pairs` bytes apart for the activations,
+    // 128 for the panel), and the stores write the 32 × 32 floats of `tile`.
+    unsafe {
+        std::arch::asm!(
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            options(nostack, nomem)
+        );
+        for step in 0..o.pairs / AMX_PAIRS {
+            std::arch::asm!(
+                "tileloadd tmm0, [{x} + {row_bytes}*1]",
+                "tileloadd tmm1, [{x_low} + {row_bytes}*1]",
+                "tileloadd tmm2, [{w} + {pair_bytes}*1]",
+                "tileloadd tmm3, [{w} + {pair_bytes}*1 + 64]",
+                "tdpbf16ps tmm4, tmm0, tmm2",
+                "tdpbf16ps tmm5, tmm0, tmm3",
+                "tdpbf16ps tmm6, tmm1, tmm2",
+                "tdpbf16ps tmm7, tmm1, tmm3",
+                x = in(reg) o.x.as_ptr().add(step * AMX_PAIRS),
+                x_low = in(reg) o.x.as_ptr().add(16 * o.pairs + step * AMX_PAIRS),
+                row_bytes = in(reg) 4 * o.pairs,
+                w = in(reg) o.weights.as_ptr().add(step * AMX_PAIRS * PANEL),
+                pair_bytes = in(reg) 4 * PANEL,
+                options(nostack, readonly),
+            );
+        }
+        std::arch::asm!(
+            "tilestored [{high} + {row_bytes}*1], tmm4",
+            "tilestored [{high} + {row_bytes}*1 + 64], tmm5",
+            "tilestored [{low} + {row_bytes}*1], tmm6",
+            "tilestored [{low} + {row_bytes}*1 + 64], tmm7",
+            high = in(reg) tile[0].as_mut_ptr(),
+            low = in(reg) tile[16].as_mut_ptr(),
+            row_bytes = in(reg) 4 * PANEL,
+            options(nostack),
+        );
     }
 }
 
@@ -374,6 +472,10 @@ mod tests {
         for &path in &available {
             let got = Bf16Matrix::new(&w, n, k, path).matmul(&x, rows);
             assert_eq!(got.len(), expected.len());
+            if path == Bf16Path::Amx {
+                assert_within_sum_rounding(&got, &w, &x, (n, k, rows), &expected);
+                continue;
+            }
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
                 assert!(
                     g.to_bits() == e.to_bits(),
@@ -381,6 +483,9 @@ mod tests {
                     path.name()
                 );
             }
+        }
+        if !available.contains(&Bf16Path::Amx) {
+            println!("skipped the amx_bf16 bf16 path: this CPU or kernel does not allow AMX");
         }
         if !available.contains(&Bf16Path::Avx512Bf16) {
             println!("skipped the avx512_bf16 bf16 path: this CPU lacks avx512_bf16");
@@ -390,12 +495,40 @@ mod tests {
         }
     }
 
+    /// AMX's sums against the reference's: the same bf16 products, summed in another order
+    /// and rounding, so each output within a few roundings of f32 of the sum of the products'
+    /// magnitudes (at most `k` roundings of 2⁻²⁴ each; a wrong product, input or column is off
+    /// by far more).
+    fn assert_within_sum_rounding(
+        got: &[f32],
+        w: &[f32],
+        x: &[f32],
+        (n, k, rows): (usize, usize, usize),
+        expected: &[f32],
+    ) {
+        let round = |v: f32| from_bf16(to_bf16(v)) as f64;
+        for r in 0..rows {
+            for c in 0..n {
+                let magnitude: f64 = (0..k)
+                    .map(|i| (round(w[c * k + i]) * round(x[r * k + i])).abs())
+                    .sum();
+                let (g, e) = (got[r * n + c], expected[r * n + c]);
+                let bound = magnitude * k as f64 * f32::EPSILON as f64 / 2.0;
+                assert!(
+                    ((g - e) as f64).abs() <= bound,
+                    "amx_bf16 at {rows}×{n}×{k}, output ({r}, {c}): {g} vs {e} (bound {bound})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_path_equals_the_reference_at_odd_sizes() {
         for (rows, n, k) in [
             (1, 1, 1),
             (1, 33, 31),
             (3, 32, 32),
+            (33, 65, 64),
             (3, 65, 101),
             (5, 47, 257),
             (1000, 40, 70),

@@ -1,9 +1,11 @@
 //! Matrix kernels of the CPU linear layers that candle does not have, each picked at run time
 //! by the features of the CPU it runs on (never assumed at compile time), each with a portable
-//! fallback that every other path must equal: the CPU features that matter here (`features`),
-//! the int8 kernel (`int8`), the bf16 kernel (`bf16`) and GGUF's formats multiplied as stored
-//! (`stored`); and what `--dtype auto` picks by them.
+//! fallback that every other path must equal (AMX's bf16 sums within rounding): the CPU
+//! features that matter here (`features`), the use of AMX tiles (`amx`), the int8 kernel
+//! (`int8`), the bf16 kernel (`bf16`) and GGUF's formats multiplied as stored (`stored`); and
+//! what `--dtype auto` picks by them.
 
+pub mod amx;
 pub mod bf16;
 mod common;
 pub mod features;
@@ -138,7 +140,12 @@ pub fn kernel_arithmetic(placement: &Placement) -> Option<String> {
         Precision::Quantized => Some(stored::ARITHMETIC),
         Precision::QuantizedA16 => Some(stored::ARITHMETIC_A16),
         Precision::QuantizedTiebreak => Some(stored::ARITHMETIC_TIEBREAK),
-        Precision::Bf16 if placement.cpu_bf16_kernel() => Some(bf16::ARITHMETIC),
+        Precision::Bf16 if placement.cpu_bf16_kernel() => {
+            match bf16::Bf16Path::select(&CpuFeatures::detect()) {
+                Ok(bf16::Bf16Path::Amx) => Some(bf16::ARITHMETIC_AMX),
+                _ => Some(bf16::ARITHMETIC),
+            }
+        }
         _ => None,
     };
     let gemm = match cpu_gemm_path() {
