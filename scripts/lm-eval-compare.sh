@@ -5,9 +5,11 @@
 # both times, how far the per-choice log-likelihoods lie apart and what the server's prefix
 # cache did, and writes them as JSON (OUT).
 #
-# Two settings (MODE):
+# Three settings (MODE):
 #   f32   valuelens serve --dtype f32   against  hf dtype=float32   (equal accuracies expected)
 #   fast  valuelens serve (its default dtype)  against  hf dtype=bfloat16
+#   bf16  valuelens serve --dtype bf16  against  hf dtype=bfloat16  (on a CPU with AMX-BF16
+#         both multiply in AMX tiles)
 #
 # Not part of CI: it needs lm-eval and torch, installed in a virtual environment outside the
 # repository, e.g.  python3 -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install "lm-eval[api,hf]==0.4.13"
@@ -15,7 +17,7 @@
 # usage: VENV=/tmp/lmeval scripts/lm-eval-compare.sh [TASK]
 #   TASK  via_value_action (two choices, the default; LIMIT 1000) or via_value_action_4way
 #         (four choices, 5-shot; LIMIT 200)
-#   MODE=f32|fast (default f32), MODEL=smollm2-135m, BATCH=64 (lm-eval's --batch_size),
+#   MODE=f32|fast|bf16 (default f32), MODEL=smollm2-135m, BATCH=64 (lm-eval's --batch_size),
 #   CONCURRENT=1 (lm-eval's num_concurrent), CACHE_MB (serve's --prefix-cache-mb, its
 #   default if unset), OUT (default benches/results/lm-eval-TASK-MODE.json)
 set -euo pipefail
@@ -31,7 +33,8 @@ MODE=${MODE:-f32}
 case "$MODE" in
     f32) serve_dtype=(--dtype f32); hf_dtype=float32 ;;
     fast) serve_dtype=(); hf_dtype=bfloat16 ;;
-    *) echo "unknown MODE $MODE (f32 or fast)" >&2; exit 2 ;;
+    bf16) serve_dtype=(--dtype bf16); hf_dtype=bfloat16 ;;
+    *) echo "unknown MODE $MODE (f32, fast or bf16)" >&2; exit 2 ;;
 esac
 MODEL=${MODEL:-smollm2-135m}
 BATCH=${BATCH:-64}
