@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 pub fn permitted() -> bool {
     static PERMITTED: OnceLock<bool> = OnceLock::new();
     *PERMITTED.get_or_init(|| {
-        let features = super::CpuFeatures::detect();
+        let features = super::features::CpuFeatures::detect();
         features.amx_tile && features.amx_int8 && request_tile_data()
     })
 }
