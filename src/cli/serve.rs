@@ -9,6 +9,7 @@ use candle_core::quantized::GgmlDType;
 use valuelens::model::device::device_name;
 use valuelens::model::kernels::bf16::Bf16Path;
 use valuelens::model::kernels::{CpuFeatures, DtypeChoice};
+use valuelens::model::memory;
 use valuelens::model::open::open_checkpoint;
 use valuelens::model::source::resolve;
 use valuelens::model::{Model, Placement, Precision};
@@ -22,17 +23,16 @@ const DEFAULT_PREFIX_CACHE_MB: usize = 512;
 
 /// What `--dtype auto` computes in for the server on the CPU, where the general choice is
 /// `resolved`:
-/// - bf16 where the CPU multiplies bf16 in AMX tiles and every matrix of the file holds 8 bits
-///   or more (floats, Q8_0): there bf16 is both faster than the stored-format kernels (Task-2
-///   workload 42.6 s against 58.4 s) and closer to f32 (lm-eval's two-choice accuracy 0.418
-///   against f32's 0.420 and `quantized`'s 0.426), at most twice the file's memory;
+/// - bf16 where the CPU multiplies bf16 in AMX tiles and the weights in bf16 are affordable
+///   (see [`bf16_affordable`]): there bf16 is both faster than the stored-format kernels
+///   (Task-2 workload 35 s against 58 s) and closer to f32 (mean |Δ| per token 0.013 against
+///   0.06–0.07 for SmolLM2's Q4_1 file);
 /// - else the stored formats with 8-bit activations (`quantized`): the server scores whole
-///   prompts, never questions whose near ties `quantized-tiebreak` could recheck, and a
-///   4-bit file stays at its size;
+///   prompts, never questions whose near ties `quantized-tiebreak` could recheck;
 /// - f32 where the CPU has neither (`resolved` as it is).
 fn auto_on_cpu(spec: &str, resolved: Precision) -> Result<Precision> {
     let in_tiles = matches!(Bf16Path::select(&CpuFeatures::detect()), Ok(Bf16Path::Amx));
-    if in_tiles && matrices_of_8_bits_or_more(spec)? {
+    if in_tiles && bf16_affordable(spec)? {
         return Ok(Precision::Bf16);
     }
     Ok(match resolved {
@@ -41,20 +41,31 @@ fn auto_on_cpu(spec: &str, resolved: Precision) -> Result<Precision> {
     })
 }
 
-/// Whether every matrix of the model's file is stored with at least 8 bits per weight (float
-/// formats, Q8_0 and its kin), read from the file's header without its weights.
-fn matrices_of_8_bits_or_more(spec: &str) -> Result<bool> {
+/// Whether the model's weights in bf16 cost little memory, read from the file's header without
+/// its weights: every matrix is stored with 8 bits per weight or more (floats, Q8_0: bf16 at
+/// most doubles the file), or the weights in bf16 take at most a quarter of the memory this
+/// process may still take (a small model of 4-bit blocks; an 8B model of 4-bit blocks keeps
+/// its file's size instead).
+fn bf16_affordable(spec: &str) -> Result<bool> {
     let checkpoint = open_checkpoint(&resolve(spec)?.source)?;
-    Ok(checkpoint.tensor_names().iter().all(|name| {
-        let eight_bits = matches!(
+    let names = checkpoint.tensor_names();
+    let eight_bits = names.iter().all(|name| {
+        let wide = matches!(
             checkpoint.tensor_info(name),
             Some((
                 _,
                 None | Some(GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
             )) | Some((_, Some(GgmlDType::Q8_0 | GgmlDType::Q8_1 | GgmlDType::Q8K)))
         );
-        eight_bits && checkpoint.tensor_stored_as(name).is_none()
-    }))
+        wide && checkpoint.tensor_stored_as(name).is_none()
+    });
+    let bf16_bytes: u64 = names
+        .iter()
+        .filter_map(|name| checkpoint.tensor_info(name))
+        .map(|(dims, _)| 2 * dims.iter().product::<usize>() as u64)
+        .sum();
+    let room = memory::available().map(|(bytes, _)| bytes);
+    Ok(eight_bits || room.is_some_and(|room| 4 * bf16_bytes <= room))
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {

@@ -71,7 +71,9 @@ impl clap::ValueEnum for DtypeChoice {
                  CPU quantized-tiebreak (the file's GGUF blocks as stored, float weights as \
                  8-bit, near ties rechecked; `run` with PriDe or soft scores: quantized, as \
                  it does not decide on the raw choices the recheck settles) where it has AVX2 \
-                 or AVX-512 VNNI, else f32 (run.json says which)",
+                 or AVX-512 VNNI, else f32 (run.json says which); `serve`: bf16 where the CPU \
+                 has AMX-BF16 tiles and the weights in bf16 are affordable (8-bit or float \
+                 files, or a quarter of the free memory), else quantized",
             )),
             DtypeChoice::Fixed(precision) => precision.to_possible_value(),
         }
