@@ -21,6 +21,8 @@ struct Server {
     base: String,
     /// The model name the server answers to.
     name: String,
+    /// The line the server says where it listens with (it names the precision).
+    banner: String,
     stderr: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
@@ -56,6 +58,7 @@ impl Server {
                     child,
                     base: format!("http://{address}"),
                     name: String::new(),
+                    banner: line.clone(),
                     stderr: std::sync::Mutex::new(stderr),
                 };
                 let key = extra
@@ -869,4 +872,25 @@ fn sigterm_answers_the_request_in_flight_then_exits() {
     assert!(stderr.contains("served 1 requests"), "{stderr}");
     // No longer listening.
     assert!(TcpStream::connect(server.address()).is_err());
+}
+
+/// `--dtype auto` loads the default model (SmolLM2's Q4_1 file, 0.27 GB in bf16) as bf16 where
+/// the CPU multiplies bf16 in AMX tiles, and in the stored formats elsewhere.
+#[test]
+fn auto_loads_bf16_where_amx_tiles_multiply_it_else_the_stored_formats() {
+    use valuelens::model::kernels::bf16::Bf16Path;
+    use valuelens::model::kernels::CpuFeatures;
+    let features = CpuFeatures::detect();
+    let in_tiles = matches!(Bf16Path::select(&features), Ok(Bf16Path::Amx));
+    // The tests' command sets VALUELENS_DTYPE=f32; the flag overrides it.
+    let server = Server::start(&["--dtype", "auto"]);
+    let want = match (in_tiles, features.avx2) {
+        (true, _) => "[Bf16 on cpu]",
+        (false, true) => "[Quantized on cpu]",
+        (false, false) => "[F32 on cpu]",
+    };
+    assert!(server.banner.contains(want), "{}", server.banner);
+    if !in_tiles {
+        println!("skipped auto's bf16: this CPU or kernel has no AMX-BF16 tiles ({want} checked)");
+    }
 }
