@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use candle_core::quantized::GgmlDType;
 use valuelens::model::device::device_name;
 use valuelens::model::kernels::bf16::Bf16Path;
 use valuelens::model::kernels::{CpuFeatures, DtypeChoice};
@@ -41,31 +40,17 @@ fn auto_on_cpu(spec: &str, resolved: Precision) -> Result<Precision> {
     })
 }
 
-/// Whether the model's weights in bf16 cost little memory, read from the file's header without
-/// its weights: every matrix is stored with 8 bits per weight or more (floats, Q8_0: bf16 at
-/// most doubles the file), or the weights in bf16 take at most a quarter of the memory this
-/// process may still take (a small model of 4-bit blocks; an 8B model of 4-bit blocks keeps
-/// its file's size instead).
+/// Whether the model's weights in bf16 cost little memory, by the memory plan's estimates from
+/// the file's header (no weights read): at most twice what the stored-format kernels hold
+/// (files of 8 bits per weight or more: floats, Q8_0), or at most a quarter of the memory this
+/// process may still take (a small model of 4-bit blocks; an 8B model of 4-bit blocks keeps its
+/// file's size instead).
 fn bf16_affordable(spec: &str) -> Result<bool> {
     let checkpoint = open_checkpoint(&resolve(spec)?.source)?;
-    let names = checkpoint.tensor_names();
-    let eight_bits = names.iter().all(|name| {
-        let wide = matches!(
-            checkpoint.tensor_info(name),
-            Some((
-                _,
-                None | Some(GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-            )) | Some((_, Some(GgmlDType::Q8_0 | GgmlDType::Q8_1 | GgmlDType::Q8K)))
-        );
-        wide && checkpoint.tensor_stored_as(name).is_none()
-    });
-    let bf16_bytes: u64 = names
-        .iter()
-        .filter_map(|name| checkpoint.tensor_info(name))
-        .map(|(dims, _)| 2 * dims.iter().product::<usize>() as u64)
-        .sum();
+    let bf16 = memory::need(&checkpoint, Precision::Bf16).fixed;
+    let stored = memory::need(&checkpoint, Precision::Quantized).fixed;
     let room = memory::available().map(|(bytes, _)| bytes);
-    Ok(eight_bits || room.is_some_and(|room| 4 * bf16_bytes <= room))
+    Ok(bf16 <= 2 * stored || room.is_some_and(|room| 4 * bf16 <= room))
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {

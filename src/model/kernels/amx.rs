@@ -13,14 +13,13 @@
 
 use std::sync::OnceLock;
 
-/// Whether this process may execute AMX instructions: the CPU has the tiles and int8 products
-/// (CPUID), and the kernel granted the tile data state. Asked once, then remembered.
+/// Whether this process may execute AMX tile instructions: the CPU has the tiles (CPUID), and
+/// the kernel granted the tile data state. Asked once, then remembered. (Which products the
+/// tiles do, int8 or bf16, each path checks in the CPU's features.)
 pub fn permitted() -> bool {
     static PERMITTED: OnceLock<bool> = OnceLock::new();
-    *PERMITTED.get_or_init(|| {
-        let features = super::features::CpuFeatures::detect();
-        features.amx_tile && features.amx_int8 && request_tile_data()
-    })
+    *PERMITTED
+        .get_or_init(|| super::features::CpuFeatures::detect().amx_tile && request_tile_data())
 }
 
 /// Asks Linux for the tile data state (`ARCH_REQ_XCOMP_PERM` = 0x1023, `XFEATURE_XTILEDATA`
@@ -116,18 +115,6 @@ pub unsafe fn load_once(config: &'static TileConfig) {
     });
 }
 
-/// Returns the tile registers to their initial state, so that the thread's saved state is small
-/// again at its next context switch.
-///
-/// # Safety
-/// [`permitted`] is true.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub unsafe fn release() {
-    // SAFETY: as the caller promises.
-    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,8 +134,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn a_tile_product_equals_integer_arithmetic() {
-        if !permitted() {
-            println!("skipped the AMX tile product: this CPU or kernel does not allow AMX");
+        if !(permitted() && super::super::features::CpuFeatures::detect().amx_int8) {
+            println!("skipped the AMX tile product: this CPU or kernel does not allow AMX-INT8");
             return;
         }
         let a: Vec<i8> = (0..16 * 64).map(|i| ((i * 7 + 3) % 255) as i8).collect();
@@ -168,13 +155,13 @@ mod tests {
                 "tileloadd tmm2, [{b} + {stride}*1]",
                 "tdpbsud tmm0, tmm1, tmm2",
                 "tilestored [{c} + {stride}*1], tmm0",
+                "tilerelease",
                 a = in(reg) a.as_ptr(),
                 b = in(reg) b.as_ptr(),
                 c = in(reg) c.as_mut_ptr(),
                 stride = in(reg) 64usize,
                 options(nostack),
             );
-            release();
         }
         for m in 0..16 {
             for n in 0..16 {

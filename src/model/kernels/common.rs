@@ -32,8 +32,8 @@ impl SharedOut {
 }
 
 /// `[rows, n]` row-major, computed tile by tile: `tile(first_row, panel, out)` fills (writes
-/// every element of) the `TILE_ROWS × PANEL` tile of rows `first_row..` and the panel's columns (rows past `rows` and
-/// columns past `n` are computed and dropped). Tasks of one chunk of rows × one panel run on
+/// every element of) the `TILE_ROWS × PANEL` tile of rows `first_row..` and the panel's columns
+/// (rows past `rows` and columns past `n` are computed and dropped). Tasks of one chunk of rows × one panel run on
 /// rayon's threads.
 pub(super) fn tiled_product<const TILE_ROWS: usize>(
     rows: usize,
