@@ -21,9 +21,11 @@
 //! 7. `benchmark` — a whole run: its configuration (the resume identity), units and their
 //!    store, the results folder's lock, `run.json`, the summary; the measures recomputed from
 //!    files.
-//! 8. `explain` — the paper's third experiment (Table 14): an observer model predicting a target
+//! 8. `leaderboard` — many results folders side by side (with the paper's API models), paired
+//!    differences, figures and one HTML page.
+//! 9. `explain` — the paper's third experiment (Table 14): an observer model predicting a target
 //!    model's Task-2 choices from examples of its actions and explanations.
-//! 9. `serve` — the engine behind an HTTP API (lm-evaluation-harness's `local-completions`
+//! 10. `serve` — the engine behind an HTTP API (lm-evaluation-harness's `local-completions`
 //!    contract), batching the prompts of concurrent requests into one prefix tree.
 //!
 //! The `valuelens` binary (`src/main.rs`, `src/cli/`) parses the command line and calls these.
@@ -32,6 +34,7 @@ pub mod benchmark;
 pub mod engine;
 pub mod explain;
 pub mod input;
+pub mod leaderboard;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => cli::engine::compare(args),
         Command::Tokenize(args) => cli::engine::tokenize(args),
         Command::Metrics(args) => cli::benchmark::metrics(args),
+        Command::Leaderboard(args) => cli::benchmark::leaderboard(args),
         Command::Export(args) => cli::models::export_model(args),
         Command::Serve(args) => cli::serve::serve(args),
         Command::Models { action } => cli::models::models(action),

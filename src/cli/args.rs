@@ -52,6 +52,11 @@ pub enum Command {
     /// The paper's alignment measures from Task-1 and Task-2 outputs — a run's stated.csv and
     /// action.csv, or the paper's released files: writes <out>/metrics.json and <out>/summary.md.
     Metrics(MetricsArgs),
+    /// Many runs side by side: one row per results folder (and, with --paper, the paper's API
+    /// models), sorted by alignment rate, with paired bootstrap differences between every two
+    /// rows, figures, and one self-contained HTML page. Runs that asked different questions are
+    /// refused unless --common compares them on what all of them cover.
+    Leaderboard(LeaderboardArgs),
     /// Write a model as a Hugging Face safetensors folder (config.json, *.safetensors,
     /// tokenizer.json, tokenizer_config.json) with its weights dequantized.
     Export(ExportArgs),
@@ -66,6 +71,29 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+}
+
+#[derive(clap::Args)]
+pub struct LeaderboardArgs {
+    /// Results folders of `valuelens run`, or folders holding several (searched one level
+    /// down).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Add the paper's API models (GPT-3.5-turbo exactly; GPT-4o-mini, Gemma-2-9b and
+    /// Llama-3.3-70B approximately), recomputed from its released files.
+    #[arg(long)]
+    pub paper: bool,
+    /// Compare runs that differ in protocol, debias, scoring or selection on the questions and
+    /// cells all of them cover (recomputed from their CSVs), instead of refusing them.
+    #[arg(long)]
+    pub common: bool,
+    /// The VIA CSV for --paper; by default data/value_action_gap_full_data_generation.csv.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder: leaderboard.md, leaderboard.csv, leaderboard.json, index.html and
+    /// figures/.
+    #[arg(long, default_value = "results/leaderboard")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args)]

@@ -13,7 +13,7 @@ use valuelens::report::MetricsReport;
 use valuelens::tasks::pride::PrideSettings;
 use valuelens::tasks::Selection;
 
-use super::args::{MergeArgs, MetricsArgs, RunArgs};
+use super::args::{LeaderboardArgs, MergeArgs, MetricsArgs, RunArgs};
 use super::progress_bar;
 
 /// The shard `--shard` and `--shards` ask for, if any.
@@ -108,6 +108,33 @@ pub fn metrics(args: MetricsArgs) -> Result<()> {
         eprintln!("{note}");
     }
     write_report(&recomputed.report, &args.out)
+}
+
+pub fn leaderboard(args: LeaderboardArgs) -> Result<()> {
+    let options = valuelens::leaderboard::Options {
+        paper: args.paper,
+        common: args.common,
+        data: args.data,
+    };
+    let board = valuelens::leaderboard::build(&args.dirs, &options)?;
+    let written = board.write(&args.out)?;
+    for (rank, entry) in board.entries.iter().enumerate() {
+        println!(
+            "{:>2}. {}: alignment rate (F1) {:.4}{}",
+            rank + 1,
+            entry.label,
+            entry.report.alignment_rate.overall,
+            entry.report.ci_text(|ci| ci.alignment_rate)
+        );
+    }
+    println!(
+        "{} rows, {} pairs → {} ({} files: leaderboard.md, .csv, .json, index.html, figures/)",
+        board.entries.len(),
+        board.pairs.len(),
+        args.out.display(),
+        written.len()
+    );
+    Ok(())
 }
 
 /// Writes metrics.json and summary.md into `out` and says so in one line.

@@ -2,7 +2,10 @@
 //! (country × topic), the unit the benchmark samples. Each resample draws as many scenarios
 //! as were covered, with replacement, from a fixed seed, and recomputes the overall alignment
 //! rate (mean of the scenarios' F1) and distance (mean over the drawn scenarios' cells).
+//! Two models are compared the same way, paired: each resample draws the same scenarios for
+//! both, so what they share (a scenario that is hard for every model) cancels out.
 
+use super::{alignment_rate, scenario_distance_sums, Cells, Matrix};
 use crate::random::below;
 
 /// Resamples per interval.
@@ -17,6 +20,27 @@ pub struct ScenarioMeasures {
     /// Sum of |v − a| over the scenario's covered cells, and how many there are.
     pub distance_sum: f64,
     pub cells: usize,
+}
+
+/// What each scenario contributes to the overall measures of `stated` and `action` over `cells`,
+/// by scenario index; `None` for a scenario without covered cells.
+pub fn scenario_measures(
+    stated: &Matrix,
+    action: &Matrix,
+    cells: &Cells,
+) -> Vec<Option<ScenarioMeasures>> {
+    let (per_scenario_f1, _) = alignment_rate(stated, action, cells);
+    per_scenario_f1
+        .into_iter()
+        .zip(scenario_distance_sums(stated, action, cells))
+        .map(|(f1, (distance_sum, cells))| {
+            (!f1.is_nan()).then_some(ScenarioMeasures {
+                f1,
+                distance_sum,
+                cells,
+            })
+        })
+        .collect()
 }
 
 /// 95 % intervals `[lo, hi]` of the overall measures.
@@ -53,6 +77,45 @@ pub fn overall_ci95(scenarios: &[ScenarioMeasures]) -> Option<Intervals> {
         distance: percentile_interval(&mut distances),
     })
 }
+
+/// 95 % intervals of the differences `a − b` of the overall measures of two models, over the
+/// scenarios both cover: `a[i]` and `b[i]` are the same scenario, measured on the same cells.
+/// Each resample draws one set of scenarios and recomputes both models' measures on it.
+pub fn paired_difference_ci95(
+    a: &[ScenarioMeasures],
+    b: &[ScenarioMeasures],
+) -> Option<Intervals> {
+    assert_eq!(a.len(), b.len(), "paired measures come in pairs");
+    let n = a.len();
+    if n == 0 {
+        return None;
+    }
+    let seed = SEED ^ PAIRED_STREAM;
+    let mut rates = Vec::with_capacity(RESAMPLES);
+    let mut distances = Vec::with_capacity(RESAMPLES);
+    for resample in 0..RESAMPLES {
+        let (mut f1_difference, mut sum_a, mut sum_b, mut cells) = (0.0, 0.0, 0.0, 0usize);
+        for draw in 0..n {
+            let i = below(seed, (resample * n + draw) as u64, n);
+            f1_difference += a[i].f1 - b[i].f1;
+            sum_a += a[i].distance_sum;
+            sum_b += b[i].distance_sum;
+            cells += a[i].cells;
+        }
+        rates.push(f1_difference / n as f64);
+        distances.push(match cells {
+            0 => f64::NAN,
+            _ => (sum_a - sum_b) / cells as f64,
+        });
+    }
+    Some(Intervals {
+        alignment_rate: percentile_interval(&mut rates),
+        distance: percentile_interval(&mut distances),
+    })
+}
+
+/// The stream of paired resamples, apart from the single-model intervals' own.
+const PAIRED_STREAM: u64 = 0x7061_6972_6564;
 
 /// The interval of the mean of `values` (e.g. one country's scenario F1s), resampled from
 /// stream `stream` (a different one per group, so that groups do not share their draws).
@@ -135,6 +198,27 @@ mod tests {
         );
         assert_eq!(mean_ci95(&values, 3), Some([lo, hi]));
         assert_eq!(mean_ci95(&[], 3), None);
+    }
+
+    #[test]
+    fn paired_intervals_cancel_what_both_models_share() {
+        // Scenario difficulty varies a lot, the difference between the models hardly: the
+        // paired interval of the difference is far narrower than either model's own.
+        let a: Vec<_> = (0..60)
+            .map(|i| scenario((i % 10) as f64 / 10.0 + 0.05, 0.3))
+            .collect();
+        let b: Vec<_> = (0..60)
+            .map(|i| scenario((i % 10) as f64 / 10.0, 0.3 + (i % 3) as f64 * 0.01))
+            .collect();
+        let ci = paired_difference_ci95(&a, &b).unwrap();
+        let [lo, hi] = ci.alignment_rate;
+        assert!((lo - 0.05).abs() < 1e-9 && (hi - 0.05).abs() < 1e-9, "{ci:?}");
+        assert!(ci.distance[0] < -0.005 && ci.distance[1] < 0.0, "{ci:?}");
+        let own = overall_ci95(&a).unwrap().alignment_rate;
+        assert!(own[1] - own[0] > 0.1, "{own:?}");
+        let swapped = paired_difference_ci95(&b, &a).unwrap();
+        assert!((swapped.alignment_rate[0] + hi).abs() < 1e-9);
+        assert_eq!(paired_difference_ci95(&[], &[]), None);
     }
 
     #[test]

@@ -292,6 +292,50 @@ pub fn ranking(row: &[f64]) -> Vec<(&'static str, f64)> {
     ranked.into_iter().map(|(k, d)| (VALUES[k], d)).collect()
 }
 
+/// Spearman's rank correlation of two series over the positions where both are numbers (ties
+/// take their mean rank, as scipy's `spearmanr`); `None` with fewer than two such positions or
+/// when either side is constant.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    let (x, y): (Vec<f64>, Vec<f64>) = x
+        .iter()
+        .zip(y)
+        .filter(|(a, b)| !a.is_nan() && !b.is_nan())
+        .map(|(a, b)| (*a, *b))
+        .unzip();
+    if x.len() < 2 {
+        return None;
+    }
+    let (rx, ry) = (mean_ranks(&x), mean_ranks(&y));
+    let mean = (x.len() as f64 + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mean) * (b - mean);
+        sxx += (a - mean) * (a - mean);
+        syy += (b - mean) * (b - mean);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// Ranks from 1, ties sharing the mean of the ranks they span.
+fn mean_ranks(x: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut ranks = vec![0.0; x.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && x[order[end]] == x[order[start]] {
+            end += 1;
+        }
+        let rank = (start + end + 1) as f64 / 2.0;
+        for &i in &order[start..end] {
+            ranks[i] = rank;
+        }
+        start = end;
+    }
+    ranks
+}
+
 /// Cells where the binarised statement and action disagree, by direction (Table 4, whose
 /// printed columns are swapped relative to its caption; these labels say what they count).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -323,6 +367,17 @@ pub fn misalignment(stated: &Matrix, action: &Matrix, cells: &Cells) -> Misalign
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spearman_matches_scipy_with_ties_and_gaps() {
+        // scipy.stats.spearmanr([1, 2, 2, 4, 5], [5, 6, 7, 8, 7]).statistic == 0.7631578947368421
+        let r = spearman(&[1.0, 2.0, 2.0, 4.0, 5.0], &[5.0, 6.0, 7.0, 8.0, 7.0]).unwrap();
+        assert!((r - 0.763_157_894_736_842_1).abs() < 1e-12, "{r}");
+        let gapped = spearman(&[1.0, f64::NAN, 3.0, 2.0], &[3.0, 1.0, 1.0, 2.0]).unwrap();
+        assert!((gapped + 1.0).abs() < 1e-12, "{gapped}");
+        assert_eq!(spearman(&[1.0, 1.0], &[2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0], &[2.0]), None);
+    }
 
     #[test]
     fn binarise_puts_one_half_on_disagree() {

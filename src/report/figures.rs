@@ -132,17 +132,17 @@ fn category_labels<DB: DrawingBackend>(
 }
 
 /// One horizontal bar: its label, length and colour, and an interval drawn as a whisker.
-struct Bar {
-    name: String,
-    length: f64,
-    colour: RGBAColor,
-    ci: Option<[f64; 2]>,
+pub(crate) struct Bar {
+    pub name: String,
+    pub length: f64,
+    pub colour: RGBAColor,
+    pub ci: Option<[f64; 2]>,
 }
 
 /// Horizontal bars, the first at the top, each with its value printed after it (and after its
 /// whisker, where it has one), and a dashed vertical line at `reference` where given. Labels
 /// stay horizontal: long category names need no rotation.
-fn horizontal_bars(
+pub(crate) fn horizontal_bars(
     title: &str,
     bars: &[Bar],
     x_max: f64,
@@ -283,11 +283,29 @@ fn position_chart(title: &str, variants: &[VariantShare]) -> Result<String> {
 }
 
 /// White (no gap) to dark red (distance 1).
-fn heat(d: f64) -> RGBColor {
+pub(crate) fn heat(d: f64) -> RGBColor {
     let d = d.clamp(0.0, 1.0);
     let fade = |full: f64| (255.0 - (255.0 - full) * d).round() as u8;
     RGBColor(fade(150.0), fade(10.0), fade(20.0))
 }
+
+/// How a grid's numbers become colours, and the legend that says so.
+pub(crate) struct Scale {
+    pub colour: fn(f64) -> RGBColor,
+    /// The numbers at the legend's top and bottom.
+    pub top: f64,
+    pub bottom: f64,
+    /// What the numbers are, under the legend.
+    pub name: &'static str,
+}
+
+/// The alignment distance: white (0) to dark red (1).
+pub(crate) const DISTANCE_SCALE: Scale = Scale {
+    colour: heat,
+    top: 1.0,
+    bottom: 0.0,
+    name: "|v − a|",
+};
 
 /// Covered values (rows) × covered countries or topics (columns, by their short names), each
 /// cell coloured by its distance.
@@ -298,15 +316,47 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
     let kept_values: Vec<usize> = (0..VALUES.len())
         .filter(|&k| kept_columns.iter().any(|&c| !columns[c][k].is_nan()))
         .collect();
-    let (nx, ny) = (kept_columns.len(), kept_values.len());
-    // Value i (from the top) spans y ∈ [ny − i − 1, ny − i]; column j spans x ∈ [j, j + 1].
+    let rows: Vec<Vec<f64>> = kept_values
+        .iter()
+        .map(|&k| kept_columns.iter().map(|&c| columns[c][k]).collect())
+        .collect();
+    grid(
+        title,
+        &kept_values
+            .iter()
+            .map(|&k| VALUES[k].to_string())
+            .collect::<Vec<_>>(),
+        &kept_columns
+            .iter()
+            .map(|&c| column_names[c].to_string())
+            .collect::<Vec<_>>(),
+        &rows,
+        &DISTANCE_SCALE,
+        false,
+    )
+}
+
+/// Rows × columns of numbers as coloured squares (grey: no number), named on the left and
+/// below, with the colour scale on the right; with `numbers`, each square also prints its
+/// number.
+pub(crate) fn grid(
+    title: &str,
+    row_names: &[String],
+    column_names: &[String],
+    rows: &[Vec<f64>],
+    scale: &Scale,
+    numbers: bool,
+) -> Result<String> {
+    let (nx, ny) = (column_names.len(), row_names.len());
+    // Row i (from the top) spans y ∈ [ny − i − 1, ny − i]; column j spans x ∈ [j, j + 1].
     let row = |i: usize| (ny - i - 1) as f64;
+    let cell_height = if numbers { 26 } else { 18 };
     let mut svg = String::new();
     {
         // Wide enough for the title (about 8 px a character at this size) and the legend.
         let title_width = 8 * title.chars().count() + 40;
         let width = (300 + 64 * nx + LEGEND_WIDTH).max(title_width).max(560) as u32;
-        let height = (150 + 18 * ny) as u32;
+        let height = (150 + cell_height * ny).max(300) as u32;
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let mut chart = ChartBuilder::on(&root)
@@ -315,7 +365,7 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
             .right_y_label_area_size(LEGEND_WIDTH as u32)
             .x_label_area_size(30)
             .y_label_area_size(200)
-            .build_cartesian_2d(0.0..nx as f64, 0.0..ny as f64)
+            .build_cartesian_2d(0.0..nx.max(1) as f64, 0.0..ny.max(1) as f64)
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -324,44 +374,57 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
             .y_labels(0)
             .draw()
             .map_err(plot_error)?;
-        let cells = kept_values.iter().enumerate().flat_map(|(i, &k)| {
-            kept_columns.iter().enumerate().map(move |(j, &c)| {
-                let d = columns[c][k];
-                let colour = if d.is_nan() {
+        let cells = rows.iter().enumerate().flat_map(|(i, values)| {
+            values.iter().enumerate().map(move |(j, &x)| {
+                let colour = if x.is_nan() {
                     RGBColor(220, 220, 220)
                 } else {
-                    heat(d)
+                    (scale.colour)(x)
                 };
-                let x = j as f64;
-                Rectangle::new([(x, row(i)), (x + 1.0, row(i) + 1.0)], colour.filled())
+                let left = j as f64;
+                Rectangle::new([(left, row(i)), (left + 1.0, row(i) + 1.0)], colour.filled())
             })
         });
         chart.draw_series(cells).map_err(plot_error)?;
-        let value_names: Vec<String> = kept_values.iter().map(|&k| VALUES[k].into()).collect();
+        if numbers {
+            let labels = rows.iter().enumerate().flat_map(|(i, values)| {
+                values
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| !x.is_nan())
+                    .map(move |(j, &x)| {
+                        Text::new(
+                            format!("{x:.2}"),
+                            (j as f64 + 0.5, row(i) + 0.5),
+                            ("sans-serif", 11)
+                                .into_font()
+                                .color(&BLACK)
+                                .pos(Pos::new(HPos::Center, VPos::Center)),
+                        )
+                    })
+            });
+            chart.draw_series(labels).map_err(plot_error)?;
+        }
         category_labels(
             &root,
-            &value_names,
+            row_names,
             |i| {
                 let (x, y) = chart.backend_coord(&(0.0, row(i) + 0.5));
                 (x - 8, y)
             },
             Pos::new(HPos::Right, VPos::Center),
         )?;
-        let column_labels: Vec<String> = kept_columns
-            .iter()
-            .map(|&c| column_names[c].into())
-            .collect();
         category_labels(
             &root,
-            &column_labels,
+            column_names,
             |j| {
                 let (x, y) = chart.backend_coord(&(j as f64 + 0.5, 0.0));
                 (x, y + 6)
             },
             Pos::new(HPos::Center, VPos::Top),
         )?;
-        let (right, top) = chart.backend_coord(&(nx as f64, ny as f64));
-        colour_scale(&root, right + 24, top)?;
+        let (right, top) = chart.backend_coord(&(nx.max(1) as f64, ny.max(1) as f64));
+        colour_scale(&root, right + 24, top, scale)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -370,20 +433,23 @@ fn heatmap(title: &str, column_names: &[&str], columns: &[Vec<f64>]) -> Result<S
 /// Room beside a heatmap for its colour scale.
 const LEGEND_WIDTH: usize = 100;
 
-/// The heatmaps' colour scale: a vertical bar from distance 1 (top) to 0, with ticks.
+/// A grid's colour scale: a vertical bar from the scale's top number down to its bottom one,
+/// with ticks.
 fn colour_scale<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     x: i32,
     top: i32,
+    scale: &Scale,
 ) -> Result<()> {
     const STEPS: i32 = 40;
     const STEP_HEIGHT: i32 = 4;
+    let at = |fraction: f64| scale.top + (scale.bottom - scale.top) * fraction;
     for i in 0..STEPS {
-        let d = 1.0 - f64::from(i) / f64::from(STEPS - 1);
         let y = top + i * STEP_HEIGHT;
+        let colour = (scale.colour)(at(f64::from(i) / f64::from(STEPS - 1)));
         root.draw(&Rectangle::new(
             [(x, y), (x + 16, y + STEP_HEIGHT)],
-            heat(d).filled(),
+            colour.filled(),
         ))
         .map_err(plot_error)?;
     }
@@ -400,11 +466,17 @@ fn colour_scale<DB: DrawingBackend>(
             .pos(Pos::new(HPos::Left, VPos::Center));
         root.draw(&Text::new(text.to_string(), (x + 22, y), style))
     };
-    label("1", top).map_err(plot_error)?;
-    label("0.5", (top + bottom) / 2).map_err(plot_error)?;
-    label("0", bottom).map_err(plot_error)?;
-    label("|v − a|", bottom + 18).map_err(plot_error)?;
+    label(&tick(scale.top), top).map_err(plot_error)?;
+    label(&tick(at(0.5)), (top + bottom) / 2).map_err(plot_error)?;
+    label(&tick(scale.bottom), bottom).map_err(plot_error)?;
+    label(scale.name, bottom + 18).map_err(plot_error)?;
     Ok(())
+}
+
+/// A legend's number: `1`, `0.5`, `-1`.
+fn tick(x: f64) -> String {
+    let text = format!("{x:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The ten largest gaps (red) above the ten smallest (blue).

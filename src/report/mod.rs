@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::metrics::bias::{Bias, LabelBias, PositionBias};
-use crate::metrics::bootstrap::{mean_ci95, overall_ci95, Intervals, ScenarioMeasures};
+use crate::metrics::bootstrap::{
+    mean_ci95, overall_ci95, scenario_measures, Intervals, ScenarioMeasures,
+};
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
 use crate::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
@@ -88,16 +90,9 @@ impl MetricsReport {
                 .count()
         };
         let undecided = |m: &Matrix| cells.iter().filter(|&(s, k)| m.get(s, k) == 0.5).count();
-        let distance_sums = metrics::scenario_distance_sums(stated, action, cells);
-        let scenarios: Vec<ScenarioMeasures> = per_scenario_f1
-            .iter()
-            .zip(distance_sums)
-            .filter(|(f1, _)| !f1.is_nan())
-            .map(|(&f1, (distance_sum, cells))| ScenarioMeasures {
-                f1,
-                distance_sum,
-                cells,
-            })
+        let scenarios: Vec<ScenarioMeasures> = scenario_measures(stated, action, cells)
+            .into_iter()
+            .flatten()
             .collect();
         let group_ci = |scenarios_of: &dyn Fn(usize) -> Vec<usize>, groups: usize, offset: u64| {
             (0..groups)
