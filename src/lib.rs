@@ -26,7 +26,7 @@
 //! 9. `explain` — the paper's third experiment (Table 14): an observer model predicting a target
 //!    model's Task-2 choices from examples of its actions and explanations.
 //! 10. `serve` — the engine behind an HTTP API (lm-evaluation-harness's `local-completions`
-//!    contract), batching the prompts of concurrent requests into one prefix tree.
+//!     contract), batching the prompts of concurrent requests into one prefix tree.
 //!
 //! The `valuelens` binary (`src/main.rs`, `src/cli/`) parses the command line and calls these.
 

@@ -21,7 +21,9 @@ use valuelens::metrics::{spearman, Cells, Matrix};
 use valuelens::via::scenario_index;
 use valuelens::via::vocabulary::{COUNTRIES, TOPICS, VALUES};
 
-/// One country, two topics, three values, asked as the paper asked them.
+/// One country, two topics, three values, asked as `valuelens run` asks by default (the paper's
+/// questions, debiased with PriDe: without it these small models answer "Agree" to everything,
+/// and every F1 would be 0).
 const SUBSET: [&str; 6] = [
     "--countries",
     "Egypt",
@@ -51,7 +53,7 @@ fn runs() -> &'static Path {
             let out = dir.path().join("runs").join(model);
             let mut args = vec!["run", "--model", model];
             args.extend(SUBSET);
-            args.extend(["--debias", "none", "--out", out.to_str().unwrap()]);
+            args.extend(["--out", out.to_str().unwrap()]);
             common::succeed(valuelens(&args));
         }
         let out = dir.path().join("fewer-values");
@@ -65,8 +67,6 @@ fn runs() -> &'static Path {
             "Religion,Politics",
             "--values",
             "Equality,Wealth",
-            "--debias",
-            "none",
             "--out",
             out.to_str().unwrap(),
         ]));
@@ -128,23 +128,48 @@ fn each_run_row_says_what_its_metrics_json_says() {
         .iter()
         .map(|r| r["alignment_rate"]["value"].as_f64().unwrap())
         .collect();
-    assert!(f1s.windows(2).all(|w| w[0] >= w[1]), "sorted by F1: {f1s:?}");
+    assert!(
+        f1s.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by F1: {f1s:?}"
+    );
     for model in MODELS {
         let run = runs().join("runs").join(model);
         let metrics = read_json(&run.join("metrics.json"));
         let record = read_json(&run.join("run.json"));
         let r = row(json, model);
         for (ours, theirs) in [
-            (&r["alignment_rate"]["value"], &metrics["alignment_rate"]["overall"]),
-            (&r["alignment_rate"]["ci95"], &metrics["alignment_rate"]["overall_ci95"]),
+            (
+                &r["alignment_rate"]["value"],
+                &metrics["alignment_rate"]["overall"],
+            ),
+            (
+                &r["alignment_rate"]["ci95"],
+                &metrics["alignment_rate"]["overall_ci95"],
+            ),
             (&r["distance"]["value"], &metrics["distance"]["overall"]),
             (&r["distance"]["ci95"], &metrics["distance"]["overall_ci95"]),
             (&r["misaligned"], &metrics["misaligned"]["total"]),
             (&r["cells"], &metrics["misaligned"]["cells"]),
-            (&r["bias"]["task2_option1_share"], &metrics["bias"]["task2"]["option1_share"]),
-            (&r["bias"]["task1_label1_share"], &metrics["bias"]["task1"]["argmax_share"]["1"]),
-            (&r["bias"]["stated_undecided_cells"], &metrics["cells"]["stated_undecided"]),
-            (&r["bias"]["action_undecided_cells"], &metrics["cells"]["action_undecided"]),
+            (
+                &r["bias"]["task2_option1_share"],
+                &metrics["bias"]["task2"]["option1_share"],
+            ),
+            (
+                &r["bias"]["task2_option1_share_debiased"],
+                &metrics["bias"]["task2"]["debiased"]["option1_share"],
+            ),
+            (
+                &r["bias"]["task1_label1_share"],
+                &metrics["bias"]["task1"]["argmax_share"]["1"],
+            ),
+            (
+                &r["bias"]["stated_undecided_cells"],
+                &metrics["cells"]["stated_undecided"],
+            ),
+            (
+                &r["bias"]["action_undecided_cells"],
+                &metrics["cells"]["action_undecided"],
+            ),
             (&r["computed_tokens"], &record["tokens"]["computed_tokens"]),
             (&r["model"]["sha256"], &record["model"]["sha256"]),
             (&r["model"]["dtype"], &record["model"]["dtype"]),
@@ -159,9 +184,21 @@ fn each_run_row_says_what_its_metrics_json_says() {
         }
         assert_eq!(r["source"], "run");
         assert_eq!(r["protocol"], "paper");
+        assert_eq!(r["debias"], "pride");
     }
+    let nonzero = MODELS
+        .iter()
+        .filter(|m| row(json, m)["alignment_rate"]["value"].as_f64().unwrap() > 0.0)
+        .count();
+    assert!(
+        nonzero > 0,
+        "some run has a positive F1, so the comparisons are not of zeros"
+    );
     let md = std::fs::read_to_string(out.path().join("leaderboard.md")).unwrap();
-    assert!(md.contains("| rank | model |") && md.contains("Paired differences"), "{md}");
+    assert!(
+        md.contains("| rank | model |") && md.contains("Paired differences"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(out.path().join("leaderboard.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
     for figure in [
@@ -172,7 +209,10 @@ fn each_run_row_says_what_its_metrics_json_says() {
         "gap_rank_agreement.svg",
     ] {
         let svg = std::fs::read_to_string(out.path().join("figures").join(figure)).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("smollm2-135m"), "{figure}");
+        assert!(
+            svg.contains("<svg") && svg.contains("smollm2-135m"),
+            "{figure}"
+        );
     }
 }
 
@@ -186,7 +226,11 @@ fn the_paper_rows_are_what_valuelens_metrics_gives_from_the_released_files() {
     assert_eq!(gpt35["source"], "paper");
     let evaluation = common::shared_dir().join("valueactionlens/outputs/evaluation");
     for (label, stated, misaligned) in [
-        ("GPT-3.5-turbo (paper)", "gpt-3.5-turbo_t1.csv", "chatgpt_misaligned_example.csv"),
+        (
+            "GPT-3.5-turbo (paper)",
+            "gpt-3.5-turbo_t1.csv",
+            "chatgpt_misaligned_example.csv",
+        ),
         (
             "Gemma-2-9b (paper)",
             "gemma-2-9b-it_t1.csv",
@@ -205,8 +249,14 @@ fn the_paper_rows_are_what_valuelens_metrics_gives_from_the_released_files() {
         ]));
         let metrics = read_json(&out.path().join("metrics.json"));
         let r = row(json, label);
-        assert!(close(&r["alignment_rate"]["value"], &metrics["alignment_rate"]["overall"]));
-        assert!(close(&r["distance"]["value"], &metrics["distance"]["overall"]));
+        assert!(close(
+            &r["alignment_rate"]["value"],
+            &metrics["alignment_rate"]["overall"]
+        ));
+        assert!(close(
+            &r["distance"]["value"],
+            &metrics["distance"]["overall"]
+        ));
         assert_eq!(r["misaligned"], metrics["misaligned"]["total"]);
     }
     assert_eq!(row(json, "Gemma-2-9b (paper)")["exact"], false);
@@ -214,8 +264,11 @@ fn the_paper_rows_are_what_valuelens_metrics_gives_from_the_released_files() {
 
 /// A run's V and A from its cells.csv.
 fn matrices(run: &Path) -> (Matrix, Matrix, Cells) {
-    let (mut stated, mut action, mut cells) =
-        (Matrix::filled(f64::NAN), Matrix::filled(f64::NAN), Cells::none());
+    let (mut stated, mut action, mut cells) = (
+        Matrix::filled(f64::NAN),
+        Matrix::filled(f64::NAN),
+        Cells::none(),
+    );
     let mut reader = csv::Reader::from_path(run.join("cells.csv")).unwrap();
     for record in reader.records() {
         let record = record.unwrap();
@@ -243,8 +296,14 @@ fn paired_intervals_are_what_the_csvs_give() {
     let (va, aa, cells) = matrices(&runs().join("runs").join(first));
     let (vb, ab, cells_b) = matrices(&runs().join("runs").join(second));
     assert_eq!(cells, cells_b);
-    let ma: Vec<_> = scenario_measures(&va, &aa, &cells).into_iter().flatten().collect();
-    let mb: Vec<_> = scenario_measures(&vb, &ab, &cells).into_iter().flatten().collect();
+    let ma: Vec<_> = scenario_measures(&va, &aa, &cells)
+        .into_iter()
+        .flatten()
+        .collect();
+    let mb: Vec<_> = scenario_measures(&vb, &ab, &cells)
+        .into_iter()
+        .flatten()
+        .collect();
     let ci = paired_difference_ci95(&ma, &mb).unwrap();
     let f1 = |m: &[valuelens::metrics::bootstrap::ScenarioMeasures]| {
         m.iter().map(|s| s.f1).sum::<f64>() / m.len() as f64
@@ -288,23 +347,32 @@ fn runs_of_other_selections_are_refused_or_compared_on_their_common_cells() {
     assert!(!out.path().join("board").exists(), "nothing written");
 
     let output = leaderboard(&paths, &["--common"], &out.path().join("board"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json = read_json(&out.path().join("board/leaderboard.json"));
-    assert_eq!(json["view"]["common_cells"], 4, "Egypt × 2 topics × 2 values");
+    assert_eq!(
+        json["view"]["common_cells"], 4,
+        "Egypt × 2 topics × 2 values"
+    );
     assert!(json["caption"].as_str().unwrap().contains("the 4 cells"));
     // The wider runs, recomputed on the shared cells from their own CSVs.
     let (_, _, shared) = matrices(&runs().join("fewer-values"));
     for model in &MODELS[1..] {
         let (stated, action, _) = matrices(&runs().join("runs").join(model));
-        let report =
-            valuelens::report::MetricsReport::compute(model, &stated, &action, &shared);
+        let report = valuelens::report::MetricsReport::compute(model, &stated, &action, &shared);
         let r = row(&json, model);
         assert_eq!(r["cells"], 4);
         assert!(close(
             &r["alignment_rate"]["value"],
             &serde_json::json!(report.alignment_rate.overall)
         ));
-        assert!(close(&r["distance"]["value"], &serde_json::json!(report.distances.overall)));
+        assert!(close(
+            &r["distance"]["value"],
+            &serde_json::json!(report.distances.overall)
+        ));
     }
 }
 
@@ -315,12 +383,19 @@ fn runs_of_other_protocols_are_refused_with_what_differs() {
     copy_dir(&runs().join("runs").join(MODELS[0]), &copy);
     let record = copy.join("run.json");
     let text = std::fs::read_to_string(&record).unwrap();
-    std::fs::write(&record, text.replace("\"protocol\": \"paper\"", "\"protocol\": \"full\"")).unwrap();
+    std::fs::write(
+        &record,
+        text.replace("\"protocol\": \"paper\"", "\"protocol\": \"full\""),
+    )
+    .unwrap();
     let other = runs().join("runs").join(MODELS[1]);
     let output = leaderboard(&[&copy, &other], &[], &dir.path().join("board"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("protocol differs") && stderr.contains("full"), "{stderr}");
+    assert!(
+        stderr.contains("protocol differs") && stderr.contains("full"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("board").exists());
 }
 
@@ -383,7 +458,10 @@ fn the_page_works_in_a_real_browser() {
     let (out, json) = board();
     let html = out.path().join("index.html");
     let text = std::fs::read_to_string(&html).unwrap();
-    assert!(!text.contains("src=\"http") && !text.contains("href=\"http"), "self-contained");
+    assert!(
+        !text.contains("src=\"http") && !text.contains("href=\"http"),
+        "self-contained"
+    );
     let Some(mut page) = browser::Page::open(&html, 1280) else {
         eprintln!("skipped: no Chromium to open the leaderboard page in");
         return;
@@ -395,7 +473,9 @@ fn the_page_works_in_a_real_browser() {
     );
     // The F1 column's numbers, top to bottom (rows of equal F1 keep their order, so the
     // labels alone would not show the reversal).
-    let order = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[6].textContent)";
+    let order = "(() => { const f1 = Array.from(document.querySelectorAll('#leaderboard th'))\
+        .findIndex(th => th.dataset.column === 'F1'); return Array.from(document\
+        .querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[f1].textContent); })()";
     let before: Vec<Value> = page.eval(order).as_array().unwrap().clone();
     page.eval("document.querySelector('#leaderboard th[data-column=\"F1\"]').click()");
     let after: Vec<Value> = page.eval(order).as_array().unwrap().clone();
@@ -403,7 +483,11 @@ fn the_page_works_in_a_real_browser() {
     reversed.reverse();
     assert_eq!(after, reversed, "a click on F1 reverses the order");
     assert_eq!(page.console_errors(), Vec::<String>::new());
-    assert_eq!(page.requests(), vec![page.url().to_string()], "no request leaves the page");
+    assert_eq!(
+        page.requests(),
+        vec![page.url().to_string()],
+        "no request leaves the page"
+    );
     let shots = match std::env::var_os("VALUELENS_SCREENSHOTS") {
         Some(dir) => PathBuf::from(dir),
         None => out.path().join("shots"),
@@ -412,9 +496,7 @@ fn the_page_works_in_a_real_browser() {
     for width in [1280, 400] {
         page.set_width(width);
         // The phone-width layout: nothing wider than the screen but the scrolling tables.
-        let overflow = page.eval(
-            "document.documentElement.scrollWidth <= window.innerWidth + 1",
-        );
+        let overflow = page.eval("document.documentElement.scrollWidth <= window.innerWidth + 1");
         assert_eq!(overflow, true, "the page fits {width} px");
         let png = shots.join(format!("leaderboard-{width}.png"));
         page.screenshot(&png);

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use plotters::style::{Color, RGBColor, BLUE, RED};
 
-use super::Leaderboard;
+use super::board::{Leaderboard, Source};
 use crate::report::figures::{grid, horizontal_bars, Bar, Scale};
 use crate::via::vocabulary::{COUNTRY_ABBREVIATIONS, TOPIC_SHORT_NAMES};
 
@@ -52,8 +52,8 @@ pub fn figures(board: &Leaderboard) -> Result<Vec<(String, String, String)>> {
             name: e.label.clone(),
             length: e.report.alignment_rate.overall,
             colour: match e.source {
-                super::Source::Run { .. } => BLUE.mix(0.6),
-                super::Source::Paper { .. } => RGBColor(120, 120, 120).mix(0.6),
+                Source::Run { .. } => BLUE.mix(0.6),
+                Source::Paper { .. } => RGBColor(120, 120, 120).mix(0.6),
             },
             ci: e.report.ci95.map(|ci| ci.alignment_rate),
         })
@@ -76,7 +76,14 @@ pub fn figures(board: &Leaderboard) -> Result<Vec<(String, String, String)>> {
             &COUNTRY_ABBREVIATIONS[..],
             entries
                 .iter()
-                .map(|e| e.report.alignment_rate.by_country.iter().map(|g| g.1).collect())
+                .map(|e| {
+                    e.report
+                        .alignment_rate
+                        .by_country
+                        .iter()
+                        .map(|g| g.1)
+                        .collect()
+                })
                 .collect::<Vec<Vec<f64>>>(),
         ),
         (
@@ -85,7 +92,14 @@ pub fn figures(board: &Leaderboard) -> Result<Vec<(String, String, String)>> {
             &TOPIC_SHORT_NAMES[..],
             entries
                 .iter()
-                .map(|e| e.report.alignment_rate.by_topic.iter().map(|g| g.1).collect())
+                .map(|e| {
+                    e.report
+                        .alignment_rate
+                        .by_topic
+                        .iter()
+                        .map(|g| g.1)
+                        .collect()
+                })
                 .collect(),
         ),
     ] {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::table::{cells_of, difference, number, Document, COLUMNS};
+use super::table::{cells_of, difference, is_text_column, number, Document, COLUMNS};
 
 /// `text` safe inside HTML text and attribute values.
 pub fn escape(text: &str) -> String {
@@ -23,6 +23,18 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Escaped text whose `backticked` spans become `<code>`.
+fn with_code(text: &str) -> String {
+    escape(text)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            1 => format!("<code>{part}</code>"),
+            _ => part.to_string(),
+        })
+        .collect()
+}
+
 /// An SVG figure made to scale with the page: its fixed size becomes a viewBox.
 fn scalable(svg: &str) -> String {
     let attribute = |name: &str| -> Option<String> {
@@ -37,7 +49,11 @@ fn scalable(svg: &str) -> String {
         false => body,
     }
     .trim_start();
-    match (attribute("width"), attribute("height"), attribute("viewBox")) {
+    match (
+        attribute("width"),
+        attribute("height"),
+        attribute("viewBox"),
+    ) {
         (Some(w), Some(h), None) => body.replacen(
             "<svg ",
             &format!("<svg viewBox=\"0 0 {w} {h}\" preserveAspectRatio=\"xMinYMin meet\" "),
@@ -100,7 +116,7 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
          <link rel=\"icon\" href=\"data:,\">\n\
          <title>valuelens leaderboard</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>Leaderboard: the value–action gap</h1>\n<p class=\"caption\">{}</p>\n",
-        escape(&document.caption)
+        with_code(&document.caption)
     );
     // The table: numeric columns carry their number for sorting.
     let _ = writeln!(
@@ -127,29 +143,12 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
     }
     let _ = writeln!(html, "</tr></thead>\n<tbody>");
     for row in &document.rows {
-        let sort_values: [Option<f64>; 15] = [
-            Some(row.rank as f64),
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some(row.alignment_rate.value),
-            row.alignment_rate.ci95.map(|c| c[0]),
-            Some(row.distance.value),
-            row.distance.ci95.map(|c| c[0]),
-            Some(row.misaligned as f64),
-            row.bias.task2_option1_share,
-            row.bias.task1_label1_share,
-            Some((row.bias.stated_undecided_cells + row.bias.action_undecided_cells) as f64),
-            row.seconds,
-        ];
         let class = match row.source {
             "paper" => " class=\"paper\"",
             _ => "",
         };
         let _ = write!(html, "<tr{class}>");
-        for ((column, text), value) in COLUMNS.iter().zip(cells_of(row)).zip(sort_values) {
+        for (column, (text, value)) in COLUMNS.iter().zip(cells_of(row)) {
             let class = match is_text_column(column) {
                 true => " class=\"text\"",
                 false => "",
@@ -193,7 +192,8 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
              <th>gap ranks (Spearman)</th></tr></thead><tbody>"
         );
         for p in &document.pairs {
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 html,
                 "<tr><td class=\"text\">{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td></tr>",
@@ -226,13 +226,15 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
             escape(&row.label),
             escape(&row.path),
             escape(&row.model.name),
-            escape(&match (&row.model.file, &row.model.sha256, &row.model.dtype) {
-                (Some(file), Some(sha), Some(dtype)) => format!(
-                    " — {file}, sha256 {sha}, {dtype} on {}",
-                    row.model.device.clone().unwrap_or_default()
-                ),
-                _ => format!(" — {}", row.model.device.clone().unwrap_or_default()),
-            }),
+            escape(
+                &match (&row.model.file, &row.model.sha256, &row.model.dtype) {
+                    (Some(file), Some(sha), Some(dtype)) => format!(
+                        " — {file}, sha256 {sha}, {dtype} on {}",
+                        row.model.device.clone().unwrap_or_default()
+                    ),
+                    _ => format!(" — {}", row.model.device.clone().unwrap_or_default()),
+                }
+            ),
             escape(&row.protocol),
             escape(&row.debias),
             escape(&row.scoring),
@@ -244,13 +246,6 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
     html
 }
 
-fn is_text_column(column: &str) -> bool {
-    matches!(
-        column,
-        "model" | "file (sha256)" | "protocol / debias" | "dtype" | "selection"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +255,6 @@ mod tests {
         let svg = "<svg width=\"820\" height=\"300\" xmlns=\"http://www.w3.org/2000/svg\"></svg>";
         assert!(scalable(svg).starts_with("<svg viewBox=\"0 0 820 300\""));
         assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+        assert_eq!(with_code("run `a<b` now"), "run <code>a&lt;b</code> now");
     }
 }

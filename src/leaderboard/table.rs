@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{selection_text, Entry, Leaderboard, Source};
+use super::board::{debias_name, selection_text, Entry, Leaderboard, Source};
 
 /// The schema version of `leaderboard.json`.
 pub const LEADERBOARD_SCHEMA: u32 = 1;
@@ -131,7 +131,7 @@ fn row(rank: usize, entry: &Entry) -> Row {
                         device: Some(m.device.clone()),
                     },
                     record.protocol.name().to_string(),
-                    super::debias_name(record.debias).to_string(),
+                    debias_name(record.debias).to_string(),
                     record.scoring.name().to_string(),
                     selection_text(record),
                     true,
@@ -197,7 +197,7 @@ impl Leaderboard {
             caption: self.caption.clone(),
             view: ViewRow {
                 protocol: self.view.protocol.map(|p| p.name().to_string()),
-                debias: self.view.debias.map(|d| super::debias_name(d).to_string()),
+                debias: self.view.debias.map(|d| debias_name(d).to_string()),
                 scoring: self.view.scoring.map(|s| s.name().to_string()),
                 common_cells: self.view.common_cells,
             },
@@ -281,14 +281,11 @@ pub fn difference(estimate: &Estimate, excludes_zero: bool) -> String {
     )
 }
 
-/// The column headers of the table, in order (markdown, CSV and HTML share them).
+/// The column headers of the table, in order (markdown, CSV and HTML share them): the
+/// measures first, so that they show on a narrow screen before the settings do.
 pub const COLUMNS: [&str; 15] = [
     "rank",
     "model",
-    "file (sha256)",
-    "protocol / debias",
-    "dtype",
-    "selection",
     "F1",
     "F1 95 % CI",
     "distance",
@@ -297,41 +294,81 @@ pub const COLUMNS: [&str; 15] = [
     "T2 Option 1 raw / debiased",
     "T1 label 1",
     "undecided V / A",
+    "dtype",
+    "protocol / debias",
+    "selection",
+    "file (sha256)",
     "tokens · seconds",
 ];
 
-/// One row's cells as text, in [`COLUMNS`] order.
-pub fn cells_of(row: &Row) -> [String; 15] {
+/// Whether a column holds words (left-aligned, sorted alphabetically) rather than numbers.
+pub fn is_text_column(column: &str) -> bool {
+    matches!(
+        column,
+        "model" | "file (sha256)" | "protocol / debias" | "dtype" | "selection"
+    )
+}
+
+/// One row's cells in [`COLUMNS`] order: the text shown, and the number it sorts by (for
+/// numeric columns).
+pub fn cells_of(row: &Row) -> [(String, Option<f64>); 15] {
+    let bias = &row.bias;
     [
-        row.rank.to_string(),
-        match (row.source, row.exact) {
-            ("paper", true) => format!("{} — sampled API answers", row.label),
-            ("paper", false) => format!("{} — sampled API answers, approximate", row.label),
-            _ => row.label.clone(),
-        },
-        model_file(&row.model),
-        format!("{} / {}", row.protocol, row.debias),
-        row.model.dtype.clone().unwrap_or_else(|| "–".into()),
-        row.selection.clone(),
-        number(Some(row.alignment_rate.value), 4),
-        interval(row.alignment_rate.ci95, 4),
-        number(Some(row.distance.value), 4),
-        interval(row.distance.ci95, 4),
-        format!("{} / {}", row.misaligned, row.cells),
-        format!(
-            "{} / {}",
-            percent(row.bias.task2_option1_share),
-            percent(row.bias.task2_option1_share_debiased)
+        (row.rank.to_string(), Some(row.rank as f64)),
+        (
+            match (row.source, row.exact) {
+                ("paper", false) => format!("{}, approximate", row.label),
+                _ => row.label.clone(),
+            },
+            None,
         ),
-        percent(row.bias.task1_label1_share),
-        format!(
-            "{} / {}",
-            row.bias.stated_undecided_cells, row.bias.action_undecided_cells
+        (
+            number(Some(row.alignment_rate.value), 4),
+            Some(row.alignment_rate.value),
         ),
-        match (row.computed_tokens, row.seconds) {
-            (Some(t), Some(s)) => format!("{t} · {s:.1}"),
-            _ => "–".to_string(),
-        },
+        (
+            interval(row.alignment_rate.ci95, 4),
+            row.alignment_rate.ci95.map(|c| c[0]),
+        ),
+        (
+            number(Some(row.distance.value), 4),
+            Some(row.distance.value),
+        ),
+        (
+            interval(row.distance.ci95, 4),
+            row.distance.ci95.map(|c| c[0]),
+        ),
+        (
+            format!("{} / {}", row.misaligned, row.cells),
+            Some(row.misaligned as f64),
+        ),
+        (
+            format!(
+                "{} / {}",
+                percent(bias.task2_option1_share),
+                percent(bias.task2_option1_share_debiased)
+            ),
+            bias.task2_option1_share,
+        ),
+        (percent(bias.task1_label1_share), bias.task1_label1_share),
+        (
+            format!(
+                "{} / {}",
+                bias.stated_undecided_cells, bias.action_undecided_cells
+            ),
+            Some((bias.stated_undecided_cells + bias.action_undecided_cells) as f64),
+        ),
+        (row.model.dtype.clone().unwrap_or_else(|| "–".into()), None),
+        (format!("{} / {}", row.protocol, row.debias), None),
+        (row.selection.clone(), None),
+        (model_file(&row.model), None),
+        (
+            match (row.computed_tokens, row.seconds) {
+                (Some(t), Some(s)) => format!("{t} · {s:.1}"),
+                _ => "–".to_string(),
+            },
+            row.seconds,
+        ),
     ]
 }
 
@@ -454,22 +491,25 @@ impl Document {
 
     pub fn to_markdown(&self) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "# Leaderboard: the value–action gap\n\n{}\n", self.caption);
+        let _ = writeln!(
+            md,
+            "# Leaderboard: the value–action gap\n\n{}\n",
+            self.caption
+        );
         let _ = writeln!(md, "| {} |", COLUMNS.join(" | "));
         let _ = writeln!(
             md,
             "|{}",
             COLUMNS
                 .iter()
-                .map(|c| match *c {
-                    "model" | "file (sha256)" | "protocol / debias" | "selection" | "dtype" =>
-                        "---|",
-                    _ => "---:|",
+                .map(|c| match is_text_column(c) {
+                    true => "---|",
+                    false => "---:|",
                 })
                 .collect::<String>()
         );
         for row in &self.rows {
-            let cells = cells_of(row).map(|c| c.replace('|', "\\|"));
+            let cells = cells_of(row).map(|(text, _)| text.replace('|', "\\|"));
             let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         if self.rows.len() > 1 {

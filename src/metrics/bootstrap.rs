@@ -81,10 +81,7 @@ pub fn overall_ci95(scenarios: &[ScenarioMeasures]) -> Option<Intervals> {
 /// 95 % intervals of the differences `a − b` of the overall measures of two models, over the
 /// scenarios both cover: `a[i]` and `b[i]` are the same scenario, measured on the same cells.
 /// Each resample draws one set of scenarios and recomputes both models' measures on it.
-pub fn paired_difference_ci95(
-    a: &[ScenarioMeasures],
-    b: &[ScenarioMeasures],
-) -> Option<Intervals> {
+pub fn paired_difference_ci95(a: &[ScenarioMeasures], b: &[ScenarioMeasures]) -> Option<Intervals> {
     assert_eq!(a.len(), b.len(), "paired measures come in pairs");
     let n = a.len();
     if n == 0 {
@@ -212,7 +209,10 @@ mod tests {
             .collect();
         let ci = paired_difference_ci95(&a, &b).unwrap();
         let [lo, hi] = ci.alignment_rate;
-        assert!((lo - 0.05).abs() < 1e-9 && (hi - 0.05).abs() < 1e-9, "{ci:?}");
+        assert!(
+            (lo - 0.05).abs() < 1e-9 && (hi - 0.05).abs() < 1e-9,
+            "{ci:?}"
+        );
         assert!(ci.distance[0] < -0.005 && ci.distance[1] < 0.0, "{ci:?}");
         let own = overall_ci95(&a).unwrap().alignment_rate;
         assert!(own[1] - own[0] > 0.1, "{own:?}");

@@ -382,7 +382,10 @@ pub(crate) fn grid(
                     (scale.colour)(x)
                 };
                 let left = j as f64;
-                Rectangle::new([(left, row(i)), (left + 1.0, row(i) + 1.0)], colour.filled())
+                Rectangle::new(
+                    [(left, row(i)), (left + 1.0, row(i) + 1.0)],
+                    colour.filled(),
+                )
             })
         });
         chart.draw_series(cells).map_err(plot_error)?;
