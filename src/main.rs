@@ -49,6 +49,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Leaderboard(args) => cli::benchmark::leaderboard(args),
         Command::Export(args) => cli::models::export_model(args),
         Command::Serve(args) => cli::serve::serve(args),
-        Command::Models { action } => cli::models::models(action),
+        Command::Models {
+            action,
+            local,
+            json,
+        } => match local {
+            true => cli::models::list_local(json),
+            false => cli::models::models(action),
+        },
     }
 }

@@ -12,20 +12,33 @@ use sha2::{Digest, Sha256};
 
 /// Whether `path` has exactly the bytes whose sha256 is `sha256` (and `size` bytes, if given).
 pub fn matches(path: &Path, size: Option<u64>, sha256: &str) -> Result<bool> {
+    matches_stamped_at(path, size, sha256, &stamp_path(path))
+}
+
+/// [`matches`], with the stamp kept at `stamp_path` (for files in folders that belong to
+/// another program, such as Ollama's blob store).
+pub fn matches_stamped_at(
+    path: &Path,
+    size: Option<u64>,
+    sha256: &str,
+    stamp_path: &Path,
+) -> Result<bool> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if size.is_some_and(|s| s != meta.len()) {
         return Ok(false);
     }
-    let stamp_path = stamp_path(path);
     let stamp = format!("{sha256} {} {}", meta.len(), mtime_nanos(&meta));
-    if fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp) {
+    if fs::read_to_string(stamp_path).is_ok_and(|s| s.trim() == stamp) {
         return Ok(true);
     }
     if sha256_file(path)? != sha256 {
         return Ok(false);
     }
     // The stamp is only a cache: failing to write it costs a re-hash next time, nothing more.
-    let _ = fs::write(&stamp_path, stamp);
+    if let Some(dir) = stamp_path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = fs::write(stamp_path, stamp);
     Ok(true)
 }
 

@@ -66,10 +66,18 @@ pub enum Command {
     /// concurrent requests share one prefix tree. Binds to 127.0.0.1 unless --host says
     /// otherwise; SIGTERM answers the requests in flight, then exits.
     Serve(ServeArgs),
-    /// List the registry's models, or fetch one.
+    /// List the registry's models, or fetch one; with --local, every model in Ollama's store,
+    /// LM Studio's folders and the Hugging Face cache, read from headers only.
     Models {
         #[command(subcommand)]
         action: Option<ModelsAction>,
+        /// List the models of the local stores instead: the form to pass to --model,
+        /// architecture, parameters, storage format, size, and whether valuelens runs it.
+        #[arg(long)]
+        local: bool,
+        /// With --local: JSON (one array of objects) for scripts.
+        #[arg(long, requires = "local")]
+        json: bool,
     },
 }
 
@@ -229,7 +237,9 @@ pub struct RunArgs {
 pub struct ModelArg {
     /// A registry name (fetched on first use), a .gguf file, a safetensors folder,
     /// hf:org/name[@revision][:file.gguf] (Hugging Face cache; HF_HUB_OFFLINE=1 for cache
-    /// only), or synthetic:<shape>[@tokenizer folder] (random weights of a real shape).
+    /// only), ollama:NAME[:TAG] (Ollama's store), lmstudio:PUBLISHER/REPO[/FILE.gguf] (LM
+    /// Studio's folder), or synthetic:<shape>[@tokenizer folder] (random weights of a real
+    /// shape). `valuelens models --local` lists what the local stores hold.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
 }

@@ -7,7 +7,7 @@ use valuelens::model::export::{export, export_gguf, export_tokenizer, export_wit
 use valuelens::model::formats::synthetic::parse_format;
 use valuelens::model::open::open_checkpoint;
 use valuelens::model::tokenizer::TextTokenizer;
-use valuelens::model::{registry, resolve};
+use valuelens::model::{registry, resolve, stores};
 
 use super::args::{ExportArgs, ExportFormat, ModelsAction};
 
@@ -22,6 +22,56 @@ pub fn models(action: Option<ModelsAction>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `valuelens models --local`: the local stores' models, a table or JSON.
+pub fn list_local(json: bool) -> Result<()> {
+    let models = stores::list_local();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&models)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        println!(
+            "no models in Ollama's store, LM Studio's folders ({}) or the Hugging Face cache ({})",
+            stores::lmstudio_roots()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            valuelens::model::hub::cache_dir().display()
+        );
+        return Ok(());
+    }
+    let form_width = models
+        .iter()
+        .map(|m| m.form.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<form_width$}  {:<10} {:>7} {:<12} {:>9}  runs",
+        "form", "arch", "params", "format", "size"
+    );
+    for m in &models {
+        let parameters = m.parameters.map_or("–".to_string(), |p| match p {
+            p if p >= 1_000_000_000 => format!("{:.1}B", p as f64 / 1e9),
+            p => format!("{:.0}M", p as f64 / 1e6),
+        });
+        println!(
+            "{:<form_width$}  {:<10} {:>7} {:<12} {:>7.2}GB  {}",
+            m.form,
+            m.architecture.as_deref().unwrap_or("–"),
+            parameters,
+            m.format,
+            m.size as f64 / 1e9,
+            match &m.not_runnable {
+                None => "yes".to_string(),
+                Some(why) => format!("no: {why}"),
+            }
+        );
+    }
+    Ok(())
 }
 
 pub fn export_model(args: ExportArgs) -> Result<()> {

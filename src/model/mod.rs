@@ -40,6 +40,7 @@ pub mod registry;
 pub mod rope;
 pub mod scoring;
 pub mod source;
+pub mod stores;
 pub mod tokenizer;
 
 use std::path::Path;

@@ -21,6 +21,15 @@ use super::source::ModelSource;
 pub fn open_checkpoint(source: &ModelSource) -> Result<Checkpoint> {
     match source {
         ModelSource::Gguf(path) => {
+            if let Some(parts) = gguf::split_parts(path) {
+                let (metadata, tensors) = gguf::open_split(&parts)?;
+                return Ok(Checkpoint::new(
+                    path.display().to_string(),
+                    CheckpointFormat::Gguf,
+                    metadata,
+                    Box::new(tensors),
+                ));
+            }
             let (metadata, tensors) = gguf::open(path)?;
             Ok(Checkpoint::new(
                 path.display().to_string(),

@@ -1,5 +1,6 @@
 //! What `--model` names, resolved to where its weights are: a registry name (fetched on first
-//! use), `hf:` (the Hugging Face cache), a `.gguf` file, a safetensors folder, or
+//! use), `hf:` (the Hugging Face cache), `ollama:` and `lmstudio:` (those programs' stores), a
+//! `.gguf` file (the first of a split one's parts), a safetensors folder, or
 //! `synthetic:<shape>` (weights generated from a seed).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::formats::synthetic::SyntheticSpec;
-use super::{hub, registry};
+use super::{hub, registry, stores};
 use crate::verified;
 
 /// Where a model's weights come from, once resolved.
@@ -41,7 +42,17 @@ impl ModelSource {
     /// from it (shape and seed) and the build.
     pub fn sha256(&self) -> Result<String> {
         match self {
-            Self::Gguf(path) => verified::sha256_file(path),
+            // A split GGUF: the sha256 of its parts' sha256s, in order.
+            Self::Gguf(path) => match super::formats::gguf::split_parts(path) {
+                Some(parts) => {
+                    let mut joined = String::new();
+                    for part in &parts {
+                        joined.push_str(&verified::sha256_file(part)?);
+                    }
+                    Ok(verified::sha256_bytes(joined.as_bytes()))
+                }
+                None => verified::sha256_file(path),
+            },
             Self::SafetensorsFolder(path) => verified::sha256_folder(path),
             Self::Synthetic(spec) => Ok(verified::sha256_bytes(spec.text.as_bytes())),
         }
@@ -64,6 +75,20 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         return Ok(ResolvedModel {
             name: spec.to_string(),
             source: ModelSource::Synthetic(SyntheticSpec::parse(spec)?),
+        });
+    }
+    if let Some(name) = spec.strip_prefix("ollama:") {
+        let path = stores::resolve_ollama(name)?;
+        return Ok(ResolvedModel {
+            name: format!("ollama:{}", stores::OllamaName::parse(name)?.short()),
+            source: ModelSource::Gguf(path),
+        });
+    }
+    if let Some(name) = spec.strip_prefix("lmstudio:") {
+        let path = stores::resolve_lmstudio(name)?;
+        return Ok(ResolvedModel {
+            name: format!("lmstudio:{name}"),
+            source: ModelSource::Gguf(path),
         });
     }
     if spec.starts_with("hf:") {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -366,6 +366,119 @@ impl TensorSource for GgufTensors {
     }
 }
 
+/// The files of a split GGUF (llama.cpp's `gguf-split`: `NAME-00001-of-00003.gguf` and its
+/// siblings), in order, when `path` names one of them; `None` for a file that is whole.
+pub fn split_parts(path: &Path) -> Option<Vec<PathBuf>> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (base, number) = rest.rsplit_once('-')?;
+    let five_digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !five_digits(count) || !five_digits(number) {
+        return None;
+    }
+    let count: usize = count.parse().ok().filter(|&n| n > 1)?;
+    Some(
+        (1..=count)
+            .map(|i| path.with_file_name(format!("{base}-{i:05}-of-{count:05}.gguf")))
+            .collect(),
+    )
+}
+
+/// The tensors of a split GGUF, each read from the part that holds it.
+pub struct SplitTensors {
+    parts: Vec<GgufTensors>,
+    /// Tensor name → index into `parts`.
+    part_of: HashMap<String, usize>,
+}
+
+/// A split GGUF as one model: the metadata of its first part (the others carry only their
+/// `split.*` keys) and every part's tensors. Each part must be there, whole, and say it belongs
+/// (`split.count`).
+pub fn open_split(parts: &[PathBuf]) -> Result<(Metadata, SplitTensors)> {
+    let mut opened = Vec::new();
+    let mut metadata = None;
+    for (i, path) in parts.iter().enumerate() {
+        if !path.is_file() {
+            bail!(
+                "{}: missing; a split GGUF loads from all its {} parts, which must lie in one                  folder",
+                path.display(),
+                parts.len()
+            );
+        }
+        let (meta, tensors) = open(path)?;
+        // gguf-split writes split.count as u16.
+        let count = match meta.get("split.count") {
+            Some(Value::U16(n)) => Some(u32::from(*n)),
+            Some(Value::U32(n)) => Some(*n),
+            _ => None,
+        };
+        if count.is_some_and(|c| c as usize != parts.len()) {
+            bail!(
+                "{} says it is one of {} parts, but its name says {}; the split files are mixed",
+                path.display(),
+                count.unwrap_or_default(),
+                parts.len()
+            );
+        }
+        if i == 0 {
+            metadata = Some(meta);
+        }
+        opened.push(tensors);
+    }
+    let mut part_of = HashMap::new();
+    for (i, part) in opened.iter().enumerate() {
+        for name in part.content.tensor_infos.keys() {
+            if part_of.insert(name.clone(), i).is_some() {
+                bail!(
+                    "{}: tensor '{name}' is in two parts of the split model",
+                    part.path.display()
+                );
+            }
+        }
+    }
+    let metadata = metadata.expect("a split has parts");
+    Ok((
+        metadata,
+        SplitTensors {
+            parts: opened,
+            part_of,
+        },
+    ))
+}
+
+impl TensorSource for SplitTensors {
+    fn has(&self, name: &str) -> bool {
+        self.part_of.contains_key(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.part_of.keys().cloned().collect()
+    }
+
+    fn dims(&self, name: &str) -> Option<Vec<usize>> {
+        self.parts[*self.part_of.get(name)?].dims(name)
+    }
+
+    fn dtype(&self, name: &str) -> Option<GgmlDType> {
+        self.parts[*self.part_of.get(name)?].dtype(name)
+    }
+
+    fn stored_as(&self, name: &str) -> Option<String> {
+        self.parts[*self.part_of.get(name)?].stored_as(name)
+    }
+
+    fn read(&mut self, name: &str) -> Result<QTensor> {
+        let part = *self.part_of.get(name).with_context(|| {
+            format!(
+                "{}: no tensor '{name}' in any part",
+                self.parts[0].path.display()
+            )
+        })?;
+        self.parts[part].read(name)
+    }
+}
+
 /// ggml's name of a GGUF tensor type that neither candle nor valuelens reads, with its id.
 fn type_name(id: u32) -> String {
     if let Some(format) = ForeignType::from_id(id) {
@@ -392,4 +505,20 @@ fn type_name(id: u32) -> String {
 /// candle appends a backtrace to its errors when RUST_BACKTRACE is set; users get the message.
 pub fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_names_list_every_part() {
+        let parts = split_parts(Path::new("/m/Model-Q4_K_M-00002-of-00003.gguf")).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], Path::new("/m/Model-Q4_K_M-00001-of-00003.gguf"));
+        assert_eq!(parts[2], Path::new("/m/Model-Q4_K_M-00003-of-00003.gguf"));
+        assert_eq!(split_parts(Path::new("/m/model-q4.gguf")), None);
+        assert_eq!(split_parts(Path::new("/m/m-00001-of-00001.gguf")), None);
+        assert_eq!(split_parts(Path::new("/m/m-1-of-3.gguf")), None);
+    }
 }
