@@ -165,7 +165,7 @@ fn task2_variant_0_and_the_reversed_orders() {
 /// actions and the GGUF's template must give the same strings.
 #[test]
 fn fixture_contexts_are_the_prompts_in_the_models_chat_template() {
-    use valuelens::model::open::open_path;
+    use valuelens::model::formats::open::open_path;
     use valuelens::prompts::chat::ChatTemplate;
     use valuelens::via::{self, vocabulary, Dataset};
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use valuelens::model::registry::{self, Registry};
+use valuelens::model::sources::registry::{self, Registry};
 
 #[test]
 fn ensure_is_a_no_op_when_the_file_is_there_and_valid() {

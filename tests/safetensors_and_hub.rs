@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use common::fixture_checks::{self, score_subset};
 use common::{default_model_path, fixtures, registry_model_path, succeed};
 use valuelens::engine::EngineOptions;
-use valuelens::model::export::{export, ExportDtype};
-use valuelens::model::open::open_path;
+use valuelens::model::formats::export::{export, ExportDtype};
+use valuelens::model::formats::open::open_path;
 use valuelens::model::tokenizer::TextTokenizer;
 use valuelens::model::{Model, Precision};
 

@@ -92,8 +92,8 @@ fn unknown_synthetic_shape_or_tokenizer_folder_fails_clearly() {
 #[test]
 fn every_synthetic_shape_is_a_complete_checkpoint_of_its_architecture() {
     use valuelens::model::architectures;
+    use valuelens::model::formats::open::open_checkpoint;
     use valuelens::model::formats::synthetic::SyntheticSpec;
-    use valuelens::model::open::open_checkpoint;
     use valuelens::model::ModelSource;
     for (shape, architecture, hidden) in [
         ("llama-3.1-8b", "llama", 4096),

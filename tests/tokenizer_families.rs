@@ -8,7 +8,7 @@
 
 mod common;
 
-use valuelens::model::open::open_path;
+use valuelens::model::formats::open::open_path;
 use valuelens::model::tokenizer::TextTokenizer;
 
 fn matches_hugging_face(family: &str) {

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use valuelens::benchmark::config::ChatTemplateMode;
 use valuelens::engine::EngineOptions;
-use valuelens::model::export::ExportDtype;
+use valuelens::model::formats::export::ExportDtype;
 use valuelens::model::{DtypeChoice, Precision};
 use valuelens::tasks::pride::{Debias, PrideSettings};
 use valuelens::tasks::{Protocol, Scoring};

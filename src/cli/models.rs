@@ -3,11 +3,14 @@
 use anyhow::{bail, Result};
 
 use valuelens::model::architectures;
-use valuelens::model::export::{export, export_gguf, export_tokenizer, export_without_weights};
+use valuelens::model::formats::export::{
+    export, export_gguf, export_tokenizer, export_without_weights,
+};
+use valuelens::model::formats::open::open_checkpoint;
 use valuelens::model::formats::synthetic::parse_format;
-use valuelens::model::open::open_checkpoint;
+use valuelens::model::resolve;
+use valuelens::model::sources::{registry, stores};
 use valuelens::model::tokenizer::TextTokenizer;
-use valuelens::model::{registry, resolve, stores};
 
 use super::args::{ExportArgs, ExportFormat, ModelsAction};
 
@@ -39,7 +42,7 @@ pub fn list_local(json: bool) -> Result<()> {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            valuelens::model::hub::cache_dir().display()
+            valuelens::model::sources::hub::cache_dir().display()
         );
         return Ok(());
     }

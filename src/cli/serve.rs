@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use valuelens::model::device::device_name;
+use valuelens::model::formats::open::open_checkpoint;
 use valuelens::model::kernels::bf16::Bf16Path;
 use valuelens::model::kernels::{CpuFeatures, DtypeChoice};
 use valuelens::model::memory;
-use valuelens::model::open::open_checkpoint;
-use valuelens::model::source::resolve;
+use valuelens::model::sources::resolve;
 use valuelens::model::{Model, Placement, Precision};
 use valuelens::serve::{self, BatchPolicy, ModelInfo, ServeOptions};
 

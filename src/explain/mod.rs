@@ -87,7 +87,7 @@ pub fn prepare(options: &ExplainOptions) -> Result<Prepared> {
     let (rows, frame, frame_source) = observed_frame(&options.target, &dataset)?;
     let split = draw_split(&rows, &options.draw)?;
     let observer = resolve(&options.observer)?;
-    let checkpoint = crate::model::open::open_checkpoint(&observer.source)?;
+    let checkpoint = crate::model::formats::open::open_checkpoint(&observer.source)?;
     let template = ChatTemplate::from_checkpoint(&checkpoint)?.with_context(|| {
         format!(
             "{} has no chat template; the observer reads a conversation (system, examples, \

@@ -12,8 +12,8 @@
 
 use anyhow::{bail, Result};
 
-use super::checkpoint::Checkpoint;
 use super::device::{Placement, Precision};
+use super::formats::checkpoint::Checkpoint;
 use super::kernels::stored::StoredFormat;
 use super::scoring::LM_HEAD_ROWS;
 

@@ -1,46 +1,34 @@
-//! Models: what `--model` names (`source`), read from its files (`formats` → `checkpoint`,
-//! translated by its architecture in `open`), its tokenizer, and the network that scores packed
-//! batches.
+//! Models: what `--model` names (`sources`), read from its files (`formats`: a checkpoint,
+//! translated by its architecture in `formats::open`), its tokenizer, and the network that
+//! scores packed batches.
 //!
-//! Layers, each importing only those below it:
-//! - files: `registry`, `hub` and `source` (where the weights are); `formats` (GGUF,
-//!   safetensors, synthetic behind one trait) and `checkpoint` (metadata and tensors under
-//!   GGUF's names); `tokenizer`;
+//! The folders say what each part does; each layer imports only those below it:
+//! - `sources/`: where the weights are — `registry` (fetched by package name), `hub` (the
+//!   Hugging Face cache), `stores` (Ollama's and LM Studio's), resolved from `--model`;
+//! - `formats/`: GGUF, safetensors and synthetic weights behind one trait, `checkpoint`
+//!   (metadata and tensors under GGUF's names), `open` (a source as a checkpoint) and `export`
+//!   (a checkpoint as a safetensors folder or a GGUF file); `tokenizer`;
 //! - compute: `device` (where and in which precision), `batch` (one forward's input), `kv` (keys and values across forwards),
 //!   `cpu_ops`, `kernels` (matrix kernels picked by the CPU's features: int8), `layers`, `attention` (the CPU tree kernel and masked blocks), `scoring` (LM
 //!   head and log-softmax);
-//! - architectures: `architecture` (the trait and what all share), one file each (`llama`,
-//!   `qwen2`, `gemma3`), listed in `architectures`;
-//! - assembly: `open` (a source as a checkpoint), `export` (a checkpoint as a safetensors
-//!   folder), and [`Model`] here.
+//! - `architectures/`: `architecture` (the trait and what all share) and one file per
+//!   architecture (`llama`, `mistral`, `qwen2`, `qwen3`, `gemma2`, `gemma3`, `phi3`), listed in
+//!   its `mod.rs`;
+//! - assembly: [`Model`] here.
 
-pub mod architecture;
 pub mod architectures;
 pub mod attention;
 pub mod batch;
-pub mod checkpoint;
 mod cpu_ops;
 pub mod device;
-pub mod export;
 pub mod formats;
-pub mod gemma2;
-pub mod gemma3;
-pub mod hub;
 pub mod kernels;
 pub mod kv;
 pub mod layers;
-pub mod llama;
 pub mod memory;
-pub mod mistral;
-pub mod open;
-pub mod phi3;
-pub mod qwen2;
-pub mod qwen3;
-pub mod registry;
 pub mod rope;
 pub mod scoring;
-pub mod source;
-pub mod stores;
+pub mod sources;
 pub mod tokenizer;
 
 use std::path::Path;
@@ -48,12 +36,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-use architecture::Network;
+use architectures::architecture::Network;
 pub use batch::{PackedBatch, Segment};
 pub use device::{parse_device, Placement, Precision};
 pub use kernels::DtypeChoice;
 pub use scoring::RowScore;
-pub use source::{resolve, ModelSource, ResolvedModel};
+pub use sources::{resolve, ModelSource, ResolvedModel};
 use tokenizer::TextTokenizer;
 
 /// A loaded model: its tokenizer and its network.
@@ -101,7 +89,7 @@ impl Model {
 
     /// Loads a resolved model onto a device.
     pub fn load_resolved(model: &ResolvedModel, placement: &Placement) -> Result<Self> {
-        let checkpoint = open::open_checkpoint(&model.source)?;
+        let checkpoint = formats::open::open_checkpoint(&model.source)?;
         Self::load_checkpoint(model, checkpoint, placement)
     }
 
@@ -114,7 +102,7 @@ impl Model {
         batch_tokens: usize,
         prefix_cache_bytes: usize,
     ) -> Result<usize> {
-        let checkpoint = open::open_checkpoint(&model.source)?;
+        let checkpoint = formats::open::open_checkpoint(&model.source)?;
         // The cache at its budget, and at most as much again captured from one forward.
         let reserved = 2 * prefix_cache_bytes as u64;
         let (tokens, note) = memory::plan(&checkpoint, placement, batch_tokens, reserved)?;
@@ -126,7 +114,7 @@ impl Model {
 
     fn load_checkpoint(
         model: &ResolvedModel,
-        mut checkpoint: checkpoint::Checkpoint,
+        mut checkpoint: formats::checkpoint::Checkpoint,
         placement: &Placement,
     ) -> Result<Self> {
         let name = checkpoint.string("general.architecture")?;
@@ -200,7 +188,7 @@ impl Model {
 /// The storage formats that loading `checkpoint` as `placement` says converts, counted by
 /// format: every matrix without a stored-format kernel (other GGUF formats, and float ones)
 /// where the weights stay in blocks on the CPU.
-fn conversions(checkpoint: &checkpoint::Checkpoint, placement: &Placement) -> Vec<String> {
+fn conversions(checkpoint: &formats::checkpoint::Checkpoint, placement: &Placement) -> Vec<String> {
     if !(placement.precision.keeps_blocks() && placement.device.is_cpu()) {
         return Vec::new();
     }

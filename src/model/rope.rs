@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 use serde_json::{json, Value as Json};
 
-use super::checkpoint::Checkpoint;
+use super::formats::checkpoint::Checkpoint;
 
 /// The GGUF tensor in which llama.cpp's converter stores llama3 scaling, as one divisor per
 /// rotary pair.

@@ -28,7 +28,7 @@ pub fn benchmark_variables() -> Map<String, Json> {
     }
 }
 
-use crate::model::checkpoint::Checkpoint;
+use crate::model::formats::checkpoint::Checkpoint;
 
 pub struct ChatTemplate {
     env: Environment<'static>,

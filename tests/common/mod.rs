@@ -9,7 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::Deserialize;
 use valuelens::engine::Request;
-use valuelens::model::{registry, Model, Precision};
+use valuelens::model::sources::registry;
+use valuelens::model::{Model, Precision};
 
 /// `../shared` beside the repository (override with `VALUELENS_SHARED`).
 pub fn shared_dir() -> PathBuf {

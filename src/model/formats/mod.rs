@@ -1,10 +1,16 @@
 //! Checkpoint file formats — GGUF files, Hugging Face safetensors folders, and synthetic
 //! weights generated from a seed — each read into metadata and tensors behind one trait,
-//! [`TensorSource`]. Readers know nothing of architectures: translating a format's names and
-//! conventions into the networks' vocabulary is each architecture's job.
+//! [`TensorSource`]; the `checkpoint` they make (metadata and tensors under GGUF's names);
+//! `open` (a resolved source as a checkpoint) and `export` (a checkpoint written as a
+//! safetensors folder or a GGUF file). The readers know nothing of architectures: translating a
+//! format's names and conventions into the networks' vocabulary is each architecture's job,
+//! which `open` and `export` call on.
 
+pub mod checkpoint;
+pub mod export;
 pub mod foreign_quants;
 pub mod gguf;
+pub mod open;
 pub mod safetensors;
 pub mod synthetic;
 

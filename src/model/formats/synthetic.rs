@@ -279,7 +279,7 @@ fn shape_metadata(shape: &Shape) -> Metadata {
     let mut set = |k: &str, v: Value| {
         m.insert(format!("{arch}.{k}"), v);
     };
-    let int = |v: usize| crate::model::architecture::gguf_uint(v as u64);
+    let int = |v: usize| crate::model::architectures::architecture::gguf_uint(v as u64);
     set("embedding_length", int(shape.hidden));
     set("block_count", int(shape.layers));
     set("attention.head_count", int(shape.heads));

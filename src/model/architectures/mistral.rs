@@ -8,10 +8,10 @@ use anyhow::Result;
 use serde_json::Value as Json;
 
 use super::architecture::{Architecture, Network};
-use super::checkpoint::Checkpoint;
-use super::device::Placement;
-use super::formats::Metadata;
 use super::llama::{self, LlamaArchitecture};
+use crate::model::device::Placement;
+use crate::model::formats::checkpoint::Checkpoint;
+use crate::model::formats::Metadata;
 
 pub struct MistralArchitecture;
 

@@ -11,13 +11,13 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::Tensor;
 use serde_json::{json, Value as Json};
 
-use super::batch::PackedBatch;
-use super::checkpoint::Checkpoint;
-use super::device::Placement;
-use super::formats::Metadata;
-use super::kv::{KvGeometry, KvIo};
-use super::rope::longrope_attention_factor;
-use super::scoring::RowScore;
+use crate::model::batch::PackedBatch;
+use crate::model::device::Placement;
+use crate::model::formats::checkpoint::Checkpoint;
+use crate::model::formats::Metadata;
+use crate::model::kv::{KvGeometry, KvIo};
+use crate::model::rope::longrope_attention_factor;
+use crate::model::scoring::RowScore;
 
 /// A loaded network: one packed forward, scored on the batch's scored rows.
 pub trait Network: Send + Sync {
@@ -25,7 +25,7 @@ pub trait Network: Send + Sync {
         self.score_with(batch, KvIo::default())
     }
     /// One forward that also attends to past keys and values (the batch's
-    /// [`Keys::Past`](super::batch::Keys) ranges) and hands back those of chosen rows.
+    /// [`Keys::Past`](crate::model::batch::Keys) ranges) and hands back those of chosen rows.
     fn score_with(&self, batch: &PackedBatch, kv: KvIo) -> Result<Vec<RowScore>>;
     /// The shape of its keys and values.
     fn kv_geometry(&self) -> KvGeometry;

@@ -3,12 +3,15 @@
 //! `.gguf` file (the first of a split one's parts), a safetensors folder, or
 //! `synthetic:<shape>` (weights generated from a seed).
 
+pub mod hub;
+pub mod registry;
+pub mod stores;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::formats::synthetic::SyntheticSpec;
-use super::{hub, registry, stores};
+use crate::model::formats::synthetic::SyntheticSpec;
 use crate::verified;
 
 /// Where a model's weights come from, once resolved.
@@ -43,7 +46,7 @@ impl ModelSource {
     pub fn sha256(&self) -> Result<String> {
         match self {
             // A split GGUF: the sha256 of its parts' sha256s, in order.
-            Self::Gguf(path) => match super::formats::gguf::split_parts(path) {
+            Self::Gguf(path) => match crate::model::formats::gguf::split_parts(path) {
                 Some(parts) => {
                     let mut joined = String::new();
                     for part in &parts {

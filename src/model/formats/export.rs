@@ -10,12 +10,12 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 use serde_json::json;
 
-use super::architecture::Architecture;
-use super::architectures;
 use super::checkpoint::Checkpoint;
-use super::formats::safetensors::write_tensors;
-use super::formats::synthetic::quantize_rows_in_parallel;
-use super::tokenizer::TextTokenizer;
+use crate::model::architectures;
+use crate::model::architectures::architecture::Architecture;
+use crate::model::formats::safetensors::write_tensors;
+use crate::model::formats::synthetic::quantize_rows_in_parallel;
+use crate::model::tokenizer::TextTokenizer;
 use crate::output::set_readable;
 
 /// Weight precision of an exported checkpoint.
@@ -88,12 +88,12 @@ pub fn export_gguf(
         tensors.push((name.clone(), tensor));
     }
     if let Some(divisors) = llama3_rope_as_divisors(checkpoint)? {
-        tensors.push((super::rope::ROPE_FREQS_TENSOR.to_string(), divisors));
+        tensors.push((crate::model::rope::ROPE_FREQS_TENSOR.to_string(), divisors));
     }
     let mut metadata = checkpoint.metadata().clone();
     if tensors
         .iter()
-        .any(|(n, _)| n == super::rope::ROPE_FREQS_TENSOR)
+        .any(|(n, _)| n == crate::model::rope::ROPE_FREQS_TENSOR)
     {
         let arch = checkpoint.string("general.architecture")?;
         for key in LLAMA3_ROPE_KEYS {
@@ -139,7 +139,7 @@ const LLAMA3_ROPE_KEYS: [&str; 5] = [
 /// Llama 3's RoPE scaling as llama.cpp stores it: a `rope_freqs.weight` tensor of frequency
 /// divisors (its loader refuses `rope.scaling.type = llama3`); `None` for other scalings.
 fn llama3_rope_as_divisors(checkpoint: &mut Checkpoint) -> Result<Option<QTensor>> {
-    use super::rope::{base_inv_freq, RopeScaling, ROPE_FREQS_TENSOR};
+    use crate::model::rope::{base_inv_freq, RopeScaling, ROPE_FREQS_TENSOR};
     let arch = checkpoint.string("general.architecture")?;
     let key = |k: &str| format!("{arch}.{k}");
     if checkpoint.has_tensor(ROPE_FREQS_TENSOR)
@@ -172,7 +172,7 @@ fn llama3_rope_as_divisors(checkpoint: &mut Checkpoint) -> Result<Option<QTensor
 
 /// Pads `tokenizer.ggml.tokens` (and its parallel arrays) to `rows` entries with unused
 /// placeholder tokens.
-fn pad_vocabulary(metadata: &mut super::formats::Metadata, rows: usize) {
+fn pad_vocabulary(metadata: &mut crate::model::formats::Metadata, rows: usize) {
     use candle_core::quantized::gguf_file::Value;
     let Some(Value::Array(tokens)) = metadata.get("tokenizer.ggml.tokens") else {
         return;
@@ -181,14 +181,15 @@ fn pad_vocabulary(metadata: &mut super::formats::Metadata, rows: usize) {
     if have >= rows {
         return;
     }
-    let pad =
-        |key: &str, value: &dyn Fn(usize) -> Value, metadata: &mut super::formats::Metadata| {
-            if let Some(Value::Array(values)) = metadata.get_mut(key) {
-                if values.len() == have {
-                    values.extend((have..rows).map(value));
-                }
+    let pad = |key: &str,
+               value: &dyn Fn(usize) -> Value,
+               metadata: &mut crate::model::formats::Metadata| {
+        if let Some(Value::Array(values)) = metadata.get_mut(key) {
+            if values.len() == have {
+                values.extend((have..rows).map(value));
             }
-        };
+        }
+    };
     pad(
         "tokenizer.ggml.token_type",
         &|_| Value::I32(5), // LLAMA_TOKEN_TYPE_UNUSED

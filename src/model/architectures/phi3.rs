@@ -12,10 +12,10 @@ use anyhow::{bail, Result};
 use serde_json::Value as Json;
 
 use super::architecture::{Architecture, Network};
-use super::checkpoint::Checkpoint;
-use super::device::Placement;
-use super::formats::Metadata;
 use super::llama::{self, Llama, RopeStyle};
+use crate::model::device::Placement;
+use crate::model::formats::checkpoint::Checkpoint;
+use crate::model::formats::Metadata;
 
 /// Per-layer tensor names: (Hugging Face suffix after `model.layers.<i>.`, GGUF suffix).
 const LAYER_NAMES: &[(&str, &str)] = &[

@@ -13,9 +13,9 @@ use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::architectures;
-use super::formats::gguf::split_parts;
 use super::{hub, registry};
+use crate::model::architectures;
+use crate::model::formats::gguf::split_parts;
 use crate::verified;
 
 const OLLAMA_HOST: &str = "registry.ollama.ai";

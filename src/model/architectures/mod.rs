@@ -1,16 +1,25 @@
 //! The architectures this build runs, found by their GGUF name or their config.json
 //! `model_type`.
 
+pub mod architecture;
+pub mod gemma2;
+pub mod gemma3;
+pub mod llama;
+pub mod mistral;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
+
 use anyhow::{bail, Result};
 
-use super::architecture::Architecture;
-use super::gemma2::Gemma2Architecture;
-use super::gemma3::Gemma3Architecture;
-use super::llama::LlamaArchitecture;
-use super::mistral::MistralArchitecture;
-use super::phi3::Phi3Architecture;
-use super::qwen2::Qwen2Architecture;
-use super::qwen3::Qwen3Architecture;
+use self::architecture::Architecture;
+use self::gemma2::Gemma2Architecture;
+use self::gemma3::Gemma3Architecture;
+use self::llama::LlamaArchitecture;
+use self::mistral::MistralArchitecture;
+use self::phi3::Phi3Architecture;
+use self::qwen2::Qwen2Architecture;
+use self::qwen3::Qwen3Architecture;
 
 pub const ALL: &[&dyn Architecture] = &[
     &LlamaArchitecture,

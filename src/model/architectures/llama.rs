@@ -12,18 +12,18 @@ use candle_core::Tensor;
 use serde_json::{json, Value as Json};
 
 use super::architecture::{base_config, Architecture, ConfigReader, Network};
-use super::attention::{AttentionPlan, AttentionSpec};
-use super::batch::PackedBatch;
-use super::checkpoint::{Checkpoint, CheckpointFormat};
-use super::device::Placement;
-use super::formats::Metadata;
-use super::kv::{KvGeometry, KvIo};
-pub use super::layers::RopeStyle;
-use super::layers::{
+use crate::model::attention::{AttentionPlan, AttentionSpec};
+use crate::model::batch::PackedBatch;
+use crate::model::device::Placement;
+use crate::model::formats::checkpoint::{Checkpoint, CheckpointFormat};
+use crate::model::formats::Metadata;
+use crate::model::kv::{KvGeometry, KvIo};
+pub use crate::model::layers::RopeStyle;
+use crate::model::layers::{
     gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeTables,
 };
-use super::rope::{self, RopeScaling};
-use super::scoring::{LmHead, RowScore};
+use crate::model::rope::{self, RopeScaling};
+use crate::model::scoring::{LmHead, RowScore};
 
 /// llama: config.json `model_type` "llama", GGUF `llama`.
 pub struct LlamaArchitecture;

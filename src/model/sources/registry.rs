@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::verified;
 
-const BUILTIN_REGISTRY: &str = include_str!("../../models/registry.toml");
+const BUILTIN_REGISTRY: &str = include_str!("../../../models/registry.toml");
 
 #[derive(Debug, Deserialize)]
 pub struct Registry {

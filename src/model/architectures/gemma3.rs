@@ -16,17 +16,17 @@ use candle_core::Tensor;
 use serde_json::{json, Value as Json};
 
 use super::architecture::{base_config, Architecture, ConfigReader, Network, RopeConfig};
-use super::attention::{AttentionPlan, AttentionSpec};
-use super::batch::PackedBatch;
-use super::checkpoint::Checkpoint;
-use super::device::{Placement, Precision};
-use super::formats::Metadata;
-use super::kv::{KvGeometry, KvIo};
-use super::layers::{
+use crate::model::attention::{AttentionPlan, AttentionSpec};
+use crate::model::batch::PackedBatch;
+use crate::model::device::{Placement, Precision};
+use crate::model::formats::checkpoint::Checkpoint;
+use crate::model::formats::Metadata;
+use crate::model::kv::{KvGeometry, KvIo};
+use crate::model::layers::{
     gated, head_major, heads, BatchTensors, Embeddings, GateActivation, Linear, RopeStyle,
     RopeTables,
 };
-use super::scoring::{LmHead, RowScore};
+use crate::model::scoring::{LmHead, RowScore};
 
 /// Layers per group of which the last is global, when the file does not say
 /// (`sliding_window_pattern` of Gemma 3's config).
@@ -154,7 +154,7 @@ pub fn metadata_from_config(config: &Json, family: &GemmaFamily) -> Result<Metad
     if let Some(pattern) = sliding_window_pattern(config)? {
         reader.set(
             "attention.sliding_window_pattern",
-            crate::model::architecture::gguf_uint(pattern as u64),
+            crate::model::architectures::architecture::gguf_uint(pattern as u64),
         );
     }
     if family.local_rope_base {

@@ -8,14 +8,14 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 
-use super::architecture::Architecture;
-use super::architectures;
 use super::checkpoint::{Checkpoint, CheckpointFormat};
-use super::formats::safetensors::{add_tokenizer_config, read_config, HfTensors};
-use super::formats::synthetic::{self, SyntheticSpec};
-use super::formats::{gguf, TensorSource};
-use super::registry;
-use super::source::ModelSource;
+use crate::model::architectures;
+use crate::model::architectures::architecture::Architecture;
+use crate::model::formats::safetensors::{add_tokenizer_config, read_config, HfTensors};
+use crate::model::formats::synthetic::{self, SyntheticSpec};
+use crate::model::formats::{gguf, TensorSource};
+use crate::model::sources::registry;
+use crate::model::sources::ModelSource;
 
 /// The checkpoint of a resolved model.
 pub fn open_checkpoint(source: &ModelSource) -> Result<Checkpoint> {

@@ -11,10 +11,10 @@ use candle_core::Tensor;
 use serde_json::Value as Json;
 
 use super::architecture::{Architecture, Network};
-use super::checkpoint::Checkpoint;
-use super::device::Placement;
-use super::formats::Metadata;
 use super::gemma3::{self, Gemma, Gemma3Architecture, GemmaFamily};
+use crate::model::device::Placement;
+use crate::model::formats::checkpoint::Checkpoint;
+use crate::model::formats::Metadata;
 
 pub const GEMMA2: GemmaFamily = GemmaFamily {
     prefix: "gemma2",

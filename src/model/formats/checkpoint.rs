@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 
-use super::formats::{Metadata, TensorSource};
+use crate::model::formats::{Metadata, TensorSource};
 
 /// The format a checkpoint was read from, for the conventions that differ between formats
 /// (e.g. GGUF permutes llama's Q/K rows for interleaved rotary embeddings).
