@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's pictures of the leaderboard page (docs/leaderboard-1280.png and -400.png): three
+# The pictures of the leaderboard page in docs/leaderboard.md (docs/leaderboard-1280.png and -400.png): three
 # registry models run on 3 countries × 3 topics × 8 values, then `valuelens leaderboard --paper
 # --common`, photographed by headless Chromium (Debian's `chromium`) at 1280 and 400 px.
 # Not part of CI (a few minutes of runs); usage: scripts/leaderboard-screenshots.sh [WORK_DIR]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The protocol comparison of issue 14 (README, "Which protocol the default runs"): for each
+"""The protocol comparison of issue 14 (docs/run.md, "Which protocol the default runs"): for each
 results folder of a `--protocol balanced --debias pride` run, the measures of three protocols
 recomputed from that one folder with `valuelens metrics`:
 
