@@ -90,7 +90,26 @@ def two_choice_bounds(datas, files):
     return rows
 
 
+def llama_cpp(datas, files):
+    """valuelens against llama.cpp's llama-bench on the same GGUF files, one sitting."""
+    data = datas[0]
+    rows = ["| file | llama.cpp pp512 tok/s | valuelens computed tok/s (dtype) | valuelens / llama.cpp | peak RSS llama.cpp / valuelens (× file) |",
+            "|---|---:|---:|---:|---|"]
+    for run in data["runs"]:
+        ours, theirs = run["valuelens"], run["llama_cpp"]
+        size = run["file_bytes"]
+        rows.append(f"| {os.path.basename(run['file'])} ({size / 1e9:.2f} GB) | {theirs['tokens_per_s']:.1f} | "
+                    f"{ours['tokens_per_s']:.1f} ({ours['dtype']}) | {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}× | "
+                    f"{theirs['peak_rss_bytes'] / 1e9:.2f} GB ({theirs['peak_rss_bytes'] / size:.2f}×) / "
+                    f"{ours['peak_rss_bytes'] / 1e9:.2f} GB ({ours['peak_rss_bytes'] / size:.2f}×) |")
+    cpu = data.get("cpu", {})
+    return rows + ["", f"*{cpu.get('model', '?')}, {data.get('threads', '?')} threads, valuelens commit "
+                   f"{data.get('valuelens', {}).get('commit', '?')}, llama.cpp {data.get('llama_cpp', {}).get('version', '?').split('commit ')[-1].split(')')[0]}, "
+                   f"{data.get('date', '?')[:10]}; data: " + ", ".join(f"`{f}`" for f in files) + ".*"]
+
+
 RENDERERS = {
+    "llama-cpp": llama_cpp,
     "full-protocol": full_protocol,
     "lm-eval": lm_eval,
     "two-choice-bounds": two_choice_bounds,
