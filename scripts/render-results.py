@@ -108,7 +108,17 @@ def llama_cpp(datas, files):
                    f"{data.get('date', '?')[:10]}; data: " + ", ".join(f"`{f}`" for f in files) + ".*"]
 
 
+def table(datas, files):
+    """A table kept as data (`FILE.json#NAME`: its columns, alignment and rows, as measured)."""
+    data, name = datas[0], files[0].split("#", 1)[1]
+    t = data["tables"][name]
+    rows = ["| " + " | ".join(t["columns"]) + " |", "|" + "|".join(t["align"]) + "|"]
+    rows += ["| " + " | ".join(row) + " |" for row in t["rows"]]
+    return rows + ["", caption(data, [files[0]])]
+
+
 RENDERERS = {
+    "table": table,
     "llama-cpp": llama_cpp,
     "full-protocol": full_protocol,
     "lm-eval": lm_eval,
@@ -122,7 +132,7 @@ def render_block(root, spec, where):
         raise SystemExit(f"{where}: unknown results kind '{kind}' (known: {', '.join(RENDERERS)})")
     datas = []
     for f in files:
-        path = os.path.join(root, f)
+        path = os.path.join(root, f.split("#", 1)[0])
         try:
             with open(path, encoding="utf-8") as handle:
                 datas.append(json.load(handle))
