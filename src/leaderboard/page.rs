@@ -106,6 +106,14 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 });
 ";
 
+/// The class attribute that left-aligns a column of words (numbers stay right-aligned).
+fn alignment_class(column: &str) -> &'static str {
+    match is_text_column(column) {
+        true => " class=\"text\"",
+        false => "",
+    }
+}
+
 /// The page, from the document and the figures (file name, what it shows, SVG).
 pub fn render(document: &Document, figures: &[(String, String, String)]) -> String {
     let mut html = String::new();
@@ -124,10 +132,7 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
         "<div class=\"scroll\"><table class=\"sortable\" id=\"leaderboard\">\n<thead><tr>"
     );
     for column in COLUMNS {
-        let class = match is_text_column(column) {
-            true => " class=\"text\"",
-            false => "",
-        };
+        let class = alignment_class(column);
         // The rows arrive sorted by F1, highest first: the header says so, and a click on it
         // reverses them.
         let sorted = match column {
@@ -149,10 +154,7 @@ pub fn render(document: &Document, figures: &[(String, String, String)]) -> Stri
         };
         let _ = write!(html, "<tr{class}>");
         for (column, (text, value)) in COLUMNS.iter().zip(cells_of(row)) {
-            let class = match is_text_column(column) {
-                true => " class=\"text\"",
-                false => "",
-            };
+            let class = alignment_class(column);
             let data = value.map_or(String::new(), |v| format!(" data-value=\"{v}\""));
             let _ = write!(html, "<td{class}{data}>{}</td>", escape(&text));
         }
