@@ -117,7 +117,8 @@ pub fn run_score(input: &std::path::Path, output: &std::path::Path) -> std::proc
 /// llama.cpp's tokenizer test vocabularies (`ggml-vocab-*.gguf` with their `.inp` / `.out`
 /// texts and ids), taken from the llama-cpp-python 0.3.36 source distribution into
 /// `<models>/llama-cpp-vocabs/` on first use: fetched by package name with pip (in a venv of its
-/// own that holds the build backend pip asks for), sha256-checked, one fetch at a time.
+/// own that holds the build backend pip asks for and the CMake it calls), sha256-checked, one
+/// fetch at a time.
 pub fn llama_cpp_vocabs() -> PathBuf {
     const SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
     static FETCH: Mutex<()> = Mutex::new(());
@@ -133,9 +134,12 @@ work = out + ".fetch"
 shutil.rmtree(work, ignore_errors=True)
 venv.create(os.path.join(work, "venv"), with_pip=True)
 pip = [os.path.join(work, "venv", "bin", "python"), "-m", "pip", "--quiet", "--disable-pip-version-check"]
-subprocess.run(pip + ["install", "scikit-build-core"], check=True)
+# pip prepares an sdist's metadata even to download it: scikit-build-core does that and wants a
+# CMake, which a fresh machine lacks; PyPI's `cmake` package brings one into the venv.
+subprocess.run(pip + ["install", "scikit-build-core", "cmake"], check=True)
+env = dict(os.environ, PATH=os.path.join(work, "venv", "bin") + os.pathsep + os.environ.get("PATH", ""))
 subprocess.run(pip + ["download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-                      "llama-cpp-python==0.3.36", "-d", os.path.join(work, "sdist")], check=True)
+                      "llama-cpp-python==0.3.36", "-d", os.path.join(work, "sdist")], check=True, env=env)
 (sdist,) = glob.glob(os.path.join(work, "sdist", "llama_cpp_python-0.3.36.tar.gz"))
 with open(sdist, "rb") as f:
     if hashlib.sha256(f.read()).hexdigest() != sha:
