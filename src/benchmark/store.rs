@@ -43,7 +43,7 @@ pub struct UnitStore {
 }
 
 /// The folder of finished units inside a results folder.
-const UNITS_DIR: &str = "checkpoints";
+pub const UNITS_DIR: &str = "checkpoints";
 /// The configuration the units belong to, inside `UNITS_DIR`.
 const CONFIG_FILE: &str = "config.json";
 

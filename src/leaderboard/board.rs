@@ -106,29 +106,11 @@ pub struct Leaderboard {
 }
 
 impl Leaderboard {
-    /// The pair of entries `a` and `b`, in either order, as `a − b`.
-    pub fn pair(&self, a: usize, b: usize) -> Option<(f64, f64, Option<Intervals>, &Pair)> {
-        let flip = |ci: Option<Intervals>| {
-            ci.map(|ci| Intervals {
-                alignment_rate: [-ci.alignment_rate[1], -ci.alignment_rate[0]],
-                distance: [-ci.distance[1], -ci.distance[0]],
-            })
-        };
-        self.pairs.iter().find_map(|p| match (p.a, p.b) {
-            (x, y) if (x, y) == (a, b) => Some((p.f1_difference, p.distance_difference, p.ci95, p)),
-            (x, y) if (x, y) == (b, a) => {
-                Some((-p.f1_difference, -p.distance_difference, flip(p.ci95), p))
-            }
-            _ => None,
-        })
-    }
-}
-
-/// How `--debias` names it.
-pub fn debias_name(debias: Debias) -> &'static str {
-    match debias {
-        Debias::None => "none",
-        Debias::Pride => "pride",
+    /// The pair of entries `a` and `b`, stored in either order.
+    pub fn pair(&self, a: usize, b: usize) -> Option<&Pair> {
+        self.pairs
+            .iter()
+            .find(|p| (p.a, p.b) == (a, b) || (p.a, p.b) == (b, a))
     }
 }
 

@@ -166,7 +166,7 @@ pub fn figures(board: &Leaderboard) -> Result<Vec<(String, String, String)>> {
                         true => 1.0,
                         false => board
                             .pair(a, b)
-                            .and_then(|(_, _, _, p)| p.gap_rank_agreement)
+                            .and_then(|p| p.gap_rank_agreement)
                             .unwrap_or(f64::NAN),
                     })
                     .collect()

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::board::{debias_name, selection_text, View};
+use super::board::{selection_text, View};
 use crate::benchmark::record::{RunRecord, RUN_RECORD_FILE};
+use crate::benchmark::store::UNITS_DIR;
 use crate::report::MetricsReport;
 use crate::tasks::pride::Debias;
 use crate::tasks::{Protocol, Scoring};
@@ -77,7 +78,7 @@ pub fn find_runs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// A folder with any file of a run (finished or not): a parent is searched one level down
 /// only when it is none.
 fn looks_like_run(dir: &Path) -> bool {
-    RUN_FILES.iter().any(|f| dir.join(f).exists()) || dir.join("checkpoints").is_dir()
+    RUN_FILES.iter().any(|f| dir.join(f).exists()) || dir.join(UNITS_DIR).is_dir()
 }
 
 /// The paper's API models whose Task-1 and Task-2 outputs the released files hold: (name,
@@ -134,7 +135,7 @@ pub fn choose_view(runs: &[PathBuf], records: &[RunRecord], common: bool) -> Res
         bail!("{data}: runs on different data cannot be compared");
     }
     let protocol = differing("protocol", &|r| r.protocol.name().to_string());
-    let debias = differing("debias", &|r| debias_name(r.debias).to_string());
+    let debias = differing("debias", &|r| r.debias.name().to_string());
     let scoring = differing("scoring", &|r| r.scoring.name().to_string());
     let selection = differing("selection", &|r| selection_text(r));
     let differences: Vec<String> = [&protocol, &debias, &scoring, &selection]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::board::{debias_name, selection_text, Entry, Leaderboard, Source};
+use super::board::{selection_text, Entry, Leaderboard, Source};
 
 /// The schema version of `leaderboard.json`.
 pub const LEADERBOARD_SCHEMA: u32 = 1;
@@ -131,7 +131,7 @@ fn row(rank: usize, entry: &Entry) -> Row {
                         device: Some(m.device.clone()),
                     },
                     record.protocol.name().to_string(),
-                    debias_name(record.debias).to_string(),
+                    record.debias.name().to_string(),
                     record.scoring.name().to_string(),
                     selection_text(record),
                     true,
@@ -197,7 +197,7 @@ impl Leaderboard {
             caption: self.caption.clone(),
             view: ViewRow {
                 protocol: self.view.protocol.map(|p| p.name().to_string()),
-                debias: self.view.debias.map(|d| debias_name(d).to_string()),
+                debias: self.view.debias.map(|d| d.name().to_string()),
                 scoring: self.view.scoring.map(|s| s.name().to_string()),
                 common_cells: self.view.common_cells,
             },

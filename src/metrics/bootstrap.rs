@@ -30,10 +30,20 @@ pub fn scenario_measures(
     cells: &Cells,
 ) -> Vec<Option<ScenarioMeasures>> {
     let (per_scenario_f1, _) = alignment_rate(stated, action, cells);
+    scenario_measures_with_f1(&per_scenario_f1, stated, action, cells)
+}
+
+/// [`scenario_measures`] for a caller that has the scenarios' F1 already.
+pub fn scenario_measures_with_f1(
+    per_scenario_f1: &[f64],
+    stated: &Matrix,
+    action: &Matrix,
+    cells: &Cells,
+) -> Vec<Option<ScenarioMeasures>> {
     per_scenario_f1
-        .into_iter()
+        .iter()
         .zip(scenario_distance_sums(stated, action, cells))
-        .map(|(f1, (distance_sum, cells))| {
+        .map(|(&f1, (distance_sum, cells))| {
             (!f1.is_nan()).then_some(ScenarioMeasures {
                 f1,
                 distance_sum,

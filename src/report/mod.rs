@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::metrics::bias::{Bias, LabelBias, PositionBias};
 use crate::metrics::bootstrap::{
-    mean_ci95, overall_ci95, scenario_measures, Intervals, ScenarioMeasures,
+    mean_ci95, overall_ci95, scenario_measures_with_f1, Intervals, ScenarioMeasures,
 };
 use crate::metrics::{self, Cells, Distances, Grouped, Matrix, Misalignment};
 use crate::output::write_atomically;
@@ -90,10 +90,11 @@ impl MetricsReport {
                 .count()
         };
         let undecided = |m: &Matrix| cells.iter().filter(|&(s, k)| m.get(s, k) == 0.5).count();
-        let scenarios: Vec<ScenarioMeasures> = scenario_measures(stated, action, cells)
-            .into_iter()
-            .flatten()
-            .collect();
+        let scenarios: Vec<ScenarioMeasures> =
+            scenario_measures_with_f1(&per_scenario_f1, stated, action, cells)
+                .into_iter()
+                .flatten()
+                .collect();
         let group_ci = |scenarios_of: &dyn Fn(usize) -> Vec<usize>, groups: usize, offset: u64| {
             (0..groups)
                 .map(|g| {

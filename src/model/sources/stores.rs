@@ -3,10 +3,11 @@
 //! resolved to the GGUF file they hold; and every model of those stores and of the Hugging Face
 //! cache listed from headers and config files alone (`valuelens models --local`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
@@ -174,8 +175,17 @@ pub fn resolve_ollama(spec: &str) -> Result<PathBuf> {
 
 /// Ollama keeps its chat templates in Go's template language, in a layer of their own, which
 /// valuelens does not run: a GGUF without its own Jinja template is scored with plain prompts,
-/// and the user is told so.
+/// and the user is told so — once per process, though a command resolves its model more than
+/// once (to plan memory, then to load).
 fn say_without_template(gguf: &Path, form: &str) {
+    static SAID: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let first = SAID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(gguf.to_path_buf());
+    if !first {
+        return;
+    }
     let header = File::open(gguf)
         .ok()
         .and_then(|f| Content::read(&mut BufReader::new(f)).ok());
